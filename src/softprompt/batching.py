@@ -1,0 +1,136 @@
+"""Tokenise examples and collate them into dynamically padded batches.
+
+Decoder-only rows are laid out [input][target][pad] and the prompt goes in front
+(combine.py), so every row's prompt sits at the same positions: that is what lets the
+prompt's key/value states be computed once and shared. Encoder-decoder rows keep input
+and target apart (the target feeds the decoder).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from softprompt.combine import IGNORE
+from softprompt.tasks.base import Example, Task
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one example: model input and the target it should produce."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+
+
+@dataclass
+class Batch:
+    """A padded batch.
+
+    Decoder-only: input_ids (B, T) hold input then target, labels (B, T) hold the
+    target ids at target positions and IGNORE elsewhere.
+    Encoder-decoder: input_ids (B, T) encoder input, labels (B, L) decoder targets.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    size: int
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.size)
+
+
+class Encoder:
+    """Turns examples of a task into token ids for one model's tokenizer.
+
+    Args:
+        tokenizer: The frozen model's tokenizer.
+        encoder_decoder: Whether the model is encoder-decoder (T5).
+        max_input_tokens: Inputs are truncated from the right to this many tokens.
+    """
+
+    def __init__(self, tokenizer, encoder_decoder: bool, max_input_tokens: int = 256) -> None:
+        self.tokenizer = tokenizer
+        self.encoder_decoder = encoder_decoder
+        self.max_input_tokens = max_input_tokens
+        self._label_cache: dict[str, list[int]] = {}
+
+    def input_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=self.encoder_decoder)["input_ids"]
+        return ids[: self.max_input_tokens]
+
+    def target_ids(self, text: str, eos: bool = False) -> list[int]:
+        """Ids of a target/label continuation. Decoder-only targets get a leading space,
+        so they tokenise as a word following the input."""
+        key = f"{eos}\0{text}"
+        if key not in self._label_cache:
+            if self.encoder_decoder:
+                ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            else:
+                ids = self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
+                if eos and self.tokenizer.eos_token_id is not None:
+                    ids = ids + [self.tokenizer.eos_token_id]
+            self._label_cache[key] = ids
+        return self._label_cache[key]
+
+    def encode(self, task: Task, example: Example) -> Encoded:
+        generative = not task.is_classification and example.choices is None
+        return Encoded(self.input_ids(task.format(example)), self.target_ids(task.target_text(example), eos=generative))
+
+    def collate(self, rows: Sequence[Encoded]) -> Batch:
+        pad = self.tokenizer.pad_token_id
+        if self.encoder_decoder:
+            ids, mask = pad_right([r.input_ids for r in rows], pad)
+            labels, _ = pad_right([r.target_ids for r in rows], IGNORE)
+            return Batch(ids, mask, labels, len(rows))
+        seqs = [r.input_ids + r.target_ids for r in rows]
+        ids, mask = pad_right(seqs, pad)
+        labels = torch.full_like(ids, IGNORE)
+        for i, r in enumerate(rows):
+            start = len(r.input_ids)
+            labels[i, start : start + len(r.target_ids)] = torch.tensor(r.target_ids)
+        return Batch(ids, mask, labels, len(rows))
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists to the longest: (B, T) ids and (B, T) attention mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, bucket_batches: int = 32
+) -> Iterator[list[int]]:
+    """An endless stream of index batches with little padding.
+
+    Shuffles the data, cuts it into pools of `bucket_batches` batches, sorts each pool
+    by length, slices it into batches and shuffles the batch order, so the stream stays
+    random while rows of a batch have similar lengths.
+    """
+    n = len(lengths)
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        pool = batch_size * bucket_batches
+        for start in range(0, n, pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+            batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+            rng.shuffle(batches)
+            for b in batches:
+                if len(b) == batch_size or n < batch_size:
+                    yield b
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Every index once, in batches of similar length (for evaluation)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

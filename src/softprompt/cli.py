@@ -1,0 +1,264 @@
+"""The `softprompt` command line. Each command is a plain function whose flags are its
+typed parameters; the library API (softprompt/__init__.py) mirrors them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from softprompt.errors import SoftPromptError
+
+app = typer.Typer(
+    help="Train, evaluate and use soft prompts on frozen language models (Lester et al. 2021).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, .gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.")]
+PrecisionOpt = Annotated[str, typer.Option(help="Frozen-weight precision: auto (bf16 where the CPU/GPU runs it natively), bf16 or fp32.")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.")]
+TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Your own training data (.csv, .tsv or .jsonl).")]
+DevFileOpt = Annotated[Optional[Path], typer.Option(help="Your own dev/eval data (.csv, .tsv or .jsonl).")]
+TextFieldOpt = Annotated[Optional[list[str]], typer.Option("--text-field", help="Input field(s) of your data file; repeat for several.")]
+LabelFieldOpt = Annotated[str, typer.Option(help="Label field of your data file.")]
+LabelsOpt = Annotated[Optional[str], typer.Option("--labels", help="Label words of your task: '0=negative,1=positive' (omit for a generation task).")]
+TemplateOpt = Annotated[Optional[str], typer.Option(help="Input template over your fields, e.g. 'review: {text}'.")]
+PromptOpt = Annotated[Path, typer.Option("--prompt", "-p", help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder).")]
+
+
+def _task(task, train_file, dev_file, text_field, label_field, labels, template):
+    from softprompt.tasks import get_task, parse_label_words, user_task
+
+    if train_file or dev_file:
+        files = {k: v for k, v in (("train", train_file), ("dev", dev_file)) if v}
+        verbalizer = parse_label_words(labels) if labels else None
+        return user_task(task or "custom", files, text_field or [], label_field, verbalizer, template)
+    if not task:
+        raise SoftPromptError("--task: name a built-in task (see `softprompt tasks`) or give --train-file/--dev-file")
+    return get_task(task)
+
+
+def _load(model, precision):
+    from softprompt.models.loading import load_model
+
+    return load_model(model, precision)
+
+
+@app.command()
+def train(
+    task: TaskOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: best/, checkpoint/, log.jsonl, curve.png.")] = Path("runs/prompt"),
+    model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
+    batch_size: Annotated[int, typer.Option(help="Examples per step (before accumulation).")] = 16,
+    prompt_length: Annotated[int, typer.Option(help="Prompt tokens P (paper: 1, 5, 20, 100, 150).")] = 20,
+    init: Annotated[str, typer.Option(help="auto | vocab (5,000 commonest tokens) | uniform | labels | text | file.")] = "auto",
+    init_text: Annotated[Optional[str], typer.Option(help="Text to initialise from (--init text).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Saved prompt to start from (transfer).")] = None,
+    optimizer: Annotated[str, typer.Option(help="adafactor (paper) or adamw.")] = "adafactor",
+    lr: Annotated[float, typer.Option(help="Learning rate (paper: 0.3, constant).")] = 0.3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (paper: 1e-5).")] = 1e-5,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 0,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation micro-batches per step.")] = 1,
+    seed: int = 0,
+    eval_every: Annotated[int, typer.Option(help="Evaluate on dev every N steps.")] = 100,
+    max_eval: Annotated[Optional[int], typer.Option(help="Evaluate on at most N dev examples (seeded sample).")] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Train on at most N examples (seeded sample).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early stop after N evaluations without improvement.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+    train_file: TrainFileOpt = None,
+    dev_file: DevFileOpt = None,
+    text_field: TextFieldOpt = None,
+    label_field: LabelFieldOpt = "label",
+    labels: LabelsOpt = None,
+    template: TemplateOpt = None,
+):
+    """Train a soft prompt on a frozen model and print its best dev score."""
+    from softprompt.train import TrainConfig
+    from softprompt.train import train as run_train
+
+    cfg = TrainConfig(
+        steps=steps, batch_size=batch_size, prompt_length=prompt_length, init=init, init_text=init_text,
+        init_from=init_from, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        grad_accum=grad_accum, seed=seed, eval_every=eval_every, max_eval=max_eval, max_train=max_train,
+        patience=patience,
+    )
+    the_task = _task(task, train_file, dev_file, text_field, label_field, labels, template)
+    lm = _load(model, precision)
+    result = run_train(lm, the_task, cfg, out, resume=resume, overwrite=overwrite)
+    metrics = {k: v for k, v in result.best.metrics.items() if isinstance(v, float)}
+    shown = ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items())
+    typer.echo(f"{the_task.name} dev {shown} (best at step {result.best_step}, {result.train_examples_per_s:.1f} train examples/s) -> {out}/best")
+
+
+@app.command("eval")
+def eval_(
+    prompt: PromptOpt,
+    task: TaskOpt = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "dev",
+    model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
+    batch_size: int = 32,
+    max_eval: Annotated[Optional[int], typer.Option(help="Evaluate on at most N examples (seeded sample).")] = None,
+    length_normalize: Annotated[bool, typer.Option(help="Rank labels by mean rather than total token log-likelihood.")] = False,
+    output: Annotated[Optional[Path], typer.Option(help="Also write metrics and predictions as JSON here.")] = None,
+    dev_file: DevFileOpt = None,
+    text_field: TextFieldOpt = None,
+    label_field: LabelFieldOpt = "label",
+    labels: LabelsOpt = None,
+    template: TemplateOpt = None,
+):
+    """Score a prompt with the task's metrics (default task: the one it was trained on)."""
+    import random
+
+    from softprompt.evaluate import evaluate
+    from softprompt.scoring import PromptedLM
+
+    saved, lm = _prompt_and_model(prompt, model, precision)
+    the_task = _task(task or saved.task.get("name"), None, dev_file, text_field, label_field, labels, template)
+    examples = the_task.load("dev" if dev_file else split)
+    if max_eval and max_eval < len(examples):
+        examples = random.Random(1234).sample(examples, max_eval)
+    result = evaluate(PromptedLM(lm), saved.weight, the_task, examples, batch_size, length_normalize, progress=True)
+    shown = ", ".join(f"{k} {100 * v:.2f}%" for k, v in result.metrics.items())
+    typer.echo(f"{the_task.name} {split} ({result.examples} examples): {shown}")
+    if output:
+        output.write_text(json.dumps({"task": the_task.name, "split": split, "metrics": result.metrics, "predictions": result.predictions}, indent=2))
+
+
+@app.command()
+def predict(
+    prompt: PromptOpt,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text file, one input per line (default: stdin).")] = None,
+    task: TaskOpt = None,
+    model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
+    batch_size: int = 32,
+):
+    """Predict a label (or generate text) for each input line; one output per line."""
+    from softprompt.evaluate import predict as run_predict
+    from softprompt.scoring import PromptedLM
+    from softprompt.tasks.base import Example
+
+    saved, lm = _prompt_and_model(prompt, model, precision)
+    the_task = _task(task or saved.task.get("name"), None, None, None, "label", None, None)
+    if input is not None and not input.is_file():
+        raise SoftPromptError(f"{input}: file not found")
+    lines = (input.read_text() if input else sys.stdin.read()).splitlines()
+    texts = [l for l in lines if l.strip()]
+    if not texts:
+        raise SoftPromptError(f"{input or 'stdin'}: no input lines")
+    field = the_task.template_fields[0]
+    examples = [Example({f: t if f == field else "" for f in the_task.template_fields}, the_task.labels[0] if the_task.labels else "") for t in texts]
+    preds, _ = run_predict(PromptedLM(lm), saved.weight, the_task, examples, batch_size)
+    for p in preds:
+        typer.echo(p)
+
+
+@app.command()
+def inspect(
+    prompt: PromptOpt,
+    model: ModelOpt = None,
+    top_k: Annotated[int, typer.Option(help="Nearest tokens per prompt position.")] = 5,
+):
+    """Nearest vocabulary tokens (cosine similarity) of each prompt position."""
+    from softprompt.inspect import nearest_tokens
+
+    saved, lm = _prompt_and_model(prompt, model, "fp32")
+    for position, neighbours in enumerate(nearest_tokens(saved.weight, lm, top_k)):
+        typer.echo(f"{position:3d}  " + "  ".join(f"{tok!r} {sim:.2f}" for tok, sim in neighbours))
+
+
+@app.command("export-peft")
+def export_peft(
+    prompt: PromptOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write.")],
+):
+    """Write a prompt as a PEFT prompt-tuning adapter (adapter_config.json + adapter_model.safetensors)."""
+    from softprompt.io import export_peft as run_export
+    from softprompt.io import load_prompt
+    from softprompt.train import resolve_prompt_dir
+
+    saved = load_prompt(resolve_prompt_dir(prompt))
+    task_type = "SEQ_2_SEQ_LM" if "ConditionalGeneration" in saved.model.architecture else "CAUSAL_LM"
+    run_export(saved, out, task_type)
+    typer.echo(f"wrote PEFT adapter to {out}")
+
+
+@app.command("import-peft")
+def import_peft(
+    adapter: Annotated[Path, typer.Argument(help="PEFT prompt-tuning adapter folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prompt folder to write.")],
+    model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
+    task: TaskOpt = None,
+):
+    """Convert a PEFT prompt-tuning adapter into a softprompt prompt folder for MODEL."""
+    from softprompt.io import import_peft as run_import
+    from softprompt.io import save_prompt
+    from softprompt.tasks import get_task
+    from softprompt.train import _task_meta
+
+    lm = _load(model, precision)
+    saved = run_import(adapter, lm.identity)
+    lm.identity.check_compatible(saved.model, f"adapter {adapter}")
+    if task:
+        saved.task = _task_meta(get_task(task))
+    save_prompt(out, saved)
+    typer.echo(f"wrote prompt to {out}")
+
+
+@app.command()
+def tasks():
+    """List the built-in tasks."""
+    from softprompt.tasks import get_task, task_names
+
+    for name in task_names():
+        t = get_task(name)
+        kind = "rank: " + "/".join(t.verbalizer.values()) if t.verbalizer and len(t.verbalizer) <= 4 else ("rank" if t.verbalizer else "generate")
+        typer.echo(f"{name:18s} {','.join(t.metrics):24s} {kind:40s} {t.description}")
+
+
+def _prompt_and_model(prompt: Path, model, precision):
+    from softprompt.io import import_peft as run_import
+    from softprompt.io import load_prompt
+    from softprompt.train import resolve_prompt_dir
+
+    path = resolve_prompt_dir(prompt)
+    saved = load_prompt(path)
+    lm = _load(model or (saved.model.name if saved.model.fingerprint != "unknown" else None), precision)
+    if saved.model.fingerprint == "unknown":
+        saved = run_import(path, lm.identity)
+    lm.identity.check_compatible(saved.model, str(prompt))
+    return saved, lm
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors are one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SoftPromptError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except click.exceptions.UsageError as err:
+        where = f" ({err.ctx.command_path})" if err.ctx else ""
+        typer.echo(f"error: {err.format_message()}{where}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

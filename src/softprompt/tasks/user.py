@@ -1,0 +1,75 @@
+"""Tasks described on the command line over a user's own CSV, TSV or JSONL file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from softprompt.errors import ConfigError, DataError
+from softprompt.tasks.base import Example, Task
+from softprompt.tasks.readers import read_rows
+
+
+def parse_label_words(spec: str) -> dict[str, str]:
+    """"0=negative,1=positive" -> {"0": "negative", "1": "positive"}; "neg,pos" maps each to itself."""
+    pairs = [p.strip() for p in spec.split(",") if p.strip()]
+    verbalizer = {}
+    for pair in pairs:
+        label, _, words = pair.partition("=")
+        verbalizer[label.strip()] = (words or label).strip()
+    if len(verbalizer) < 2:
+        raise ConfigError(f"--labels {spec!r}: expected at least two labels like '0=negative,1=positive'")
+    return verbalizer
+
+
+def user_task(
+    name: str,
+    files: Mapping[str, Path],
+    text_fields: Sequence[str],
+    label_field: str,
+    verbalizer: Mapping[str, str] | None,
+    template: str | None = None,
+) -> Task:
+    """A task over the user's files.
+
+    Args:
+        name: Task name recorded with the prompt.
+        files: Split name -> data file (.csv, .tsv or .jsonl).
+        text_fields: Fields of each row that form the input.
+        label_field: Field holding the label (a verbalizer key) or the target text.
+        verbalizer: Label -> label words; None makes it a generation task.
+        template: Input template; default "{name} f1: {f1} f2: {f2}".
+    """
+    if not text_fields:
+        raise ConfigError("--text-field: name at least one field of your data file")
+    template = template or " ".join([name, *(f"{f}: {{{f}}}" for f in text_fields)])
+
+    def load(split: str) -> list[Example]:
+        path = Path(files[split])
+        examples = []
+        for line, row in read_rows(path):
+            where = f"{path}:{line}"
+            missing = [f for f in (*text_fields, label_field) if f not in row]
+            if missing:
+                raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+            label = str(row[label_field]).strip()
+            if verbalizer is not None and label not in verbalizer:
+                raise DataError(
+                    f"{where}: label {label!r} is not one of the label words' keys "
+                    f"({', '.join(verbalizer)})"
+                )
+            fields = {f: str(row[f]) for f in text_fields}
+            examples.append(Example(fields, label, source=where))
+        if not examples:
+            raise DataError(f"{path}: no examples")
+        return examples
+
+    return Task(
+        name=name,
+        template=template,
+        verbalizer=dict(verbalizer) if verbalizer else None,
+        metrics=("accuracy",) if verbalizer else ("squad_em", "squad_f1"),
+        loader=load,
+        splits=tuple(files),
+        description=f"user task over {', '.join(str(p) for p in files.values())}",
+    )

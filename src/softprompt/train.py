@@ -1,0 +1,283 @@
+"""Train a soft prompt on a frozen model. The loop reads top to bottom in `train`.
+
+Defaults are Lester et al. (2021): Adafactor, constant lr 0.3, weight decay 1e-5,
+β2 decay 0.8, no parameter scaling; a 20-token prompt; periodic dev evaluation keeping
+the best prompt. The output folder holds:
+  best/         the best prompt on dev (prompt.safetensors + prompt.json)
+  checkpoint/   the latest state, for --resume
+  log.jsonl     one JSON line per logged step / evaluation
+  curve.png     training loss and dev metric over steps
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from softprompt.batching import Encoder, bucketed_batches
+from softprompt.errors import ConfigError
+from softprompt.evaluate import evaluate
+from softprompt.io import SavedPrompt, atomic_dir, load_prompt, read_json, save_prompt, write_json
+from softprompt.models.loading import LoadedModel
+from softprompt.plots import plot_curve
+from softprompt.prompt import INITS, make_prompt
+from softprompt.scoring import PromptedLM
+from softprompt.tasks.base import Example, Task
+
+OPTIMIZERS = ("adafactor", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; each is a `softprompt train` flag of the same name."""
+
+    steps: int = 500
+    batch_size: int = 16
+    prompt_length: int = 20
+    init: str = "auto"  # auto: class labels for classification tasks, else vocab
+    init_text: str | None = None
+    init_from: str | None = None
+    optimizer: str = "adafactor"
+    lr: float = 0.3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    seed: int = 0
+    eval_every: int = 100
+    max_eval: int | None = None
+    eval_batch_size: int = 32
+    patience: int | None = None
+    max_train: int | None = None
+    max_input_tokens: int = 256
+    length_normalize: bool = False
+    fast: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "prompt_length", "grad_accum", "eval_every", "eval_batch_size", "max_input_tokens")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_eval", "max_train", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ConfigError("--warmup-steps and --weight-decay must not be negative")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.init not in (*INITS, "auto"):
+            raise ConfigError(f"--init {self.init!r}: expected auto or one of {', '.join(INITS)}")
+
+
+@dataclass
+class TrainResult:
+    best: SavedPrompt
+    best_step: int
+    steps_done: int
+    train_examples_per_s: float
+    out_dir: Path
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    from transformers.optimization import Adafactor
+
+    return Adafactor(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, decay_rate=-0.8, clip_threshold=1.0,
+        scale_parameter=False, relative_step=False, warmup_init=False,
+    )
+
+
+def initial_prompt(lm: LoadedModel, task: Task, cfg: TrainConfig) -> tuple[torch.Tensor, str]:
+    init = cfg.init
+    if init == "auto":
+        init = "file" if cfg.init_from else ("text" if cfg.init_text else ("labels" if task.is_classification else "vocab"))
+    weight = None
+    if init == "file":
+        if not cfg.init_from:
+            raise ConfigError("--init file needs --init-from PROMPT_DIR")
+        source = load_prompt(resolve_prompt_dir(Path(cfg.init_from)))
+        lm.identity.check_compatible(source.model, f"--init-from {cfg.init_from}")
+        weight = source.weight
+    emb = lm.model.get_input_embeddings()
+    scale = float(getattr(emb, "embed_scale", 1.0))  # Gemma scales embeddings by sqrt(H)
+    prompt = make_prompt(
+        cfg.prompt_length, init, emb.weight.detach().float() * scale, lm.tokenizer, seed=cfg.seed,
+        labels=list(task.verbalizer.values()) if task.verbalizer else (), text=cfg.init_text, weight=weight,
+    )
+    return prompt.weight, init
+
+
+def resolve_prompt_dir(path: Path) -> Path:
+    """A training output folder stands for its best prompt."""
+    return path / "best" if (path / "best").is_dir() else path
+
+
+def check_trainable(lm: LoadedModel, prompt: torch.nn.Parameter) -> None:
+    """The model is frozen: exactly P×H numbers train."""
+    frozen = sum(p.numel() for p in lm.model.parameters() if p.requires_grad)
+    if frozen or prompt.numel() != prompt.shape[0] * lm.hidden_size:
+        raise RuntimeError(f"expected only the {prompt.shape[0]}x{lm.hidden_size} prompt to train; {frozen} model weights would train")
+
+
+def train(
+    lm: LoadedModel,
+    task: Task,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    train_examples: list[Example] | None = None,
+    dev_examples: list[Example] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a prompt for `task` on the frozen `lm` and keep the best on dev."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
+        raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
+    if resume and not (out_dir / "checkpoint").is_dir():
+        raise ConfigError(f"{out_dir}: no checkpoint/ to resume from")
+    torch.manual_seed(cfg.seed)
+    train_examples = train_examples if train_examples is not None else task.load("train")
+    dev_examples = dev_examples if dev_examples is not None else task.load("dev")
+    if cfg.max_train:
+        train_examples = random.Random(cfg.seed).sample(train_examples, min(cfg.max_train, len(train_examples)))
+    if cfg.max_eval and cfg.max_eval < len(dev_examples):
+        dev_examples = random.Random(1234).sample(dev_examples, cfg.max_eval)
+
+    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens)
+    encoded = [enc.encode(task, e) for e in train_examples]  # validates labels up front
+    plm = PromptedLM(lm, fast=cfg.fast)
+    weight, init = initial_prompt(lm, task, cfg)
+    prompt = torch.nn.Parameter(weight.to(lm.device))
+    check_trainable(lm, prompt)
+    optimizer = make_optimizer([prompt], cfg)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+    start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
+    if resume:
+        start, best_score, best_step, evals_since_best = _restore(out_dir / "checkpoint", prompt, optimizer, schedule)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1)
+
+    def snapshot(metrics: dict) -> SavedPrompt:
+        return SavedPrompt(
+            weight=prompt.detach().cpu().clone(), model=lm.identity, task=_task_meta(task), init=init,
+            training={**asdict(cfg), "init": init, "train_examples": len(train_examples), "dev_examples": len(dev_examples)},
+            metrics=metrics,
+        )
+
+    rng = random.Random(cfg.seed)
+    stream = bucketed_batches([len(e.input_ids) + len(e.target_ids) for e in encoded], cfg.batch_size, rng)
+    for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
+        next(stream)
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not progress)
+    seen, started = 0, time.perf_counter()
+    for step in range(start + 1, cfg.steps + 1):
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = enc.collate([encoded[i] for i in next(stream)]).to(lm.device)
+            loss = plm.loss(prompt, batch) / cfg.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+            seen += batch.size
+        optimizer.step()
+        schedule.step()
+        rate = seen / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
+        bar.update(1)
+        log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            result = evaluate(plm, prompt, task, dev_examples, cfg.eval_batch_size, cfg.length_normalize)
+            score = result.metrics[task.metrics[0]]
+            log.write({"step": step, "eval": result.metrics, "dev_examples": result.examples})
+            bar.write(f"step {step}: dev " + ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items()))
+            if score > best_score:
+                best_score, best_step, evals_since_best = score, step, 0
+                save_prompt(out_dir / "best", snapshot({**result.metrics, "step": step, "dev_examples": result.examples}))
+            else:
+                evals_since_best += 1
+            _checkpoint(out_dir / "checkpoint", snapshot(result.metrics), optimizer, schedule, step, best_score, best_step, evals_since_best)
+            if cfg.patience and evals_since_best >= cfg.patience:
+                bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
+                break
+    bar.close()
+    plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
+    return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(time.perf_counter() - started, 1e-9), out_dir)
+
+
+def _task_meta(task: Task) -> dict:
+    return {
+        "name": task.name,
+        "template": task.template,
+        "verbalizer": dict(task.verbalizer) if task.verbalizer else None,
+        "metrics": list(task.metrics),
+        "description": task.description,
+    }
+
+
+class _Log:
+    """Append-only JSONL log; on resume, lines after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, keep_until: int) -> None:
+        self.path = path
+        if keep_until >= 0 and path.exists():
+            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= keep_until]
+            path.write_text("".join(l + "\n" for l in lines))
+        elif keep_until < 0:
+            path.write_text("")
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _checkpoint(path, prompt: SavedPrompt, optimizer, schedule, step, best_score, best_step, evals_since_best) -> None:
+    """Latest training state: prompt, optimizer tensors (safetensors) and counters (JSON)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+
+    def write(tmp: Path) -> None:
+        save_prompt(tmp / "prompt", prompt)
+        save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
+        write_json(tmp / "trainer.json", {
+            "step": step, "best_score": best_score, "best_step": best_step, "evals_since_best": evals_since_best,
+            "optimizer_scalars": scalars, "param_groups": state["param_groups"], "schedule": schedule.state_dict(),
+        })
+
+    atomic_dir(path, write)
+
+
+def _restore(path: Path, prompt, optimizer, schedule) -> tuple[int, float, int, int]:
+    meta = read_json(path / "trainer.json")
+    with torch.no_grad():
+        prompt.copy_(load_prompt(path / "prompt").weight.to(prompt.device))
+    state: dict = {}
+    for key, value in load_file(path / "optimizer.safetensors").items():
+        if key != "_empty":
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = value.to(prompt.device)
+    for key, value in meta["optimizer_scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    schedule.load_state_dict(meta["schedule"])
+    return meta["step"], meta["best_score"], meta["best_step"], meta["evals_since_best"]
