@@ -1,6 +1,12 @@
-"""Tiny randomly initialised models built in the test, and a small char-level tokenizer."""
+"""Tiny randomly initialised models built in the test, a small word-level tokenizer, and
+helpers for tiny in-memory tasks and data files."""
 
 from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +15,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 
 from softprompt.models.identity import ModelIdentity, fingerprint_embeddings
 from softprompt.models.loading import LoadedModel
+from softprompt.tasks.base import Example, Task
+
+# Tiny models run fastest on one thread; with two threads on a busy 2-core machine each small
+# matmul can wait milliseconds for the other thread.
+torch.set_num_threads(1)
 
 WORDS = ["<pad>", "</s>", "<unk>"] + list("abcdefghijklmnopqrstuvwxyz0123456789.,:'!?") + [
     "positive", "negative", "great", "awful", "movie", "sentence", "sst2", "yes", "no", "maybe",
@@ -33,15 +44,29 @@ def _wrap(model, tokenizer, name) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, dtype=emb.dtype)
 
 
-def tiny_llama(seed: int = 0, dtype=torch.float32) -> LoadedModel:
+def tiny_llama(
+    seed: int = 0,
+    dtype=torch.float32,
+    hidden_size: int = 32,
+    tie_word_embeddings: bool = True,
+    initializer_range: float = 0.02,
+) -> LoadedModel:
+    """A 2-layer random Llama. `initializer_range` 0.2 with untied embeddings gives logits a
+    range wide enough that a 4-token prompt can learn the toy task in a few dozen steps."""
     torch.manual_seed(seed)
     tok = make_tokenizer()
     cfg = LlamaConfig(
-        vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(WORDS), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=tie_word_embeddings,
+        initializer_range=initializer_range,
     )
     return _wrap(LlamaForCausalLM(cfg).to(dtype), tok, f"tiny-llama-{seed}")
+
+
+def learnable_llama(seed: int = 0, dtype=torch.float32) -> LoadedModel:
+    """A tiny Llama on which a prompt can learn the toy task (see `tiny_llama`)."""
+    return tiny_llama(seed, dtype, initializer_range=0.2, tie_word_embeddings=False)
 
 
 def tiny_t5(seed: int = 0) -> LoadedModel:
@@ -62,3 +87,51 @@ def llama() -> LoadedModel:
 @pytest.fixture
 def t5() -> LoadedModel:
     return tiny_t5()
+
+
+# -- tiny sentiment data ------------------------------------------------------------------
+
+TOY_VERBALIZER = {"neg": "negative", "pos": "positive"}
+_FILLERS = ["a", "the movie", "this movie", "movie", "so", "b c", "it is", "d", "really"]
+
+
+def toy_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`n` (sentence, label) pairs, balanced: sentences ending in "great" are pos, in "awful" neg."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        word = "great" if label == "pos" else "awful"
+        rows.append((f"{rng.choice(_FILLERS)} {word}", label))
+    return rows
+
+
+def toy_examples(n: int, seed: int = 0) -> list[Example]:
+    return [Example({"sentence": s}, label, source=f"toy:{i + 1}") for i, (s, label) in enumerate(toy_rows(n, seed))]
+
+
+def toy_task(n_train: int = 40, n_dev: int = 16, name: str = "toy") -> Task:
+    """A classification Task over in-memory synthetic examples (train and dev differ)."""
+    splits = {"train": toy_examples(n_train, seed=0), "dev": toy_examples(n_dev, seed=1)}
+    return Task(
+        name=name, template="sst2 sentence: {sentence}", verbalizer=dict(TOY_VERBALIZER),
+        metrics=("accuracy",), loader=lambda split: list(splits[split]), description="synthetic great/awful",
+    )
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header=("sentence", "label"), delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def task() -> Task:
+    return toy_task()

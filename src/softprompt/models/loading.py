@@ -161,6 +161,10 @@ def _dequantised_dir(gguf: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as err:  # transformers raises many types for unreadable GGUF
         raise ModelError(f"{gguf}: cannot load as a GGUF model ({str(err).splitlines()[0]})") from None
+    # The weights are plain dequantised tensors now; drop the GGUF marker so they save.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
     model.save_pretrained(tmp, safe_serialization=True)

@@ -6,7 +6,7 @@ from softprompt.errors import DataError
 from softprompt.tasks.base import Example, Task, register
 from softprompt.tasks.readers import data_file, read_delimited, read_imdb
 
-SENTIMENT_TEMPLATE = "sst2 sentence: {sentence}"
+SENTIMENT_TEMPLATE = "{sentence} The sentiment of this review is"
 SENTIMENT_VERBALIZER = {"negative": "negative", "positive": "positive"}
 
 

@@ -1,0 +1,274 @@
+"""scoring.py: the fast path (shared prompt KV cache, head only where needed) computes the
+same numbers as the plain path (prepend + full forward), and both match references computed
+one example at a time without padding or caching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task
+from softprompt.batching import Encoder
+from softprompt.combine import prepend_prompt
+from softprompt.models.loading import LoadedModel
+from softprompt.scoring import PromptedLM
+
+# Inputs of different lengths (1, 3, 6 tokens); per input, single- and multi-token candidates,
+# a different number of candidates per input.
+INPUTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]
+CANDIDATES = [
+    [[45], [46, 47, 48]],
+    [[46], [45], [49, 50, 51, 52]],
+    [[49, 50], [5]],
+]
+
+
+def make_lm(kind: str, dtype=torch.float32) -> LoadedModel:
+    # "tiny": the default init (logits within about ±1); "wide": untied head, init 0.2, so
+    # scores and greedy choices differ clearly between tokens.
+    return tiny_llama(dtype=dtype) if kind == "tiny" else learnable_llama(dtype=dtype)
+
+
+def make_prompt_tensor(hidden: int, length: int = 4, seed: int = 1) -> torch.Tensor:
+    return torch.randn(length, hidden, generator=torch.Generator().manual_seed(seed)) * 0.3
+
+
+def toy_batch(lm: LoadedModel, n: int = 6):
+    task = toy_task()
+    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder)
+    return enc.collate([enc.encode(task, e) for e in task.load("train")[:n]])
+
+
+def loss_and_grad(plm: PromptedLM, prompt: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    param = torch.nn.Parameter(prompt.clone())
+    loss = plm.loss(param, batch)
+    loss.backward()
+    return loss.detach(), param.grad
+
+
+@torch.no_grad()
+def reference_scores(lm: LoadedModel, prompt, inputs, candidates) -> list[list[float]]:
+    """Sum log-prob of each candidate, one unpadded causal-LM forward per (input, candidate)."""
+    out = []
+    for inp, cands in zip(inputs, candidates):
+        row = []
+        for cand in cands:
+            ids = torch.tensor([inp + cand])
+            embeds, mask, _ = prepend_prompt(prompt, lm.embed(ids), torch.ones_like(ids))
+            logp = F.log_softmax(lm.model(inputs_embeds=embeds, attention_mask=mask).logits.float()[0], -1)
+            start = prompt.shape[0] + len(inp) - 1  # position predicting the first candidate token
+            row.append(sum(logp[start + j, t].item() for j, t in enumerate(cand)))
+        out.append(row)
+    return out
+
+
+@torch.no_grad()
+def reference_greedy(lm: LoadedModel, prompt, inputs, max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuation of each input, a full uncached forward per new token."""
+    eos = lm.tokenizer.eos_token_id
+    out = []
+    for inp in inputs:
+        ids = list(inp)
+        new: list[int] = []
+        for _ in range(max_new_tokens):
+            t = torch.tensor([ids])
+            embeds, mask, _ = prepend_prompt(prompt, lm.embed(t), torch.ones_like(t))
+            token = lm.model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].float().argmax().item()
+            if token == eos:
+                break
+            new.append(token)
+            ids.append(token)
+        out.append(new)
+    return out
+
+
+def totals(scores) -> list[list[float]]:
+    return [[total for total, _ in row] for row in scores]
+
+
+def flat(rows: list[list[float]]) -> list[float]:
+    return [x for row in rows for x in row]
+
+
+# -- decoder-only, fp32 -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["tiny", "wide"])
+def test_fast_and_plain_loss_and_gradient_agree(kind):
+    lm = make_lm(kind)
+    prompt, batch = make_prompt_tensor(lm.hidden_size), toy_batch(lm)
+    assert batch.attention_mask.sum(1).unique().numel() > 1  # rows of different lengths
+    fast_loss, fast_grad = loss_and_grad(PromptedLM(lm, fast=True), prompt, batch)
+    plain_loss, plain_grad = loss_and_grad(PromptedLM(lm, fast=False), prompt, batch)
+    assert torch.allclose(fast_loss, plain_loss, atol=1e-5)
+    assert fast_grad.shape == prompt.shape
+    assert fast_grad.abs().max() > 1e-4
+    assert torch.allclose(fast_grad, plain_grad, atol=1e-5)
+
+
+def test_loss_is_mean_target_token_cross_entropy():
+    lm = make_lm("wide")
+    prompt, batch = make_prompt_tensor(lm.hidden_size), toy_batch(lm)
+    enc = Encoder(lm.tokenizer, False)
+    task = toy_task()
+    examples = task.load("train")[:6]
+    logps, count = [], 0
+    with torch.no_grad():
+        for e in examples:
+            inp, tgt = enc.input_ids(task.format(e)), enc.target_ids(task.target_text(e))
+            logps.append(reference_scores(lm, prompt, [inp], [[tgt]])[0][0])
+            count += len(tgt)
+    expected = -sum(logps) / count
+    assert PromptedLM(lm, fast=True).loss(prompt, batch).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_only_the_prompt_gets_a_gradient(llama):
+    assert not any(p.requires_grad for p in llama.model.parameters())
+    prompt = torch.nn.Parameter(make_prompt_tensor(llama.hidden_size))
+    PromptedLM(llama, fast=True).loss(prompt, toy_batch(llama)).backward()
+    assert prompt.grad is not None and prompt.grad.shape == (4, llama.hidden_size)
+    assert all(p.grad is None for p in llama.model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["tiny", "wide"])
+def test_candidate_scores_fast_plain_and_reference_agree(kind):
+    lm = make_lm(kind)
+    prompt = make_prompt_tensor(lm.hidden_size)
+    fast = PromptedLM(lm, fast=True).score(prompt, INPUTS, CANDIDATES)
+    plain = PromptedLM(lm, fast=False).score(prompt, INPUTS, CANDIDATES)
+    ref = reference_scores(lm, prompt, INPUTS, CANDIDATES)
+    for got in (fast, plain):
+        assert [[n for _, n in row] for row in got] == [[len(c) for c in cands] for cands in CANDIDATES]
+        for row, ref_row in zip(totals(got), ref):
+            assert row == pytest.approx(ref_row, abs=1e-4)
+    # The candidates really differ (the comparison is not between constants).
+    assert len({round(s, 3) for row in ref for s in row}) == sum(len(c) for c in CANDIDATES)
+
+
+def test_reused_prompt_cache_gives_the_same_scores(llama):
+    plm = PromptedLM(llama, fast=True)
+    prompt = make_prompt_tensor(llama.hidden_size)
+    cache = plm.prompt_states(prompt)
+    first = plm.score(prompt, INPUTS, CANDIDATES, prompt_cache=cache)
+    second = plm.score(prompt, INPUTS[::-1], CANDIDATES[::-1], prompt_cache=cache)  # cache not consumed
+    assert flat(totals(first)) == pytest.approx(flat(totals(plm.score(prompt, INPUTS, CANDIDATES))), abs=1e-6)
+    assert flat(totals(second)[::-1]) == pytest.approx(flat(totals(first)), abs=1e-5)
+
+
+def test_prompt_changes_the_scores(llama):
+    plm = PromptedLM(llama, fast=True)
+    a = totals(plm.score(make_prompt_tensor(32, seed=1), INPUTS, CANDIDATES))
+    b = totals(plm.score(make_prompt_tensor(32, seed=2), INPUTS, CANDIDATES))
+    assert max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)) > 1e-4
+
+
+def test_greedy_generation_fast_plain_and_reference_agree():
+    lm = make_lm("wide")
+    prompt = make_prompt_tensor(lm.hidden_size)
+    fast = PromptedLM(lm, fast=True).generate(prompt, INPUTS, 6)
+    plain = PromptedLM(lm, fast=False).generate(prompt, INPUTS, 6)
+    ref = reference_greedy(lm, prompt, INPUTS, 6)
+    assert fast == plain == ref
+    assert all(len(g) == 6 for g in fast)
+    assert len({t for g in fast for t in g}) > 3  # not one repeated token
+
+
+def test_generation_stops_at_eos():
+    lm = make_lm("wide")
+    prompt = make_prompt_tensor(lm.hidden_size)
+    free = PromptedLM(lm, fast=True).generate(prompt, INPUTS, 6)
+    # Make a token the model produces mid-way the EOS token: outputs stop right before it.
+    stop = free[0][2]
+    lm.tokenizer.eos_token = WORDS[stop]
+    assert lm.tokenizer.eos_token_id == stop
+    expected = [g[: g.index(stop)] if stop in g else g for g in free]
+    assert expected[0] == free[0][:2]
+    for fast in (True, False):
+        assert PromptedLM(lm, fast=fast).generate(prompt, INPUTS, 6) == expected
+    assert reference_greedy(lm, prompt, INPUTS, 6) == expected
+
+
+# -- decoder-only, bf16 -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["tiny", "wide"])
+def test_bf16_fast_and_plain_agree(kind):
+    lm = make_lm(kind, torch.bfloat16)
+    assert lm.dtype == torch.bfloat16
+    prompt, batch = make_prompt_tensor(lm.hidden_size), toy_batch(lm)
+    fast_loss, fast_grad = loss_and_grad(PromptedLM(lm, fast=True), prompt, batch)
+    plain_loss, plain_grad = loss_and_grad(PromptedLM(lm, fast=False), prompt, batch)
+    assert fast_grad.dtype == torch.float32  # the prompt trains in fp32
+    assert fast_loss.item() == pytest.approx(plain_loss.item(), rel=2e-2)
+    assert (fast_grad - plain_grad).norm() <= 5e-2 * plain_grad.norm()
+    fast = totals(PromptedLM(lm, fast=True).score(prompt, INPUTS, CANDIDATES))
+    plain = totals(PromptedLM(lm, fast=False).score(prompt, INPUTS, CANDIDATES))
+    ref = reference_scores(make_lm(kind), prompt, INPUTS, CANDIDATES)  # fp32 model
+    for a, b, r in zip(fast, plain, ref):
+        assert a == pytest.approx(b, rel=2e-2, abs=5e-2)
+        assert a == pytest.approx(r, rel=5e-2, abs=0.2)
+
+
+def test_bf16_greedy_generation_fast_equals_plain():
+    lm = make_lm("wide", torch.bfloat16)
+    prompt = make_prompt_tensor(lm.hidden_size)
+    fast = PromptedLM(lm, fast=True).generate(prompt, INPUTS, 5)
+    assert fast == PromptedLM(lm, fast=False).generate(prompt, INPUTS, 5)
+    assert all(len(g) == 5 for g in fast)
+
+
+# -- encoder-decoder (T5) ------------------------------------------------------------------------
+
+
+def test_t5_has_no_fast_path(t5):
+    assert PromptedLM(t5, fast=True).fast is False
+
+
+def test_t5_loss_is_finite_matches_hf_loss_and_only_prompt_trains(t5):
+    batch = toy_batch(t5)
+    assert batch.labels.shape[0] == batch.input_ids.shape[0]
+    prompt = torch.nn.Parameter(make_prompt_tensor(t5.hidden_size))
+    loss = PromptedLM(t5).loss(prompt, batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert prompt.grad.shape == prompt.shape and prompt.grad.abs().max() > 0
+    assert all(not p.requires_grad and p.grad is None for p in t5.model.parameters())
+    with torch.no_grad():
+        embeds, mask, _ = prepend_prompt(prompt, t5.embed(batch.input_ids), batch.attention_mask)
+        hf = t5.model(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss
+    assert loss.item() == pytest.approx(hf.item(), abs=1e-5)
+
+
+def test_t5_scores_match_manual_log_probs(t5):
+    prompt = make_prompt_tensor(t5.hidden_size)
+    got = PromptedLM(t5).score(prompt, INPUTS, CANDIDATES)
+    with torch.no_grad():
+        for inp, cands, row in zip(INPUTS, CANDIDATES, got):
+            ids = torch.tensor([inp])
+            embeds, mask, _ = prepend_prompt(prompt, t5.embed(ids), torch.ones_like(ids))
+            for cand, (total, n) in zip(cands, row):
+                labels = torch.tensor([cand])
+                logp = F.log_softmax(t5.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).logits[0], -1)
+                assert n == len(cand)
+                assert total == pytest.approx(logp[torch.arange(len(cand)), labels[0]].sum().item(), abs=1e-4)
+
+
+def test_t5_generation_returns_greedy_token_lists(t5):
+    prompt = make_prompt_tensor(t5.hidden_size)
+    out = PromptedLM(t5).generate(prompt, INPUTS, 4)
+    assert len(out) == len(INPUTS)
+    assert all(isinstance(g, list) and len(g) <= 4 and all(isinstance(t, int) for t in g) for g in out)
+    with torch.no_grad():
+        for inp, got in zip(INPUTS, out):
+            ids = torch.tensor([inp])
+            embeds, mask, _ = prepend_prompt(prompt, t5.embed(ids), torch.ones_like(ids))
+            dec, new = [t5.model.config.decoder_start_token_id], []
+            for _ in range(4):
+                logits = t5.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=torch.tensor([dec])).logits
+                token = logits[0, -1].argmax().item()
+                if token == t5.tokenizer.eos_token_id:
+                    break
+                new.append(token)
+                dec.append(token)
+            assert got == new
