@@ -243,12 +243,6 @@ def _bare_peft_folder(path, width: int, peft_type: str = "PROMPT_TUNING"):
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": peft_type, "num_virtual_tokens": 4}))
 
 
-@pytest.mark.xfail(
-    reason="import_peft: with no prompt.json, `model = identity or ...` adopts the given identity before the "
-    "width check, whose condition `model.fingerprint == 'unknown'` is then never true, so a prompt of the "
-    "wrong width is accepted and labelled with the model's identity",
-    strict=True,
-)
 def test_peft_prompt_of_another_width_is_refused(llama, tmp_path):
     _bare_peft_folder(tmp_path, width=16)
     with pytest.raises(ModelError) as err:

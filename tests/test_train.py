@@ -113,11 +113,6 @@ def test_resume_continues_exactly(tmp_path, optimizer):
     assert [r["step"] for r in read_log(split) if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.xfail(
-    reason="train(resume=True) when the checkpoint is already at cfg.steps: the loop body never runs, "
-    "so `step` is unbound at `TrainResult(..., step, ...)` and an UnboundLocalError traceback escapes",
-    strict=True,
-)
 def test_resume_with_nothing_left_to_do(tmp_path):
     cfg = TrainConfig(steps=2, batch_size=4, prompt_length=4)
     train(tiny_llama(), toy_task(), cfg, tmp_path / "out", progress=False)
@@ -128,11 +123,6 @@ def test_resume_with_nothing_left_to_do(tmp_path):
     assert result.steps_done == 2
 
 
-@pytest.mark.xfail(
-    reason="train(resume=True) with a different --prompt-length than the checkpoint: _restore's "
-    "prompt.copy_ raises a RuntimeError shape-mismatch traceback instead of a one-line ConfigError",
-    strict=True,
-)
 def test_resume_with_another_prompt_length_is_a_config_error(tmp_path):
     train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="prompt"):

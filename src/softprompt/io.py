@@ -203,7 +203,7 @@ def import_peft(path: Path, identity: ModelIdentity | None = None) -> SavedPromp
         task = meta.get("task", {})
     else:
         name = config.get("base_model_name_or_path") or "unknown"
-        model = identity or ModelIdentity(name, "unknown", weight.shape[1], "unknown")
+        model = ModelIdentity(name, "unknown", weight.shape[1], "unknown")
         task = {}
     if identity is not None and model.fingerprint == "unknown":
         if identity.hidden_size != weight.shape[1]:

@@ -183,7 +183,7 @@ def train(
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not progress)
-    seen, started = 0, time.perf_counter()
+    seen, started, step = 0, time.perf_counter(), start
     for step in range(start + 1, cfg.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
@@ -268,8 +268,14 @@ def _checkpoint(path, prompt: SavedPrompt, optimizer, schedule, step, best_score
 
 def _restore(path: Path, prompt, optimizer, schedule) -> tuple[int, float, int, int]:
     meta = read_json(path / "trainer.json")
+    saved = load_prompt(path / "prompt").weight
+    if saved.shape != prompt.shape:
+        raise ConfigError(
+            f"{path}: checkpoint prompt is {saved.shape[0]}x{saved.shape[1]}, this run's is "
+            f"{prompt.shape[0]}x{prompt.shape[1]} (resume with the same --prompt-length and model)"
+        )
     with torch.no_grad():
-        prompt.copy_(load_prompt(path / "prompt").weight.to(prompt.device))
+        prompt.copy_(saved.to(prompt.device))
     state: dict = {}
     for key, value in load_file(path / "optimizer.safetensors").items():
         if key != "_empty":
