@@ -157,6 +157,24 @@ def get_task(name: str) -> Task:
     if factory is None:
         raise ConfigError(
             f"unknown task {name!r} (known: {', '.join(task_names())}; "
-            "or describe a task from your own file with --data)"
+            "or describe a task from your own files with --train-file/--dev-file)"
         )
     return factory()
+
+
+def task_from_meta(meta: Mapping) -> Task:
+    """A task rebuilt from a saved prompt's task metadata (template, verbalizer, metrics).
+
+    It has no data (no splits): enough to predict with a prompt trained on a user's files.
+    """
+    if not meta or not meta.get("template"):
+        raise ConfigError("the prompt records no task template: name one with --task")
+
+    def no_data(split: str) -> list[Example]:
+        raise ConfigError(f"task {meta['name']!r} came from its prompt's metadata and has no data: give --dev-file")
+
+    return Task(
+        name=meta.get("name") or "custom", template=meta["template"], verbalizer=meta.get("verbalizer"),
+        metrics=tuple(meta.get("metrics") or ("accuracy",)), loader=no_data, splits=(),
+        description=meta.get("description", ""),
+    )

@@ -1,0 +1,216 @@
+"""The command line end to end on a tiny model: train, eval, predict, inspect, PEFT round trip,
+and bad input (one-line error, exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+import torch
+from conftest import learnable_llama, tiny_llama, toy_rows, write_csv, write_jsonl
+
+import softprompt.cli as cli
+from softprompt.io import load_prompt
+
+LABELS = "neg=negative,pos=positive"
+
+
+@pytest.fixture
+def model(monkeypatch):
+    """Every command loads the same tiny model instead of the embedded one."""
+    lm = learnable_llama()
+    monkeypatch.setattr(cli, "_load", lambda name, precision: lm)
+    return lm
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_csv(tmp_path / "train.csv", toy_rows(40, seed=0)), write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
+
+
+def run(capsys, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        code = cli.main([str(a) for a in argv])
+    finally:
+        sys.stdin = sys.__stdin__
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_args(data, out, *extra):
+    train_csv, dev_csv = data
+    return ("train", "--task", "toy", "--train-file", train_csv, "--dev-file", dev_csv, "--text-field", "sentence",
+            "--labels", LABELS, "--template", "{sentence}", "--steps", "4", "--batch-size", "8",
+            "--prompt-length", "4", "--eval-every", "2", "--out", out, *extra)
+
+
+@pytest.fixture
+def trained(model, data, tmp_path, capsys):
+    code, out, err = run(capsys, *train_args(data, tmp_path / "run"))
+    assert code == 0, err
+    return tmp_path / "run", out
+
+
+def test_train_writes_the_run_folder_and_prints_dev_accuracy(trained):
+    run_dir, out = trained
+    assert "toy dev accuracy" in out and "best at step" in out
+    for name in ("best/prompt.safetensors", "best/prompt.json", "checkpoint/trainer.json", "log.jsonl", "curve.png"):
+        assert (run_dir / name).is_file(), name
+    saved = load_prompt(run_dir / "best")
+    assert saved.weight.shape == (4, 32)
+    assert saved.task["template"] == "{sentence}" and saved.task["verbalizer"] == {"neg": "negative", "pos": "positive"}
+    evals = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines() if "eval" in l]
+    assert [e["step"] for e in evals] == [2, 4]
+
+
+def test_eval_on_the_users_dev_file_reuses_the_saved_template_and_labels(trained, data, tmp_path, capsys):
+    run_dir, _ = trained
+    code, out, err = run(capsys, "eval", "--prompt", run_dir, "--dev-file", data[1], "--output", tmp_path / "e.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert f"({16} examples)" in out
+    assert report["metrics"]["accuracy"] == pytest.approx(load_prompt(run_dir / "best").metrics["accuracy"])
+    assert set(report["predictions"]) <= {"neg", "pos"}
+
+
+def test_predict_reads_stdin_and_prints_one_label_word_per_line(trained, capsys):
+    run_dir, _ = trained
+    code, out, err = run(capsys, "predict", "--prompt", run_dir, stdin="the movie great\n\nso awful\nb c great\n")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3 and set(lines) <= {"neg", "pos"}
+
+
+def test_predict_from_a_file(trained, tmp_path, capsys):
+    run_dir, _ = trained
+    (tmp_path / "in.txt").write_text("a great\nd awful\n")
+    code, out, _ = run(capsys, "predict", "--prompt", run_dir, "--input", tmp_path / "in.txt")
+    assert code == 0 and len(out.splitlines()) == 2
+
+
+def test_inspect_lists_neighbours_of_every_position(trained, capsys):
+    run_dir, _ = trained
+    code, out, _ = run(capsys, "inspect", "--prompt", run_dir, "--top-k", "3")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 4 and all(line.count("'") >= 6 for line in lines)
+
+
+def test_peft_export_import_round_trip(trained, tmp_path, capsys):
+    run_dir, _ = trained
+    assert run(capsys, "export-peft", "--prompt", run_dir, "--out", tmp_path / "adapter")[0] == 0
+    assert (tmp_path / "adapter/adapter_config.json").is_file()
+    (tmp_path / "adapter/prompt.json").unlink()  # as a PEFT-made adapter would come
+    code, _, err = run(capsys, "import-peft", tmp_path / "adapter", "--out", tmp_path / "back")
+    assert code == 0, err
+    assert torch.equal(load_prompt(tmp_path / "back").weight, load_prompt(run_dir / "best").weight)
+    code, out, _ = run(capsys, "predict", "--prompt", tmp_path / "back", "--task", "sst2", stdin="great\n")
+    assert code == 0 and out.strip() in {"negative", "positive"}
+
+
+def test_resume_continues_to_the_new_step_count(trained, data, capsys):
+    run_dir, _ = trained
+    code, _, err = run(capsys, *train_args(data, run_dir, "--resume"))  # already at 4 steps: nothing to do
+    assert code == 0, err
+    args = list(train_args(data, run_dir, "--resume"))
+    args[args.index("--steps") + 1] = "6"
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    steps = [json.loads(l)["step"] for l in (run_dir / "log.jsonl").read_text().splitlines() if "loss" in l]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+# -- bad input: one line on stderr, exit code 2, nothing written ------------------------------
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_missing_training_file(model, data, tmp_path, capsys):
+    args = list(train_args(data, tmp_path / "run"))
+    args[args.index("--train-file") + 1] = tmp_path / "nope.csv"
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, "nope.csv")
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_row_names_file_and_line(model, data, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, [{"sentence": "a great", "label": "pos"}, {"sentence": "d awful", "label": "neg"}])
+    bad.write_text(bad.read_text() + '{"sentence": "oops", \n')
+    args = list(train_args(data, tmp_path / "run"))
+    args[args.index("--train-file") + 1] = bad
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, "bad.jsonl:3")
+    assert not (tmp_path / "run").exists()
+
+
+def test_label_outside_the_label_words(model, data, tmp_path, capsys):
+    rows = toy_rows(6) + [("c great", "meh")]
+    write_csv(data[0], rows)
+    code, _, err = run(capsys, *train_args(data, tmp_path / "run"))
+    assert_one_line_error(code, err, "train.csv:8", "'meh'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_dataset(model, data, tmp_path, capsys):
+    write_csv(data[0], [])
+    code, _, err = run(capsys, *train_args(data, tmp_path / "run"))
+    assert_one_line_error(code, err, "train.csv", "no examples")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_model(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, *train_args(data, tmp_path / "run", "--model", "no-such-model-xyz"))
+    assert_one_line_error(code, err, "no-such-model-xyz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_prompt_saved_for_another_model_is_refused(trained, monkeypatch, capsys):
+    run_dir, _ = trained
+    other = tiny_llama(seed=7, hidden_size=32)
+    monkeypatch.setattr(cli, "_load", lambda name, precision: other)
+    code, _, err = run(capsys, "predict", "--prompt", run_dir, stdin="great\n")
+    assert_one_line_error(code, err, "tiny-llama")
+
+
+@pytest.mark.parametrize("flag,value", [("--steps", "ten"), ("--lr", "fast"), ("--steps", "0"), ("--lr", "-1")])
+def test_bad_numeric_setting(model, data, tmp_path, capsys, flag, value):
+    code, _, err = run(capsys, *train_args(data, tmp_path / "run", flag, value))
+    assert_one_line_error(code, err, flag.lstrip("-"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_output_is_not_overwritten(trained, data, capsys):
+    run_dir, _ = trained
+    before = (run_dir / "best/prompt.safetensors").read_bytes()
+    code, _, err = run(capsys, *train_args(data, run_dir))
+    assert_one_line_error(code, err, "not empty")
+    assert (run_dir / "best/prompt.safetensors").read_bytes() == before
+
+
+def test_unknown_task(model, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--task", "sst3", "--out", tmp_path / "run")
+    assert_one_line_error(code, err, "sst3")
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_without_input_lines(trained, capsys):
+    code, _, err = run(capsys, "predict", "--prompt", trained[0], stdin="\n \n")
+    assert_one_line_error(code, err, "no input lines")
+
+
+def test_every_command_has_help(capsys):
+    for command in ("train", "eval", "predict", "inspect", "export-peft", "import-peft", "tasks"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Usage" in out and "--help" in out
