@@ -102,13 +102,13 @@ def run_softprompt(args) -> dict:
     n = body_params(lm.model)
     return {
         "tool": "softprompt", "precision": str(lm.dtype).replace("torch.", ""),
-        "train_ex_s": result.train_examples_per_s, "train_examples": result.steps_done * args.batch_size,
-        "eval_ex_s": len(dev_ex) / eval_s, "eval_examples": ev.examples,
+        "train_ex_s": result.train_examples_per_s, "train_examples": result.examples_seen,
+        "eval_ex_s": ev.examples / eval_s, "eval_examples": ev.examples,
         "accuracy": ev.metrics["accuracy"], "train_in_loop_accuracy": result.best.metrics["accuracy"],
         "peak_mb": peak_memory_mb(),
         # forward + input-gradient backward ~ 2x forward FLOPs; 1 logit row per target.
         "train_gflop": (2 * 2 * n * train_tokens) / 1e9,
-        "train_s": result.steps_done * args.batch_size / result.train_examples_per_s,
+        "train_s": result.examples_seen / result.train_examples_per_s,
         "eval_gflop": 2 * n * eval_tokens / 1e9, "eval_s": eval_s,
     }
 
@@ -153,10 +153,11 @@ def run_peft(args) -> dict:
 
     rows = [encode(e, True) for e in train_ex]
     model.train()
-    tokens = 0
+    tokens, seen = 0, 0
     start = time.perf_counter()
     for step in range(args.steps):
         batch = rows[step * args.batch_size : (step + 1) * args.batch_size]
+        seen += len(batch)
         ids, mask, labels = collate(batch)
         tokens += ids.numel() + len(batch) * args.prompt_length
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
@@ -169,7 +170,7 @@ def run_peft(args) -> dict:
 
     model.eval()
     words = [tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in task.verbalizer.values()]
-    correct, eval_tokens = 0, 0
+    correct, eval_tokens, scored = 0, 0, 0
     start = time.perf_counter()
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         for b in range(0, len(dev_ex), 32):
@@ -181,14 +182,15 @@ def run_peft(args) -> dict:
             scores = logits[torch.arange(len(chunk)), last][:, words]
             labels = list(task.verbalizer)
             correct += sum(labels[i] == e.target for i, e in zip(scores.argmax(-1).tolist(), chunk))
+            scored += len(chunk)
     _sync()
     eval_s = time.perf_counter() - start
     n = body_params(model.get_base_model())
     vh = model.get_base_model().get_output_embeddings().weight.numel()
     return {
         "tool": "peft", "precision": "bf16-autocast" if autocast else "fp32",
-        "train_ex_s": args.steps * args.batch_size / train_s, "train_examples": args.steps * args.batch_size,
-        "eval_ex_s": len(dev_ex) / eval_s, "eval_examples": len(dev_ex), "accuracy": correct / len(dev_ex),
+        "train_ex_s": seen / train_s, "train_examples": seen,
+        "eval_ex_s": scored / eval_s, "eval_examples": scored, "accuracy": correct / scored,
         "peak_mb": peak_memory_mb(),
         # lm_head over every position, forward + input-gradient backward.
         "train_gflop": 2 * 2 * (n + vh) * tokens / 1e9, "train_s": train_s,
@@ -244,18 +246,25 @@ def main() -> None:
 
 
 def print_table(rows, peaks, args) -> None:
-    peft_fp32 = next(r for r in rows if r["tool"] == "peft" and r["precision"] == "fp32")
+    """Markdown table: one row per run, ratios against PEFT fp32 and PEFT bf16 autocast."""
+    base = {r["precision"]: r for r in rows if r["tool"] == "peft"}
+    fp32, bf16 = base["fp32"], base.get("bf16-autocast", base["fp32"])
     print(f"\nSST-2, {args.steps} steps x batch {args.batch_size}, prompt {args.prompt_length}, {args.optimizer} lr {args.lr}, "
-          f"{args.eval_examples} dev examples; matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s\n")
-    head = f"| {'tool':10} | {'precision':13} | {'train ex/s':>10} | {'x PEFT fp32':>11} | {'eval ex/s':>9} | {'x PEFT fp32':>11} | {'peak MB':>8} | {'dev acc':>7} | {'train GFLOP/s':>13} | {'eval GFLOP/s':>12} |"
-    print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+          f"{args.eval_examples} dev examples, {torch.get_num_threads()} threads; "
+          f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s\n")
+    cols = ["tool", "precision", "train ex/s", "x PEFT fp32", "x PEFT bf16", "eval ex/s", "x PEFT fp32", "x PEFT bf16",
+            "peak MB", "dev acc", "train GFLOP/s", "eval GFLOP/s"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---:" if i > 1 else "---" for i in range(len(cols))) + "|")
     for r in rows:
-        print(
-            f"| {r['tool']:10} | {r['precision']:13} | {r['train_ex_s']:10.1f} | {r['train_ex_s'] / peft_fp32['train_ex_s']:11.2f} | "
-            f"{r['eval_ex_s']:9.1f} | {r['eval_ex_s'] / peft_fp32['eval_ex_s']:11.2f} | {r['peak_mb']:8.0f} | {100 * r['accuracy']:6.1f}% | "
-            f"{r['train_gflop'] / r['train_s']:13.0f} | {r['eval_gflop'] / r['eval_s']:12.0f} |"
-        )
+        cells = [
+            r["tool"], r["precision"],
+            f"{r['train_ex_s']:.1f}", f"{r['train_ex_s'] / fp32['train_ex_s']:.2f}", f"{r['train_ex_s'] / bf16['train_ex_s']:.2f}",
+            f"{r['eval_ex_s']:.1f}", f"{r['eval_ex_s'] / fp32['eval_ex_s']:.2f}", f"{r['eval_ex_s'] / bf16['eval_ex_s']:.2f}",
+            f"{r['peak_mb']:.0f}", f"{100 * r['accuracy']:.1f}%",
+            f"{r['train_gflop'] / r['train_s']:.0f}", f"{r['eval_gflop'] / r['eval_s']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
