@@ -44,6 +44,19 @@ def _task(task, train_file, dev_file, text_field, label_field, labels, template)
     return get_task(task)
 
 
+def _train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template):
+    """--task for training: one task, or a comma list of built-in tasks trained as one mixture."""
+    from softprompt.spot.mixture import parse_tasks
+
+    if task and "," in task:
+        if train_file or dev_file:
+            raise SoftPromptError("--task: a mixture (a,b,...) takes built-in tasks only, not --train-file/--dev-file")
+        return parse_tasks(task, mixture_cap)
+    if mixture_cap is not None:
+        raise SoftPromptError("--mixture-cap: applies to a mixture of tasks (--task a,b,...)")
+    return _task(task, train_file, dev_file, text_field, label_field, labels, template)
+
+
 def _load(model, precision):
     from softprompt.models.loading import load_model
 
@@ -52,8 +65,8 @@ def _load(model, precision):
 
 @app.command()
 def train(
-    task: TaskOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: best/, checkpoint/, log.jsonl, curve.png.")] = Path("runs/prompt"),
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Built-in task name (see `softprompt tasks`), a comma list of them trained as one mixture (SPoT), or a name for your own --train-file/--dev-file task.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: best/, embedding/, checkpoint/, log.jsonl, curve.png.")] = Path("runs/prompt"),
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 500,
@@ -72,6 +85,8 @@ def train(
     max_eval: Annotated[Optional[int], typer.Option(help="Evaluate on at most N dev examples (seeded sample).")] = None,
     max_train: Annotated[Optional[int], typer.Option(help="Train on at most N examples (seeded sample).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early stop after N evaluations without improvement.")] = None,
+    mixture_cap: Annotated[Optional[int], typer.Option(help="Mixture: a task counts for at most K examples in the examples-proportional mixing rates.")] = None,
+    embed_step: Annotated[Optional[int], typer.Option(help="Save the prompt at this step as OUT/embedding/, the task embedding for `softprompt similar` (default 10; 0: none).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
     train_file: TrainFileOpt = None,
@@ -82,16 +97,19 @@ def train(
     template: TemplateOpt = None,
 ):
     """Train a soft prompt on a frozen model and print its best dev score."""
+    from softprompt.spot.transfer import DEFAULT_EMBED_STEP
     from softprompt.train import TrainConfig
     from softprompt.train import train as run_train
 
+    if embed_step is None:
+        embed_step = min(DEFAULT_EMBED_STEP, steps)
     cfg = TrainConfig(
         steps=steps, batch_size=batch_size, prompt_length=prompt_length, init=init, init_text=init_text,
         init_from=init_from, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_accum=grad_accum, seed=seed, eval_every=eval_every, max_eval=max_eval, max_train=max_train,
-        patience=patience,
+        patience=patience, embed_step=embed_step or None,
     )
-    the_task = _task(task, train_file, dev_file, text_field, label_field, labels, template)
+    the_task = _train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template)
     lm = _load(model, precision)
     result = run_train(lm, the_task, cfg, out, resume=resume, overwrite=overwrite)
     metrics = {k: v for k, v in result.best.metrics.items() if isinstance(v, float)}
@@ -239,6 +257,9 @@ def _prompt_and_model(prompt: Path, model, precision):
         saved = run_import(path, lm.identity)
     lm.identity.check_compatible(saved.model, str(prompt))
     return saved, lm
+
+
+import softprompt.spot.cli  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

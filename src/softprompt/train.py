@@ -2,8 +2,11 @@
 
 Defaults are Lester et al. (2021): Adafactor, constant lr 0.3, weight decay 1e-5,
 β2 decay 0.8, no parameter scaling; a 20-token prompt; periodic dev evaluation keeping
-the best prompt. The output folder holds:
+the best prompt. `task` may also be a `Mixture` of tasks (SPoT): each example keeps its
+own task's template and verbalizer, and the dev score is the mean of the tasks' primary
+metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
+  embedding/    the prompt at step --embed-step, when set: a task embedding (SPoT)
   checkpoint/   the latest state, for --resume
   log.jsonl     one JSON line per logged step / evaluation
   curve.png     training loss and dev metric over steps
@@ -22,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from softprompt.batching import Encoder, bucketed_batches
+from softprompt.batching import Encoder
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
 from softprompt.io import SavedPrompt, atomic_dir, load_prompt, read_json, save_prompt, write_json
@@ -30,6 +33,7 @@ from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve
 from softprompt.prompt import INITS, make_prompt
 from softprompt.scoring import PromptedLM
+from softprompt.spot.mixture import Mixture, mixture_batches
 from softprompt.tasks.base import Example, Task
 
 OPTIMIZERS = ("adafactor", "adamw")
@@ -59,13 +63,14 @@ class TrainConfig:
     max_input_tokens: int = 256
     length_normalize: bool = False
     fast: bool = True
+    embed_step: int | None = None  # save the prompt at this step as embedding/ (SPoT task embedding)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "prompt_length", "grad_accum", "eval_every", "eval_batch_size", "max_input_tokens")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_eval", "max_train", "patience"):
+        for name in ("max_eval", "max_train", "patience", "embed_step"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -77,6 +82,8 @@ class TrainConfig:
             raise ConfigError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.init not in (*INITS, "auto"):
             raise ConfigError(f"--init {self.init!r}: expected auto or one of {', '.join(INITS)}")
+        if self.embed_step is not None and self.embed_step > self.steps:
+            raise ConfigError(f"--embed-step {self.embed_step} is after the last step (--steps {self.steps})")
 
 
 @dataclass
@@ -99,10 +106,11 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def initial_prompt(lm: LoadedModel, task: Task, cfg: TrainConfig) -> tuple[torch.Tensor, str]:
+def initial_prompt(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig) -> tuple[torch.Tensor, str]:
     init = cfg.init
+    labelled = isinstance(task, Task) and task.is_classification  # a mixture has no one set of labels
     if init == "auto":
-        init = "file" if cfg.init_from else ("text" if cfg.init_text else ("labels" if task.is_classification else "vocab"))
+        init = "file" if cfg.init_from else ("text" if cfg.init_text else ("labels" if labelled else "vocab"))
     weight = None
     if init == "file":
         if not cfg.init_from:
@@ -114,7 +122,7 @@ def initial_prompt(lm: LoadedModel, task: Task, cfg: TrainConfig) -> tuple[torch
     scale = float(getattr(emb, "embed_scale", 1.0))  # Gemma scales embeddings by sqrt(H)
     prompt = make_prompt(
         cfg.prompt_length, init, emb.weight.detach().float() * scale, lm.tokenizer, seed=cfg.seed,
-        labels=list(task.verbalizer.values()) if task.verbalizer else (), text=cfg.init_text, weight=weight,
+        labels=list(task.verbalizer.values()) if labelled else (), text=cfg.init_text, weight=weight,
     )
     return prompt.weight, init
 
@@ -133,7 +141,7 @@ def check_trainable(lm: LoadedModel, prompt: torch.nn.Parameter) -> None:
 
 def train(
     lm: LoadedModel,
-    task: Task,
+    task: Task | Mixture,
     cfg: TrainConfig,
     out_dir: Path,
     *,
@@ -143,22 +151,19 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a prompt for `task` on the frozen `lm` and keep the best on dev."""
+    """Train a prompt for `task` (or a mixture of tasks) on the frozen `lm` and keep the best on dev."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
     if resume and not (out_dir / "checkpoint").is_dir():
         raise ConfigError(f"{out_dir}: no checkpoint/ to resume from")
     torch.manual_seed(cfg.seed)
-    train_examples = train_examples if train_examples is not None else task.load("train")
-    dev_examples = dev_examples if dev_examples is not None else task.load("dev")
-    if cfg.max_train:
-        train_examples = random.Random(cfg.seed).sample(train_examples, min(cfg.max_train, len(train_examples)))
-    if cfg.max_eval and cfg.max_eval < len(dev_examples):
-        dev_examples = random.Random(1234).sample(dev_examples, cfg.max_eval)
+    parts = _task_data(task, cfg, train_examples, dev_examples)  # [(task, train, dev)], one per member task
+    n_train, n_dev = sum(len(p[1]) for p in parts), sum(len(p[2]) for p in parts)
 
     enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens)
-    encoded = [enc.encode(task, e) for e in train_examples]  # validates labels up front
+    per_task = [[enc.encode(t, e) for e in train_set] for t, train_set, _ in parts]  # validates labels up front
+    encoded = [e for rows in per_task for e in rows]
     plm = PromptedLM(lm, fast=cfg.fast)
     weight, init = initial_prompt(lm, task, cfg)
     prompt = torch.nn.Parameter(weight.to(lm.device))
@@ -174,12 +179,14 @@ def train(
     def snapshot(metrics: dict) -> SavedPrompt:
         return SavedPrompt(
             weight=prompt.detach().cpu().clone(), model=lm.identity, task=_task_meta(task), init=init,
-            training={**asdict(cfg), "init": init, "train_examples": len(train_examples), "dev_examples": len(dev_examples)},
+            training={**asdict(cfg), "init": init, "train_examples": n_train, "dev_examples": n_dev},
             metrics=metrics,
         )
 
     rng = random.Random(cfg.seed)
-    stream = bucketed_batches([len(e.input_ids) + len(e.target_ids) for e in encoded], cfg.batch_size, rng)
+    lengths = [[len(e.input_ids) + len(e.target_ids) for e in rows] for rows in per_task]
+    cap = task.cap if isinstance(task, Mixture) else None
+    stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not progress)
@@ -199,17 +206,19 @@ def train(
         bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
         bar.update(1)
         log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
+        if step == cfg.embed_step:  # an early prompt stands for the task (SPoT task embedding)
+            save_prompt(out_dir / "embedding", snapshot({"step": step}))
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            result = evaluate(plm, prompt, task, dev_examples, cfg.eval_batch_size, cfg.length_normalize)
-            score = result.metrics[task.metrics[0]]
-            log.write({"step": step, "eval": result.metrics, "dev_examples": result.examples})
-            bar.write(f"step {step}: dev " + ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items()))
+            metrics, evaluated = _evaluate(plm, prompt, parts, cfg)
+            score = metrics[task.metrics[0]]
+            log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
+            bar.write(f"step {step}: dev " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
             if score > best_score:
                 best_score, best_step, evals_since_best = score, step, 0
-                save_prompt(out_dir / "best", snapshot({**result.metrics, "step": step, "dev_examples": result.examples}))
+                save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}))
             else:
                 evals_since_best += 1
-            _checkpoint(out_dir / "checkpoint", snapshot(result.metrics), optimizer, schedule, step, best_score, best_step, evals_since_best)
+            _checkpoint(out_dir / "checkpoint", snapshot(metrics), optimizer, schedule, step, best_score, best_step, evals_since_best)
             if cfg.patience and evals_since_best >= cfg.patience:
                 bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
                 break
@@ -218,7 +227,40 @@ def train(
     return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(time.perf_counter() - started, 1e-9), out_dir)
 
 
-def _task_meta(task: Task) -> dict:
+def _task_data(
+    task: Task | Mixture, cfg: TrainConfig, train_examples: list[Example] | None, dev_examples: list[Example] | None
+) -> list[tuple[Task, list[Example], list[Example]]]:
+    """(task, train, dev) per member task, each capped by --max-train / --max-eval (seeded samples)."""
+    tasks = task.tasks if isinstance(task, Mixture) else (task,)
+    if isinstance(task, Mixture) and (train_examples is not None or dev_examples is not None):
+        raise ConfigError(f"task {task.name}: a mixture loads each task's own examples")
+    parts = []
+    for t in tasks:
+        train_set = train_examples if train_examples is not None else t.load("train")
+        dev_set = dev_examples if dev_examples is not None else t.load("dev")
+        if cfg.max_train:
+            train_set = random.Random(cfg.seed).sample(train_set, min(cfg.max_train, len(train_set)))
+        if cfg.max_eval and cfg.max_eval < len(dev_set):
+            dev_set = random.Random(1234).sample(dev_set, cfg.max_eval)
+        parts.append((t, train_set, dev_set))
+    return parts
+
+
+def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig) -> tuple[dict[str, float], int]:
+    """Dev metrics and the number of examples scored. A mixture reports each task's metrics
+    as "task/metric" and, as "mean", the mean of the tasks' primary metrics."""
+    results = [evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize) for t, _, dev in parts]
+    if len(results) == 1:
+        return results[0].metrics, results[0].examples
+    primary = [r.metrics[t.metrics[0]] for r, (t, _, _) in zip(results, parts)]
+    metrics = {"mean": sum(primary) / len(primary)}
+    metrics.update({f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()})
+    return metrics, sum(r.examples for r in results)
+
+
+def _task_meta(task: Task | Mixture) -> dict:
+    if isinstance(task, Mixture):
+        return task.meta()
     return {
         "name": task.name,
         "template": task.template,

@@ -1,0 +1,177 @@
+"""Soft prompt transfer (SPoT §3): start a target task's prompt from a source task's prompt.
+
+`transfer` trains the target from every source prompt and, as the baseline, from the
+default initialisation (sampled vocabulary), with the same steps, data and seeds, and
+reports the mean ± std of the target's dev score per initialisation. `retrieve` ranks
+library sources by the similarity of their task embeddings to the target's (SPoT §4);
+the target's own embedding is the baseline run of the first seed at --embed-step, which
+costs nothing extra. Output folder:
+
+    OUT/baseline/seed<s>/        a target run from the default init (train.py layout)
+    OUT/from-<source>/seed<s>/   a target run from a source prompt
+    OUT/transfer.json            every score, the chosen source, the gain
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from softprompt.errors import ConfigError
+from softprompt.io import load_prompt, read_json, write_json
+from softprompt.models.loading import LoadedModel
+from softprompt.spot import library, similarity
+from softprompt.spot.mixture import Mixture
+from softprompt.tasks.base import Task
+from softprompt.train import TrainConfig, resolve_prompt_dir, train
+
+DEFAULT_EMBED_STEP = 10  # fixed, not a fraction of --steps, so runs of any length give comparable embeddings
+BASELINE = "baseline"
+
+
+@dataclass
+class TransferReport:
+    """Target dev scores (primary metric, best on dev) per initialisation and seed."""
+
+    task: str
+    metric: str
+    seeds: list[int]
+    steps: int
+    baseline_init: str
+    baseline: list[float]
+    sources: dict[str, list[float]] = field(default_factory=dict)
+    retrieved: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def best_source(self) -> str | None:
+        """The source whose transfer scores best on dev (mean over seeds)."""
+        return max(self.sources, key=lambda s: mean(self.sources[s])) if self.sources else None
+
+    @property
+    def gain(self) -> float | None:
+        """Mean dev score of the best source minus the baseline's (metric units, 0-1)."""
+        best = self.best_source
+        return None if best is None else mean(self.sources[best]) - mean(self.baseline)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "best_source": self.best_source, "gain": self.gain}
+
+    def table(self) -> str:
+        """A plain-text table: one row per initialisation, mean ± std over seeds, gain."""
+        seeds = ",".join(map(str, self.seeds))
+        lines = [f"target {self.task}: dev {self.metric} (%), {self.steps} steps, seeds {seeds}",
+                 f"{'init':28s} {'mean ± std':>14s} {'gain':>7s}   per seed"]
+        base = mean(self.baseline)
+        rows = [(f"{self.baseline_init} ({BASELINE})", self.baseline, None)]
+        rows += [(f"from {name}", scores, mean(scores) - base) for name, scores in self.sources.items()]
+        for label, scores, gain in rows:
+            shown = f"{100 * mean(scores):6.2f} ± {100 * std(scores):5.2f}"
+            lines.append(f"{label:28s} {shown:>14s} {'' if gain is None else f'{100 * gain:+7.2f}':>7s}   "
+                         + " ".join(f"{100 * s:.2f}" for s in scores))
+        if self.best_source is not None:
+            lines.append(f"best source on dev: {self.best_source} ({100 * self.gain:+.2f} points over {BASELINE})")
+        return "\n".join(lines)
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
+def std(values: list[float]) -> float:
+    """Sample standard deviation (0 for a single value)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def train_once(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig, out_dir: Path, progress: bool = False) -> float:
+    """Train one run and return its best dev score; a finished run with the same settings
+    in `out_dir` is reused, so an interrupted grid picks up where it stopped."""
+    best = out_dir / "best" / "prompt.json"
+    if best.is_file() and (out_dir / "checkpoint" / "trainer.json").is_file():
+        done = read_json(out_dir / "checkpoint" / "trainer.json")["step"] == cfg.steps
+        settings = read_json(best).get("training", {})
+        if done and all(settings.get(k) == v for k, v in asdict(cfg).items()):
+            return float(load_prompt(out_dir / "best").metrics[task.metrics[0]])
+    if progress:
+        tqdm.write(f"-> {out_dir}")
+    result = train(lm, task, cfg, out_dir, overwrite=True, progress=progress)
+    return float(result.best.metrics[task.metrics[0]])
+
+
+def run_baseline(
+    lm: LoadedModel, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: Path, init: str = "vocab", progress: bool = False
+) -> list[float]:
+    """Target runs from the default initialisation, one per seed."""
+    if init == "file":
+        raise ConfigError("--baseline-init file: the baseline starts from no source prompt")
+    base = replace(cfg, init=init, init_from=None)
+    return [train_once(lm, task, replace(base, seed=s), out_dir / BASELINE / f"seed{s}", progress) for s in seeds]
+
+
+def run_transfers(
+    lm: LoadedModel, task: Task, cfg: TrainConfig, seeds: list[int], sources: dict[str, Path], out_dir: Path,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """Target runs from each source prompt, one per seed."""
+    scores = {}
+    for name, source in sources.items():
+        start = replace(cfg, init="file", init_from=str(resolve_prompt_dir(Path(source))))
+        runs = out_dir / f"from-{name}"
+        scores[name] = [train_once(lm, task, replace(start, seed=s), runs / f"seed{s}", progress) for s in seeds]
+    return scores
+
+
+def target_embedding_dir(out_dir: Path, seeds: list[int]) -> Path:
+    """The target's task embedding: the first seed's baseline run at --embed-step."""
+    path = out_dir / BASELINE / f"seed{seeds[0]}" / "embedding"
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no target embedding (the baseline runs need --embed-step)")
+    return path
+
+
+def retrieve(
+    lm: LoadedModel, embedding_dir: Path, library_dir: Path, by: str = "avg_cosine"
+) -> list[tuple[str, dict[str, float]]]:
+    """Library entries for this model, most similar task embedding first."""
+    target = load_prompt(embedding_dir).weight
+    return similarity.rank(target, library.embeddings(library_dir, lm.identity), by)
+
+
+def transfer(
+    lm: LoadedModel,
+    task: Task,
+    cfg: TrainConfig,
+    seeds: list[int],
+    out_dir: Path,
+    *,
+    sources: dict[str, Path] | None = None,
+    library_dir: Path | None = None,
+    top_k: int | None = None,
+    by: str = "avg_cosine",
+    baseline_init: str = "vocab",
+    progress: bool = False,
+) -> TransferReport:
+    """Baseline and transfer runs for `task`; sources given, or the top-k retrieved from a library.
+
+    Returns:
+        Every score; `best_source` is the source best on dev, as SPoT keeps the best of its top-k.
+    """
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if bool(sources) == bool(top_k):
+        raise ConfigError("give either --source or --top-k/--auto with --library")
+    out_dir = Path(out_dir)
+    cfg = replace(cfg, embed_step=cfg.embed_step or min(DEFAULT_EMBED_STEP, cfg.steps))
+    baseline = run_baseline(lm, task, cfg, seeds, out_dir, baseline_init, progress)
+    retrieved: list[tuple[str, dict[str, float]]] = []
+    if top_k:
+        if library_dir is None:
+            raise ConfigError("--top-k/--auto need --library")
+        retrieved = retrieve(lm, target_embedding_dir(out_dir, seeds), library_dir, by)
+        sources = {name: library.get(library_dir, name).prompt_dir for name, _ in retrieved[:top_k]}
+    report = TransferReport(task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved)
+    report.sources = run_transfers(lm, task, cfg, seeds, sources or {}, out_dir, progress)
+    write_json(out_dir / "transfer.json", report.to_dict())
+    return report
