@@ -137,11 +137,14 @@ def eval_(
     """Score a prompt with the task's metrics (default task: the one it was trained on)."""
     import random
 
+    from softprompt.bench.crosstask import task_for_prompt
     from softprompt.evaluate import evaluate
     from softprompt.scoring import PromptedLM
 
     saved, lm = _prompt_and_model(prompt, model, precision)
     the_task = _task(task or saved.task.get("name"), None, dev_file, text_field, label_field, labels, template)
+    if task and not dev_file:  # another task's data: the prompt keeps its label words (bench/crosstask.py)
+        the_task = task_for_prompt(the_task, saved.task, where=f"prompt {prompt}")
     examples = the_task.load("dev" if dev_file else split)
     if max_eval and max_eval < len(examples):
         examples = random.Random(1234).sample(examples, max_eval)
@@ -259,6 +262,7 @@ def _prompt_and_model(prompt: Path, model, precision):
     return saved, lm
 
 
+import softprompt.bench.cli  # noqa: E402,F401  (registers `bench`)
 import softprompt.spot.cli  # noqa: E402,F401
 
 
