@@ -93,6 +93,7 @@ class TrainResult:
     steps_done: int
     train_examples_per_s: float
     out_dir: Path
+    examples_seen: int = 0  # training examples processed by this call (not counting resumed steps)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -190,8 +191,9 @@ def train(
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not progress)
-    seen, started, step = 0, time.perf_counter(), start
+    seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
     for step in range(start + 1, cfg.steps + 1):
+        started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for _ in range(cfg.grad_accum):
@@ -202,7 +204,8 @@ def train(
             seen += batch.size
         optimizer.step()
         schedule.step()
-        rate = seen / (time.perf_counter() - started)
+        train_time += time.perf_counter() - started
+        rate = seen / train_time
         bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
         bar.update(1)
         log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
@@ -224,7 +227,7 @@ def train(
                 break
     bar.close()
     plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
-    return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(time.perf_counter() - started, 1e-9), out_dir)
+    return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(train_time, 1e-9), out_dir, seen)
 
 
 def _task_data(
