@@ -119,7 +119,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    prompt: PromptOpt,
+    prompt: Annotated[list[Path], typer.Option("--prompt", "-p", help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder); repeat to evaluate several and their ensemble.")],
     task: TaskOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "dev",
     model: ModelOpt = None,
@@ -134,13 +134,17 @@ def eval_(
     labels: LabelsOpt = None,
     template: TemplateOpt = None,
 ):
-    """Score a prompt with the task's metrics (default task: the one it was trained on)."""
+    """Score a prompt with the task's metrics (default task: the one it was trained on).
+    Several --prompt: each prompt, their average and their ensembles (mean probability, vote)."""
     import random
 
     from softprompt.bench.crosstask import task_for_prompt
     from softprompt.evaluate import evaluate
     from softprompt.scoring import PromptedLM
 
+    if len(prompt) > 1:
+        return _eval_ensemble(prompt, task, split, model, precision, batch_size, max_eval, length_normalize, output, dev_file, text_field, label_field, labels, template)
+    prompt = prompt[0]
     saved, lm = _prompt_and_model(prompt, model, precision)
     the_task = _task(task or saved.task.get("name"), None, dev_file, text_field, label_field, labels, template)
     if task and not dev_file:  # another task's data: the prompt keeps its label words (bench/crosstask.py)
@@ -157,18 +161,22 @@ def eval_(
 
 @app.command()
 def predict(
-    prompt: PromptOpt,
+    prompt: Annotated[Optional[Path], typer.Option("--prompt", "-p", help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder).")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Text file, one input per line (default: stdin).")] = None,
     task: TaskOpt = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     batch_size: int = 32,
+    server: Annotated[Optional[str], typer.Option(help="Ask a running `softprompt serve` at this URL instead (with --task: a task, prompt or ensemble it serves).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="SOFTPROMPT_API_KEY", help="API key for --server.")] = None,
 ):
     """Predict a label (or generate text) for each input line; one output per line."""
     from softprompt.evaluate import predict as run_predict
     from softprompt.scoring import PromptedLM
     from softprompt.tasks.base import Example
 
+    if server or prompt is None:
+        return _predict_remote(server, task, prompt, input, api_key)
     saved, lm = _prompt_and_model(prompt, model, precision)
     the_task = _task(task or saved.task.get("name"), None, None, None, "label", None, None)
     if input is not None and not input.is_file():
@@ -248,6 +256,80 @@ def tasks():
         typer.echo(f"{name:18s} {','.join(t.metrics):24s} {kind:40s} {t.description}")
 
 
+def _eval_ensemble(prompts, task, split, model, precision, batch_size, max_eval, length_normalize, output, dev_file, text_field, label_field, labels, template):
+    """`eval` with several prompts: each one, their average, and their ensembles."""
+    import random
+
+    from softprompt.bench.crosstask import task_for_prompt
+    from softprompt.evaluate import evaluate_ensemble
+    from softprompt.scoring import PromptedLM
+
+    first, lm = _prompt_and_model(prompts[0], model, precision)
+    members = [first] + [_prompt_for(p, lm) for p in prompts[1:]]
+    for path, saved in zip(prompts[1:], members[1:]):
+        if (saved.task or {}).get("verbalizer") != (first.task or {}).get("verbalizer"):
+            raise SoftPromptError(f"--prompt {path}: trained with other label words than --prompt {prompts[0]}; an ensemble needs the same labels")
+    the_task = _task(task or first.task.get("name"), None, dev_file, text_field, label_field, labels, template)
+    if task and not dev_file:
+        the_task = task_for_prompt(the_task, first.task, where=f"prompt {prompts[0]}")
+    examples = the_task.load("dev" if dev_file else split)
+    if max_eval and max_eval < len(examples):
+        examples = random.Random(1234).sample(examples, max_eval)
+    result = evaluate_ensemble(PromptedLM(lm), [m.weight for m in members], the_task, examples, batch_size, length_normalize, progress=True)
+
+    def shown(metrics):
+        return ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items())
+
+    typer.echo(f"{the_task.name} {split} ({len(examples)} examples), {len(prompts)} prompts:")
+    for path, ev in zip(prompts, result.members):
+        typer.echo(f"  {path}: {shown(ev.metrics)}")
+    typer.echo(f"  average: {shown(result.average)}")
+    names = {"mean": "mean probability", "vote": "majority vote"}
+    for method, ev in result.ensembles.items():
+        typer.echo(f"  ensemble ({names[method]}): {shown(ev.metrics)}")
+    if output:
+        output.write_text(json.dumps({
+            "task": the_task.name, "split": split,
+            "members": [{"prompt": str(p), "metrics": ev.metrics, "predictions": ev.predictions} for p, ev in zip(prompts, result.members)],
+            "average": result.average,
+            "ensembles": {m: {"metrics": ev.metrics, "predictions": ev.predictions} for m, ev in result.ensembles.items()},
+        }, indent=2))
+
+
+def _prompt_for(prompt: Path, lm):
+    """A further prompt for the loaded model `lm` (refused if made for another model)."""
+    from softprompt.io import import_peft as run_import
+    from softprompt.io import load_prompt
+    from softprompt.train import resolve_prompt_dir
+
+    path = resolve_prompt_dir(prompt)
+    saved = load_prompt(path)
+    if saved.model.fingerprint == "unknown":
+        saved = run_import(path, lm.identity)
+    lm.identity.check_compatible(saved.model, str(prompt))
+    return saved
+
+
+def _predict_remote(server, task, prompt, input, api_key):
+    """`predict --server URL --task T`: the same output, answered by a running server."""
+    if not server:
+        raise SoftPromptError("--prompt: give a prompt folder, or --server URL with --task")
+    if prompt is not None:
+        raise SoftPromptError("--prompt: not used with --server (name what the server serves with --task)")
+    if not task:
+        raise SoftPromptError("--task: name the task, prompt or ensemble to ask --server for")
+    from softprompt.serve.client import Client
+
+    if input is not None and not input.is_file():
+        raise SoftPromptError(f"{input}: file not found")
+    texts = [l for l in (input.read_text() if input else sys.stdin.read()).splitlines() if l.strip()]
+    if not texts:
+        raise SoftPromptError(f"{input or 'stdin'}: no input lines")
+    with Client(server, api_key=api_key) as client:
+        for p in client.predict(task, texts):
+            typer.echo(p)
+
+
 def _prompt_and_model(prompt: Path, model, precision):
     from softprompt.io import import_peft as run_import
     from softprompt.io import load_prompt
@@ -264,6 +346,12 @@ def _prompt_and_model(prompt: Path, model, precision):
 
 import softprompt.bench.cli  # noqa: E402,F401  (registers `bench`)
 import softprompt.spot.cli  # noqa: E402,F401
+import softprompt.serve.cli  # noqa: E402,F401
+
+# typer >= 0.20 raises its own (vendored click) exceptions, older typer raises click's.
+USAGE_ERRORS = (click.exceptions.ClickException, getattr(typer.exceptions, "TyperException", click.exceptions.ClickException))
+EXITS = (click.exceptions.Exit, typer.Exit)
+ABORTS = (click.exceptions.Abort, typer.Abort)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,15 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     except SoftPromptError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
-    except click.exceptions.UsageError as err:
-        where = f" ({err.ctx.command_path})" if err.ctx else ""
-        typer.echo(f"error: {err.format_message()}{where}", err=True)
-        return 2
-    except click.exceptions.Abort:
+    except EXITS as done:
+        return done.exit_code
+    except ABORTS:
         typer.echo("aborted", err=True)
         return 130
-    except click.exceptions.Exit as done:
-        return done.exit_code
+    except USAGE_ERRORS as err:
+        ctx = getattr(err, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx else ""
+        message = " ".join(err.format_message().split())
+        typer.echo(f"error: {message}{where}", err=True)
+        return 2
     return 0
 
 

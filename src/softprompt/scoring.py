@@ -8,6 +8,12 @@ Two paths compute the same numbers:
     projection runs only where a loss or a score needs it. Ranking several labels runs
     the shared input once and scores each label's continuation from its cache.
 Tests check that both paths agree.
+
+Mixed-task batches (serving) give every row its own prompt: `score_rows` and
+`generate_rows`. On the fast path the rows' prompt caches are stacked, padded after each
+prompt to the longest and masked there, and each row's input takes positions right after
+its own prompt, so one forward pass gives every row exactly what `score`/`generate` give it
+alone. Elsewhere (T5, plain path) rows are grouped by prompt length, one pass per length.
 """
 
 from __future__ import annotations
@@ -120,12 +126,46 @@ class PromptedLM:
             return self._score_seq2seq(prompt, inputs, candidates)
         if not self.fast:
             return self._score_plain(prompt, inputs, candidates)
-        device = self.lm.device
-        plen = prompt.shape[0]
         cache = prompt_cache if prompt_cache is not None else self.prompt_states(prompt)
+        return self._score_fast(*self._shared_states(cache, prompt.shape[0], len(inputs)), inputs, candidates)
+
+    @torch.no_grad()
+    def score_rows(
+        self,
+        prompts: Sequence[torch.Tensor],
+        inputs: Sequence[Sequence[int]],
+        candidates: Sequence[Sequence[Sequence[int]]],
+        prompt_caches: Sequence | None = None,
+    ) -> list[list[tuple[float, int]]]:
+        """`score` for a batch whose row b carries its own prompt `prompts[b]` (P_b, H).
+
+        Rows may share a prompt (pass the same tensor) and prompts may differ in length.
+        `prompt_caches[b]` is `prompt_states(prompts[b])` or None (computed here).
+        """
+        if not self.fast:
+            return _by_prompt_length(prompts, inputs, candidates, self._score_grouped)
+        return self._score_fast(*self.row_states(prompts, prompt_caches), inputs, candidates)
+
+    def _score_grouped(self, prompt: torch.Tensor, inputs, candidates):
+        """Rows with one prompt each, all of one length: prompt (B, P, H)."""
+        if self.lm.is_encoder_decoder:
+            return self._score_seq2seq(prompt, inputs, candidates)
+        return self._score_plain(prompt, inputs, candidates)
+
+    def _score_fast(self, cache, prefix: torch.Tensor, plens: torch.Tensor, inputs, candidates):
+        """Rank candidates after a per-row prompt cache.
+
+        Args:
+            cache: B rows of prompt key/values over C cache positions.
+            prefix: (B, C) 1 where row b's prompt sits in the cache, 0 over padding.
+            plens: (B,) prompt length of each row: where its input positions start.
+        """
+        device = self.lm.device
         ids, mask = pad_right(inputs, self.lm.tokenizer.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
-        hidden, grown = self._body(ids, extend_mask(mask, plen), expand_cache(cache, len(inputs)))
+        full = torch.cat([prefix, mask], dim=1)  # (B, C+T)
+        positions = plens.unsqueeze(1) + torch.arange(ids.shape[1], device=device)
+        hidden, grown = self._body(ids, full, cache, positions)  # (B, T, H)
         lengths = mask.sum(1)  # (B,)
         last = hidden[torch.arange(len(inputs), device=device), lengths - 1]  # (B, H)
         first = F.log_softmax(self.logits(last), dim=-1)  # (B, V)
@@ -138,8 +178,8 @@ class PromptedLM:
         feed, feed_mask = pad_right([c[:-1] for c in conts], self.lm.tokenizer.pad_token_id)
         feed, feed_mask = feed.to(device), feed_mask.to(device)
         src = torch.tensor([b for b, _ in rows], device=device)
-        full_mask = torch.cat([extend_mask(mask, plen)[src], feed_mask], dim=1)
-        positions = (plen + lengths[src]).unsqueeze(1) + torch.arange(feed.shape[1], device=device)
+        full_mask = torch.cat([full[src], feed_mask], dim=1)
+        positions = (plens[src] + lengths[src]).unsqueeze(1) + torch.arange(feed.shape[1], device=device)
         hidden, _ = self._body(feed, full_mask, select_cache(grown, src), positions)  # (N, L-1, H)
         for n, (b, k) in enumerate(rows):
             cont = conts[n]
@@ -148,13 +188,47 @@ class PromptedLM:
             scores[b][k] = (scores[b][k][0] + extra, len(cont))
         return scores
 
+    # -- per-row prompt caches ------------------------------------------------------------
+
+    def _shared_states(self, cache, plen: int, batch: int):
+        """One prompt's batch-1 cache viewed as `batch` rows, with its prefix mask and lengths."""
+        device = self.lm.device
+        prefix = torch.ones(batch, plen, dtype=torch.long, device=device)
+        return expand_cache(cache, batch), prefix, torch.full((batch,), plen, device=device)
+
+    def row_states(self, prompts: Sequence[torch.Tensor], prompt_caches: Sequence | None = None):
+        """Cache for a batch whose row b carries `prompts[b]` (P_b, H).
+
+        Each distinct prompt's cache (computed once, batch 1) is zero-padded after the
+        prompt to the longest length; the rows select theirs. The padding is masked out,
+        and the caller starts row b's positions at P_b, so each row sees exactly its own
+        prompt. Returns (cache with B rows over max P_b positions, (B, max P_b) prefix mask,
+        (B,) prompt lengths).
+        """
+        device = self.lm.device
+        slot: dict[int, int] = {}
+        distinct: list[tuple[torch.Tensor, object]] = []
+        for b, prompt in enumerate(prompts):
+            if id(prompt) not in slot:
+                slot[id(prompt)] = len(distinct)
+                given = prompt_caches[b] if prompt_caches is not None else None
+                distinct.append((prompt, given if given is not None else self.prompt_states(prompt)))
+        lengths = torch.tensor([p.shape[0] for p, _ in distinct], device=device)  # (U,)
+        longest = int(lengths.max())
+        padded = [_map_cache(c, lambda t: F.pad(t, (0, 0, 0, longest - t.shape[-2]))) for _, c in distinct]
+        rows = torch.tensor([slot[id(p)] for p in prompts], device=device)  # (B,)
+        prefix = (torch.arange(longest, device=device) < lengths.unsqueeze(1)).long()  # (U, C)
+        return select_cache(cat_caches(padded), rows), prefix[rows], lengths[rows]
+
     def _score_plain(self, prompt, inputs, candidates):
         flat = [(b, list(inputs[b]), list(c)) for b, cands in enumerate(candidates) for c in cands]
         ids, mask = pad_right([i + c for _, i, c in flat], self.lm.tokenizer.pad_token_id)
         device = self.lm.device
+        plen = prompt.shape[-2]
+        if prompt.ndim == 3:  # one prompt per input (B, P, H) -> one per (input, candidate) row
+            prompt = prompt[torch.tensor([b for b, _, _ in flat], device=prompt.device)]
         embeds, mask, _ = prepend_prompt(prompt, self.lm.embed(ids.to(device)), mask.to(device))
         logp = F.log_softmax(self.model(inputs_embeds=embeds, attention_mask=mask).logits.float(), dim=-1)
-        plen = prompt.shape[0]
         scores: list[list[tuple[float, int]]] = [[] for _ in inputs]
         for n, (b, inp, cand) in enumerate(flat):
             pos = torch.arange(len(cand), device=device) + plen + len(inp) - 1
@@ -183,7 +257,10 @@ class PromptedLM:
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, inputs: Sequence[Sequence[int]], max_new_tokens: int, prompt_cache=None) -> list[list[int]]:
-        """Greedy continuations (token ids, EOS excluded) of each input."""
+        """Greedy continuations (token ids, EOS excluded) of each input.
+
+        `prompt` is (P, H), or (B, P, H) one per row off the fast path (see `generate_rows`).
+        """
         device = self.lm.device
         eos = self.lm.tokenizer.eos_token_id
         ids, mask = pad_right(inputs, self.lm.tokenizer.pad_token_id)
@@ -192,22 +269,46 @@ class PromptedLM:
             embeds, mask, _ = prepend_prompt(prompt, self.lm.embed(ids), mask)
             out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False)
             return [_until_eos(row.tolist()[1:], eos) for row in out]
-        plen = prompt.shape[0]
         if self.fast:
             cache = prompt_cache if prompt_cache is not None else self.prompt_states(prompt)
-            full_mask = extend_mask(mask, plen)
-            hidden, cache = self._body(ids, full_mask, expand_cache(cache, len(inputs)))
-            offset = 0  # hidden covers the input only
-        else:
-            embeds, full_mask, _ = prepend_prompt(prompt, self.lm.embed(ids), mask)
-            out = self.body(inputs_embeds=embeds, attention_mask=full_mask, use_cache=True)
-            hidden, cache = out.last_hidden_state, out.past_key_values
-            offset = plen  # hidden covers prompt and input
+            return self._greedy_fast(*self._shared_states(cache, prompt.shape[0], len(inputs)), ids, mask, max_new_tokens)
+        plen = prompt.shape[-2]
+        embeds, full_mask, _ = prepend_prompt(prompt, self.lm.embed(ids), mask)
+        out = self.body(inputs_embeds=embeds, attention_mask=full_mask, use_cache=True)
         rows = torch.arange(len(inputs), device=device)
-        token = self.logits(hidden[rows, offset + mask.sum(1) - 1]).argmax(-1)  # (B,)
-        position = (plen + mask.sum(1)).unsqueeze(1)  # (B, 1) next position per row
-        produced: list[list[int]] = [[] for _ in inputs]
-        done = torch.zeros(len(inputs), dtype=torch.bool, device=device)
+        last = out.last_hidden_state[rows, plen + mask.sum(1) - 1]  # hidden covers prompt and input
+        return self._greedy(last, out.past_key_values, full_mask, (plen + mask.sum(1)).unsqueeze(1), max_new_tokens)
+
+    @torch.no_grad()
+    def generate_rows(
+        self,
+        prompts: Sequence[torch.Tensor],
+        inputs: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        prompt_caches: Sequence | None = None,
+    ) -> list[list[int]]:
+        """`generate` for a batch whose row b carries its own prompt `prompts[b]` (P_b, H)."""
+        if not self.fast:
+            return _by_prompt_length(prompts, inputs, None, lambda p, i, _: self.generate(p, i, max_new_tokens))
+        device = self.lm.device
+        ids, mask = pad_right(inputs, self.lm.tokenizer.pad_token_id)
+        return self._greedy_fast(*self.row_states(prompts, prompt_caches), ids.to(device), mask.to(device), max_new_tokens)
+
+    def _greedy_fast(self, cache, prefix, plens, ids, mask, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding after a per-row prompt cache (see `_score_fast` for the arguments)."""
+        full_mask = torch.cat([prefix, mask], dim=1)
+        positions = plens.unsqueeze(1) + torch.arange(ids.shape[1], device=ids.device)
+        hidden, cache = self._body(ids, full_mask, cache, positions)  # hidden covers the input only
+        last = hidden[torch.arange(ids.shape[0], device=ids.device), mask.sum(1) - 1]
+        return self._greedy(last, cache, full_mask, (plens + mask.sum(1)).unsqueeze(1), max_new_tokens)
+
+    def _greedy(self, last: torch.Tensor, cache, full_mask: torch.Tensor, position: torch.Tensor, max_new_tokens: int):
+        """Decode from the last input position: `last` (B, H) hidden states, `position`
+        (B, 1) the next position of each row."""
+        eos = self.lm.tokenizer.eos_token_id
+        token = self.logits(last).argmax(-1)  # (B,)
+        produced: list[list[int]] = [[] for _ in range(last.shape[0])]
+        done = torch.zeros(last.shape[0], dtype=torch.bool, device=last.device)
         for _ in range(max_new_tokens):
             for r in (~done).nonzero().flatten().tolist():
                 produced[r].append(token[r].item())
@@ -221,6 +322,21 @@ class PromptedLM:
         return [_until_eos(p, eos) for p in produced]
 
 
+def _by_prompt_length(prompts, inputs, candidates, run):
+    """Run `run(prompt (G, P, H), inputs, candidates)` once per group of rows whose prompts
+    have one length, and put the results back in row order."""
+    groups: dict[int, list[int]] = {}
+    for b, prompt in enumerate(prompts):
+        groups.setdefault(prompt.shape[0], []).append(b)
+    out: list = [None] * len(prompts)
+    for rows in groups.values():
+        stacked = torch.stack([prompts[b] for b in rows])
+        cands = [candidates[b] for b in rows] if candidates is not None else None
+        for b, result in zip(rows, run(stacked, [inputs[b] for b in rows], cands)):
+            out[b] = result
+    return out
+
+
 def _until_eos(ids: list[int], eos: int | None) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
@@ -228,6 +344,18 @@ def _until_eos(ids: list[int], eos: int | None) -> list[int]:
 def expand_cache(cache, batch: int):
     """A new cache whose every layer views the batch-1 `cache` as `batch` rows (no copy)."""
     return _map_cache(cache, lambda t: t.expand(batch, -1, -1, -1))
+
+
+def cat_caches(caches: Sequence):
+    """One cache holding the rows of `caches` in order (equal lengths)."""
+    new = copy.copy(caches[0])
+    new.layers = []
+    for layers in zip(*(c.layers for c in caches)):
+        clone = copy.copy(layers[0])
+        clone.keys = torch.cat([layer.keys for layer in layers])
+        clone.values = torch.cat([layer.values for layer in layers])
+        new.layers.append(clone)
+    return new
 
 
 def select_cache(cache, rows: torch.Tensor):

@@ -1,0 +1,329 @@
+"""The HTTP API: many prompts over one frozen model.
+
+    POST /classify   task (or prompt, or ensemble) + one or many inputs -> label and scores
+    POST /generate   task + input(s) -> greedy text
+    GET  /prompts    what is served: prompts (task, labels, dev metrics), ensembles, skipped
+    GET  /health     liveness
+    GET  /metrics    Prometheus text
+    /docs, /openapi.json
+
+Answers are those of `softprompt.evaluate.predict` for the same prompt and input: the same
+task formatting, tokenisation, label ranking and ensemble combination, computed in a
+mixed-task batch (scheduler.py). Bad requests get a 4xx with a message, never a 500.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal, Union
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field, model_validator
+
+from softprompt.batching import Encoder
+from softprompt.evaluate import combine_members, rank, softmax
+from softprompt.models.loading import LoadedModel
+from softprompt.scoring import PromptedLM
+from softprompt.serve import API_KEY_HEADER
+from softprompt.serve.library import Library, ServedPrompt, ensemble_mismatch, make_example
+from softprompt.serve.metrics import ServeMetrics
+from softprompt.serve.scheduler import QueueFull, Row, Scheduler
+
+Input = Union[str, dict[str, str]]
+
+
+class _Request(BaseModel):
+    task: str | None = Field(None, description="A task, prompt (library folder) or ensemble name.", examples=["sst2"])
+    prompts: list[str] | None = Field(None, description="An ad-hoc ensemble: prompt names whose answers are combined.")
+    combine: Literal["mean", "vote"] | None = Field(None, description="Ensemble combination (default: the ensemble's, else mean).")
+    input: Input | None = Field(None, description="One input: text for the task's first field, or an object of fields.")
+    inputs: list[Input] | None = Field(None, description="Several inputs (answered in order).")
+
+    @model_validator(mode="after")
+    def _one_target_and_input(self):
+        if not self.task and not self.prompts:
+            raise ValueError("name a 'task' (task, prompt or ensemble) or give 'prompts'")
+        if (self.input is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'input' or 'inputs'")
+        if self.inputs is not None and not self.inputs:
+            raise ValueError("'inputs' is empty")
+        return self
+
+    def items(self) -> list[Input]:
+        return [self.input] if self.inputs is None else self.inputs
+
+
+class ClassifyRequest(_Request):
+    length_normalize: bool = Field(False, description="Rank labels by mean rather than total token log-likelihood.")
+
+
+class GenerateRequest(_Request):
+    max_tokens: int | None = Field(None, ge=1, description="Most new tokens (default: the task's).")
+
+
+class MemberLabel(BaseModel):
+    prompt: str
+    label: str
+    scores: dict[str, float]
+
+
+class Classification(BaseModel):
+    label: str
+    scores: dict[str, float] = Field(description="Per label: log-likelihood (one prompt) or mean probability (ensemble).")
+    probabilities: dict[str, float]
+    votes: dict[str, int] | None = None
+    members: list[MemberLabel] | None = None
+
+
+class ClassifyResponse(BaseModel):
+    task: str
+    prompts: list[str]
+    combine: str | None
+    results: list[Classification]
+
+
+class Generation(BaseModel):
+    text: str
+    members: list[dict[str, str]] | None = None
+
+
+class GenerateResponse(BaseModel):
+    task: str
+    prompts: list[str]
+    results: list[Generation]
+
+
+class Server:
+    """What the endpoints share: model, library, scheduler, tokeniser, limits, metrics."""
+
+    def __init__(self, plm: PromptedLM, library: Library, scheduler: Scheduler, metrics: ServeMetrics,
+                 max_inputs: int, max_input_chars: int, max_tokens: int, rescan_s: float) -> None:
+        self.plm, self.library, self.scheduler, self.metrics = plm, library, scheduler, metrics
+        self.encoder = Encoder(plm.lm.tokenizer, plm.lm.is_encoder_decoder)
+        self.max_inputs, self.max_input_chars, self.max_tokens, self.rescan_s = max_inputs, max_input_chars, max_tokens, rescan_s
+        self._scanned = 0.0
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._scanned >= self.rescan_s:
+            self._scanned = now
+            self.library.refresh()
+
+    def targets(self, req: _Request) -> tuple[str, list[ServedPrompt], str | None]:
+        """(name, member prompts, combination) a request asks for; 404/400 when it cannot be answered."""
+        self.refresh()
+        if req.prompts:
+            missing = [p for p in req.prompts if p not in self.library.scan.prompts]
+            if missing:
+                raise HTTPException(404, f"unknown prompt(s) {', '.join(missing)} (GET /prompts lists them)")
+            members, method = [self.library.scan.prompts[p] for p in req.prompts], "mean"
+            if reason := ensemble_mismatch(members):
+                raise HTTPException(400, f"these prompts cannot form an ensemble: {reason}")
+            name = req.task or members[0].task.name
+        else:
+            try:
+                members, method = self.library.resolve(req.task)
+            except KeyError:
+                raise HTTPException(404, f"unknown task, prompt or ensemble {req.task!r} (GET /prompts lists them)") from None
+            name = req.task
+        return name, members, (req.combine or method) if len(members) > 1 else None
+
+    def examples(self, req: _Request, members: list[ServedPrompt]):
+        """Per input, per member: the formatted example's input ids. 413/422 on bad inputs."""
+        items = req.items()
+        if len(items) > self.max_inputs:
+            raise HTTPException(413, f"{len(items)} inputs in one request; at most {self.max_inputs}")
+        if len(items) * len(members) > self.scheduler.queue_size:
+            raise HTTPException(413, f"{len(items)} inputs x {len(members)} prompts exceed the queue size {self.scheduler.queue_size}")
+        out = []
+        for n, item in enumerate(items):
+            texts = [item] if isinstance(item, str) else list(item.values())
+            if not any(t.strip() for t in texts):
+                raise HTTPException(422, f"input {n} is empty")
+            if sum(len(t) for t in texts) > self.max_input_chars:
+                raise HTTPException(413, f"input {n} has {sum(len(t) for t in texts)} characters; at most {self.max_input_chars}")
+            try:
+                out.append([(m, make_example(m.task, item)) for m in members])
+            except ValueError as err:
+                raise HTTPException(422, f"input {n}: {err}") from None
+        return out
+
+    async def submit(self, rows: list[Row]) -> list:
+        try:
+            return await self.scheduler.submit(rows)
+        except QueueFull as err:
+            raise HTTPException(503, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from None
+
+
+def create_app(
+    lm: LoadedModel | PromptedLM,
+    library_dir: Path,
+    *,
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    queue_size: int = 1024,
+    api_key: str | None = None,
+    max_inputs: int = 64,
+    max_input_chars: int = 8000,
+    max_tokens: int = 256,
+    rescan_s: float = 0.5,
+) -> FastAPI:
+    """The server app over an already loaded model (tests inject a tiny one).
+
+    Args:
+        lm: The frozen model (or a PromptedLM over it).
+        library_dir: Folder of prompt folders (see library.py).
+        max_batch, max_wait_ms, queue_size: Batching (see scheduler.py).
+        api_key: If set, /classify, /generate, /prompts and /metrics need header X-API-Key.
+        max_inputs, max_input_chars, max_tokens: Per-request limits (413/422 beyond).
+        rescan_s: Check the library folder for changes at most this often (per request).
+    """
+    plm = lm if isinstance(lm, PromptedLM) else PromptedLM(lm)
+    metrics = ServeMetrics()
+    library = Library(Path(library_dir), plm.lm.identity, plm.lm.device)
+    scheduler = Scheduler(plm, max_batch, max_wait_ms, queue_size, on_batch=metrics.observe_batch)
+    server = Server(plm, library, scheduler, metrics, max_inputs, max_input_chars, max_tokens, rescan_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app = FastAPI(title="softprompt", description="Soft prompts over one frozen model: mixed-task batched classification and generation.", lifespan=lifespan)
+    app.state.server = server
+    guarded = [Depends(_auth(api_key))]
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.url.path if request.url.path in _ROUTES else "other"
+            metrics.observe_request(route, status, time.perf_counter() - start)
+
+    @app.post("/classify", response_model=ClassifyResponse, dependencies=guarded)
+    async def classify(req: ClassifyRequest) -> ClassifyResponse:
+        """Rank the task's labels for each input (one prompt, or an ensemble's combined answer)."""
+        name, members, method = server.targets(req)
+        if not members[0].task.is_classification:
+            raise HTTPException(400, f"{name!r} is a generation task: use POST /generate")
+        per_input = server.examples(req, members)
+        enc = server.encoder
+        rows = [
+            Row(m, enc.input_ids(m.task.format(ex)), [enc.target_ids(w) for w in m.task.candidates(ex)])
+            for row in per_input for m, ex in row
+        ]
+        answers = iter(await server.submit(rows))
+        results = [_classification([(m, next(answers)) for m, _ in row], method, req.length_normalize) for row in per_input]
+        return ClassifyResponse(task=name, prompts=[m.name for m in members], combine=method, results=results)
+
+    @app.post("/generate", response_model=GenerateResponse, dependencies=guarded)
+    async def generate(req: GenerateRequest) -> GenerateResponse:
+        """Greedy text for each input (an ensemble answers by majority vote)."""
+        name, members, _ = server.targets(req)
+        budget = req.max_tokens or members[0].task.max_new_tokens
+        if budget > server.max_tokens:
+            raise HTTPException(422, f"max_tokens {budget}: at most {server.max_tokens}")
+        per_input = server.examples(req, members)
+        rows = [Row(m, server.encoder.input_ids(m.task.format(ex)), None, budget) for row in per_input for m, ex in row]
+        answers = iter(await server.submit(rows))
+        decode = plm.lm.tokenizer.decode
+        results = []
+        for row in per_input:
+            texts = [decode(next(answers), skip_special_tokens=True).strip() for _ in row]
+            text, _ = combine_members(None, texts, None, "vote")
+            results.append(Generation(text=text, members=[{"prompt": m.name, "text": t} for (m, _), t in zip(row, texts)] if len(row) > 1 else None))
+        return GenerateResponse(task=name, prompts=[m.name for m in members], results=results)
+
+    @app.get("/prompts", dependencies=guarded)
+    async def prompts() -> dict:
+        """Served prompts (task, labels, dev metrics), ensembles, request names, skipped folders."""
+        server.refresh()
+        scan = library.scan
+        return {
+            "model": plm.lm.identity.to_dict(),
+            "prompts": [p.info() for p in scan.prompts.values()],
+            "ensembles": {e.name: {"prompts": list(e.prompts), "combine": e.method} for e in scan.ensembles.values()},
+            "names": library.names(),
+            "skipped": scan.skipped,
+        }
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": plm.lm.identity.name, "prompts": len(library.scan.prompts), "queue": scheduler.waiting}
+
+    @app.get("/metrics", dependencies=guarded)
+    async def prometheus() -> Response:
+        metrics.queue.set(scheduler.waiting)
+        metrics.prompts.set(len(library.scan.prompts))
+        return Response(metrics.exposition(), media_type=metrics.content_type)
+
+    return app
+
+
+_ROUTES = {"/classify", "/generate", "/prompts", "/health", "/metrics", "/docs", "/openapi.json"}
+
+
+def _auth(key: str | None):
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    async def check(given: str | None = Security(header)) -> None:
+        if key and (given is None or not secrets.compare_digest(given.encode(), key.encode())):
+            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})", headers={"WWW-Authenticate": "ApiKey"})
+
+    return check
+
+
+def _classification(answers: list[tuple[ServedPrompt, list]], method: str | None, length_normalize: bool) -> Classification:
+    """One input's answer from its members' `score_rows` output, ranked as `evaluate.predict` ranks."""
+    labels = list(answers[0][0].task.labels)
+    ranked = [(m, *rank(per, length_normalize)) for m, per in answers]
+    if len(ranked) == 1:
+        _, best, values = ranked[0]
+        return Classification(label=labels[best], scores=dict(zip(labels, values)), probabilities=dict(zip(labels, softmax(values))))
+    preds = [labels[best] for _, best, _ in ranked]
+    label, mean = combine_members(labels, preds, [values for _, _, values in ranked], method)
+    return Classification(
+        label=label, scores=dict(zip(labels, mean)), probabilities=dict(zip(labels, mean)),
+        votes={l: preds.count(l) for l in labels},
+        members=[MemberLabel(prompt=m.name, label=labels[best], scores=dict(zip(labels, values))) for m, best, values in ranked],
+    )
+
+
+class BackgroundServer:
+    """Run an app with uvicorn in a thread on `host` (port 0: a free one), for tests,
+    benchmarks and notebooks: `with BackgroundServer(app) as url: ...`."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.host = host
+        self.thread = None
+
+    def __enter__(self) -> str:
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, name="softprompt-uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -1,0 +1,270 @@
+"""The prompts a server offers: every prompt folder of a library folder that fits its model.
+
+A library is, for now, a folder of prompt folders (prompt.json + prompt.safetensors, or a
+training output folder whose best/ holds them), each served under its folder name for the
+task recorded in its prompt.json, plus an optional ensembles.json:
+
+    {"sst2-ensemble": {"prompts": ["sst2-a", "sst2-b", "sst2-c"], "combine": "mean"}}
+
+`scan_library` is the one function that reads the folder; swap it when the SPoT prompt
+library lands. `Library.refresh` re-reads only what changed (an mtime check per folder),
+so prompts added, retrained or removed while a server runs are picked up without restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from softprompt.errors import SoftPromptError
+from softprompt.evaluate import ENSEMBLE_METHODS
+from softprompt.io import META_FILE, PROMPT_FILE, SavedPrompt, import_peft, load_prompt
+from softprompt.models.identity import ModelIdentity
+from softprompt.tasks.base import Example, Task
+
+log = logging.getLogger("softprompt.serve")
+
+ENSEMBLES_FILE = "ensembles.json"
+
+
+@dataclass
+class ServedPrompt:
+    """One loaded prompt. `cache` (its key/value states) is filled by the model thread."""
+
+    name: str
+    path: Path
+    saved: SavedPrompt
+    task: Task
+    weight: torch.Tensor  # (P, H) on the model's device
+    stamp: tuple
+    cache: object = None
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "task": self.task.name,
+            "kind": "classify" if self.task.is_classification else "generate",
+            "labels": list(self.task.labels),
+            "template": self.task.template,
+            "prompt_length": self.saved.length,
+            "model": self.saved.model.name,
+            "init": self.saved.init,
+            "dev_metrics": self.saved.metrics,
+            "path": str(self.path),
+        }
+
+    def dev_score(self) -> float:
+        value = self.saved.metrics.get(self.task.metrics[0])
+        return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    name: str
+    prompts: tuple[str, ...]
+    method: str = "mean"
+
+
+@dataclass
+class Scan:
+    """What a library folder holds: prompts by name, ensembles, and what was skipped, why."""
+
+    prompts: dict[str, ServedPrompt] = field(default_factory=dict)
+    ensembles: dict[str, Ensemble] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def task_for(saved: SavedPrompt) -> Task:
+    """The task a saved prompt serves, found as `softprompt predict` finds it: a built-in
+    task by its recorded name, else the template and label words saved with the prompt."""
+    from softprompt.tasks import get_task, task_names
+    from softprompt.tasks.base import task_from_meta
+
+    name = (saved.task or {}).get("name")
+    if name and name.lower() in task_names():
+        return get_task(name)
+    return task_from_meta(saved.task or {})
+
+
+def _prompt_dir(entry: Path) -> Path:
+    return entry / "best" if (entry / "best").is_dir() else entry
+
+
+def _stamp(folder: Path) -> tuple:
+    """Cheap change marker of a prompt folder: (size, mtime) of its files."""
+    out = []
+    for name in (META_FILE, PROMPT_FILE, "adapter_config.json", "adapter_model.safetensors"):
+        try:
+            st = os.stat(folder / name)
+        except OSError:
+            continue
+        out.append((name, st.st_size, st.st_mtime_ns))
+    return (str(folder), tuple(out))
+
+
+def scan_library(
+    root: Path, identity: ModelIdentity, device: torch.device, known: dict[str, ServedPrompt] | None = None
+) -> Scan:
+    """Load every prompt folder under `root` made for the model `identity`.
+
+    Folders whose stamp matches an entry of `known` are reused as they are (with their
+    cache); others are (re)loaded. Folders that fail to load or belong to another model
+    are skipped, with the reason.
+    """
+    known = known or {}
+    scan = Scan()
+    for entry in sorted(Path(root).iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        folder = _prompt_dir(entry)
+        stamp = _stamp(folder)
+        if entry.name in known and known[entry.name].stamp == stamp:
+            scan.prompts[entry.name] = known[entry.name]
+            continue
+        try:
+            scan.prompts[entry.name] = _load(entry.name, folder, stamp, identity, device)
+        except SoftPromptError as err:
+            scan.skipped[entry.name] = str(err)
+    scan.ensembles, bad = read_ensembles(Path(root) / ENSEMBLES_FILE, scan.prompts)
+    scan.skipped.update(bad)
+    return scan
+
+
+def _load(name: str, folder: Path, stamp: tuple, identity: ModelIdentity, device: torch.device) -> ServedPrompt:
+    if not any(f == META_FILE or f == "adapter_config.json" for f, _, _ in stamp[1]):
+        raise SoftPromptError(f"{folder}: no {META_FILE} (not a prompt folder, or training has not saved one yet)")
+    saved = load_prompt(folder)
+    if saved.model.fingerprint == "unknown":  # a PEFT adapter: adopt the model after a width check
+        saved = import_peft(folder, identity)
+    identity.check_compatible(saved.model, f"prompt {folder}")
+    return ServedPrompt(name, folder, saved, task_for(saved), saved.weight.to(device), stamp)
+
+
+def read_ensembles(path: Path, prompts: dict[str, ServedPrompt]) -> tuple[dict[str, Ensemble], dict[str, str]]:
+    """Ensembles named in `path` whose members are all loaded and share their labels."""
+    if not path.exists():
+        return {}, {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return {}, {ENSEMBLES_FILE: f"{path}: unreadable ({err})"}
+    if not isinstance(data, dict):
+        return {}, {ENSEMBLES_FILE: f"{path}: expected an object of name -> {{prompts, combine}}"}
+    ensembles, skipped = {}, {}
+    for name, spec in data.items():
+        spec = {"prompts": spec} if isinstance(spec, list) else spec
+        members = spec.get("prompts") if isinstance(spec, dict) else None
+        method = spec.get("combine", "mean") if isinstance(spec, dict) else None
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            skipped[name] = f"{path}: ensemble {name!r} needs a non-empty list 'prompts'"
+        elif method not in ENSEMBLE_METHODS:
+            skipped[name] = f"{path}: ensemble {name!r}: combine {method!r} is not one of {', '.join(ENSEMBLE_METHODS)}"
+        elif missing := [m for m in members if m not in prompts]:
+            skipped[name] = f"{path}: ensemble {name!r}: prompt(s) {', '.join(missing)} not loaded"
+        elif reason := ensemble_mismatch([prompts[m] for m in members]):
+            skipped[name] = f"{path}: ensemble {name!r}: {reason}"
+        else:
+            ensembles[name] = Ensemble(name, tuple(members), method)
+    return ensembles, skipped
+
+
+def ensemble_mismatch(members: list[ServedPrompt]) -> str | None:
+    """Why these prompts cannot answer together (different labels or kinds), or None."""
+    first = members[0]
+    for m in members[1:]:
+        if m.task.labels != first.task.labels or m.task.is_classification != first.task.is_classification:
+            return f"prompts {first.name!r} and {m.name!r} have different labels ({'/'.join(first.task.labels) or 'generation'} vs {'/'.join(m.task.labels) or 'generation'})"
+    return None
+
+
+class Library:
+    """The served prompts of a folder, refreshed when its contents change.
+
+    Args:
+        root: The library folder.
+        identity: The loaded model's identity; prompts of other models are skipped.
+        device: Where prompt tensors go.
+    """
+
+    def __init__(self, root: Path, identity: ModelIdentity, device: torch.device) -> None:
+        self.root = Path(root)
+        self.identity = identity
+        self.device = device
+        self.scan = Scan()
+        self._marker: tuple | None = None
+        self.refresh()
+
+    def _current_marker(self) -> tuple:
+        """Stamps of every entry and of ensembles.json: changes when anything is added,
+        removed or rewritten (prompt folders are replaced by rename, so their files change)."""
+        try:
+            entries = sorted(e.name for e in os.scandir(self.root) if not e.name.startswith("."))
+        except OSError:
+            return ()
+        try:
+            st = os.stat(self.root / ENSEMBLES_FILE)
+            ensembles = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            ensembles = None
+        return tuple((name, _stamp(_prompt_dir(self.root / name))) for name in entries) + (ensembles,)
+
+    def refresh(self) -> bool:
+        """Rescan if anything changed; True if it did."""
+        marker = self._current_marker()
+        if marker == self._marker:
+            return False
+        scan = scan_library(self.root, self.identity, self.device, self.scan.prompts)
+        for name, reason in scan.skipped.items():
+            if self.scan.skipped.get(name) != reason:
+                log.warning("skipped %s: %s", name, reason)
+        for name in scan.prompts.keys() - self.scan.prompts.keys():
+            log.info("serving prompt %s (task %s)", name, scan.prompts[name].task.name)
+        self.scan, self._marker = scan, marker
+        return True
+
+    def resolve(self, name: str) -> tuple[list[ServedPrompt], str]:
+        """The prompts that answer for `name` and how to combine them: an ensemble, a
+        prompt (folder name), or a task (its prompt with the best dev score). KeyError if none."""
+        scan = self.scan
+        if name in scan.ensembles:
+            ens = scan.ensembles[name]
+            return [scan.prompts[m] for m in ens.prompts], ens.method
+        if name in scan.prompts:
+            return [scan.prompts[name]], "mean"
+        return [self.for_task(name)], "mean"
+
+    def for_task(self, task: str) -> ServedPrompt:
+        matches = [p for p in self.scan.prompts.values() if p.task.name.lower() == task.lower()]
+        if not matches:
+            raise KeyError(task)
+        return max(sorted(matches, key=lambda p: p.name), key=ServedPrompt.dev_score)
+
+    def names(self) -> dict[str, dict]:
+        """Every name a request may use, with what it serves."""
+        out: dict[str, dict] = {}
+        for task in sorted({p.task.name for p in self.scan.prompts.values()}):
+            chosen = self.for_task(task)
+            out[task] = {"kind": chosen.info()["kind"], "prompts": [chosen.name]}
+        for p in self.scan.prompts.values():
+            out[p.name] = {"kind": p.info()["kind"], "prompts": [p.name]}
+        for e in self.scan.ensembles.values():
+            out[e.name] = {"kind": self.scan.prompts[e.prompts[0]].info()["kind"], "prompts": list(e.prompts), "combine": e.method}
+        return out
+
+
+def make_example(task: Task, value: str | dict) -> Example:
+    """An input for `task`: a string fills its first template field (others empty, as
+    `softprompt predict` does), or a mapping gives every field. ValueError if a field is missing."""
+    if isinstance(value, str):
+        fields = {f: value if f == task.template_fields[0] else "" for f in task.template_fields}
+    else:
+        missing = [f for f in task.template_fields if f not in value]
+        if missing:
+            raise ValueError(f"task {task.name!r} needs field(s) {', '.join(missing)} (template {task.template!r})")
+        fields = {f: str(value[f]) for f in task.template_fields}
+    return Example(fields, task.labels[0] if task.labels else "")
