@@ -44,6 +44,30 @@ def _task(task, train_file, dev_file, text_field, label_field, labels, template)
     return get_task(task)
 
 
+def _prompt_task(saved, task, dev_file=None, text_field=None, label_field="label", labels=None, template=None):
+    """The task to use a saved prompt on: --task, else the one it was trained on. A task from
+    the user's files defaults to the template and label words saved with the prompt."""
+    from softprompt.tasks import get_task, parse_label_words, task_names, user_task
+    from softprompt.tasks.base import task_from_meta
+
+    meta = saved.task or {}
+    name = task or meta.get("name")
+    if dev_file:
+        if not text_field:
+            text_field = [f for f in _template_fields(template or meta.get("template", ""))]
+        verbalizer = parse_label_words(labels) if labels else meta.get("verbalizer")
+        return user_task(name or "custom", {"dev": dev_file}, text_field, label_field, verbalizer, template or meta.get("template"))
+    if task or (name and name.lower() in task_names()):
+        return get_task(name)
+    return task_from_meta(meta)
+
+
+def _template_fields(template: str) -> list[str]:
+    import string
+
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
 def _train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template):
     """--task for training: one task, or a comma list of built-in tasks trained as one mixture."""
     from softprompt.spot.mixture import parse_tasks
@@ -146,7 +170,7 @@ def eval_(
         return _eval_ensemble(prompt, task, split, model, precision, batch_size, max_eval, length_normalize, output, dev_file, text_field, label_field, labels, template)
     prompt = prompt[0]
     saved, lm = _prompt_and_model(prompt, model, precision)
-    the_task = _task(task or saved.task.get("name"), None, dev_file, text_field, label_field, labels, template)
+    the_task = _prompt_task(saved, task, dev_file, text_field, label_field, labels, template)
     if task and not dev_file:  # another task's data: the prompt keeps its label words (bench/crosstask.py)
         the_task = task_for_prompt(the_task, saved.task, where=f"prompt {prompt}")
     examples = the_task.load("dev" if dev_file else split)
@@ -178,7 +202,7 @@ def predict(
     if server or prompt is None:
         return _predict_remote(server, task, prompt, input, api_key)
     saved, lm = _prompt_and_model(prompt, model, precision)
-    the_task = _task(task or saved.task.get("name"), None, None, None, "label", None, None)
+    the_task = _prompt_task(saved, task)
     if input is not None and not input.is_file():
         raise SoftPromptError(f"{input}: file not found")
     lines = (input.read_text() if input else sys.stdin.read()).splitlines()
@@ -269,7 +293,7 @@ def _eval_ensemble(prompts, task, split, model, precision, batch_size, max_eval,
     for path, saved in zip(prompts[1:], members[1:]):
         if (saved.task or {}).get("verbalizer") != (first.task or {}).get("verbalizer"):
             raise SoftPromptError(f"--prompt {path}: trained with other label words than --prompt {prompts[0]}; an ensemble needs the same labels")
-    the_task = _task(task or first.task.get("name"), None, dev_file, text_field, label_field, labels, template)
+    the_task = _prompt_task(first, task, dev_file, text_field, label_field, labels, template)
     if task and not dev_file:
         the_task = task_for_prompt(the_task, first.task, where=f"prompt {prompts[0]}")
     examples = the_task.load("dev" if dev_file else split)
