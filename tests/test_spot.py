@@ -17,7 +17,8 @@ from softprompt.batching import bucketed_batches
 from softprompt.errors import ConfigError
 from softprompt.io import load_prompt
 from softprompt.spot import library
-from softprompt.spot.matrix import MatrixReport, pearson, ranks, spearman
+from softprompt.spot.matrix import MatrixReport
+from softprompt.tasks.metrics import average_ranks, pearson_r, spearman_r
 from softprompt.spot.mixture import Mixture, mixing_rates, mixture_batches
 from softprompt.spot.similarity import avg_cosine, per_token_cosine, rank
 from softprompt.spot.transfer import TransferReport
@@ -329,6 +330,7 @@ def test_retrieval_table_and_correlations_on_hand_made_scores():
     corr = grid.correlations()
     assert corr["t1"]["avg_cosine"]["spearman"] == pytest.approx(1.0)  # sims a > b > c, gains a > b > c
     assert corr["t1"]["per_token_cosine"]["spearman"] == pytest.approx(-1.0)
-    assert ranks([3.0, 1.0, 3.0]) == [2.5, 1.0, 2.5]
-    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0) and math.isnan(pearson([1, 1, 1], [1, 2, 3]))
-    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert average_ranks([3.0, 1.0, 3.0]) == [2.5, 1.0, 2.5]
+    assert pearson_r([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0) and math.isnan(pearson_r([1, 1, 1], [1, 2, 3], math.nan))
+    assert pearson_r([1, 1, 1], [1, 2, 3]) == 0.0  # the STS-B convention by default
+    assert spearman_r([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)

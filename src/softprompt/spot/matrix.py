@@ -31,6 +31,7 @@ from softprompt.spot.transfer import (
     DEFAULT_EMBED_STEP, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
 )
 from softprompt.tasks import get_task
+from softprompt.tasks.metrics import pearson_r, spearman_r
 from softprompt.train import TrainConfig
 
 
@@ -52,8 +53,8 @@ class MatrixReport:
         out = {}
         for t in self.targets:
             gains = [self.relative_gain(t, s) for s in self.sources]
-            out[t] = {m: {"spearman": spearman([self.similarities[t][s][m] for s in self.sources], gains),
-                          "pearson": pearson([self.similarities[t][s][m] for s in self.sources], gains)}
+            out[t] = {m: {"spearman": spearman_r([self.similarities[t][s][m] for s in self.sources], gains, math.nan),
+                          "pearson": pearson_r([self.similarities[t][s][m] for s in self.sources], gains, math.nan)}
                       for m in similarity.MEASURES}
         return out
 
@@ -109,34 +110,6 @@ class MatrixReport:
             lines.append(f"| {r['method']} | {r['score']:.1f} | {r['change']:+.1f} | "
                          + " | ".join(f"{r['per_target'][t]:.1f}" for t in self.targets) + " |")
         return "\n".join(lines) + "\n"
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    """Pearson correlation; nan when either side is constant."""
-    n = len(x)
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    return pearson(ranks(x), ranks(y))
 
 
 def source_task(name: str, cap: int | None):

@@ -107,20 +107,22 @@ def _to_float(text: str) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+def pearson_r(xs: Sequence[float], ys: Sequence[float], constant: float = 0.0) -> float:
+    """Pearson correlation of two number lists; `constant` when either side has no variance
+    (0.0 for STS-B, as scipy-based GLUE scorers report it; nan where "undefined" is the honest answer)."""
     n = len(xs)
     if n < 2:
-        return 0.0
+        return constant
     mx, my = sum(xs) / n, sum(ys) / n
     sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
     sxx = sum((x - mx) ** 2 for x in xs)
     syy = sum((y - my) ** 2 for y in ys)
     if sxx == 0 or syy == 0:
-        return 0.0
+        return constant
     return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
 
 
-def _average_ranks(values: Sequence[float]) -> list[float]:
+def average_ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks; tied values share the mean of the ranks they span."""
     order = sorted(range(len(values)), key=values.__getitem__)
     ranks = [0.0] * len(values)
@@ -135,19 +137,22 @@ def _average_ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
+def spearman_r(xs: Sequence[float], ys: Sequence[float], constant: float = 0.0) -> float:
+    """Spearman rank correlation: Pearson over average ranks (ties share their mean rank)."""
+    return pearson_r(average_ranks(xs), average_ranks(ys), constant)
+
+
 def pearson(preds: Sequence[str], examples: Sequence[Example], task: Task) -> float:
     """Pearson correlation of numeric predictions with numeric targets (STS-B).
 
     Unparsable predictions count as 0.0; constant predictions give 0.0.
     """
-    return _pearson([_to_float(p) for p in preds], [_to_float(e.target) for e in examples])
+    return pearson_r([_to_float(p) for p in preds], [_to_float(e.target) for e in examples])
 
 
 def spearman(preds: Sequence[str], examples: Sequence[Example], task: Task) -> float:
     """Spearman rank correlation (average ranks for ties) of numeric predictions (STS-B)."""
-    xs = _average_ranks([_to_float(p) for p in preds])
-    ys = _average_ranks([_to_float(e.target) for e in examples])
-    return _pearson(xs, ys)
+    return spearman_r([_to_float(p) for p in preds], [_to_float(e.target) for e in examples])
 
 
 def multirc_f1a(preds: Sequence[str], examples: Sequence[Example], task: Task) -> float:
