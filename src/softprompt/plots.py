@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,12 +16,22 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, out_path: Path, dpi: int = 100) -> Path:
+    """Write `fig` as PNG atomically (a crash never leaves a half-written file) and close it."""
+    out_path = Path(out_path)
+    tmp = out_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    pyplot().close(fig)
+    tmp.replace(out_path)
+    return out_path
+
+
 def plot_curve(log_path: Path, out_path: Path, metric: str) -> Path:
     """Training loss (left axis) and dev `metric` (right axis) against step, as PNG."""
     records = [json.loads(l) for l in Path(log_path).read_text().splitlines() if l.strip()]
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], 100 * r["eval"][metric]) for r in records if "eval" in r and metric in r["eval"]]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     if losses:
         ax.plot(*zip(*losses), color="tab:blue", alpha=0.6, label="train loss")
@@ -32,8 +43,4 @@ def plot_curve(log_path: Path, out_path: Path, metric: str) -> Path:
         ax2.set_ylabel(f"dev {metric} (%)", color="tab:red")
     ax.set_title("soft prompt training")
     fig.tight_layout()
-    tmp = Path(out_path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return Path(out_path)
+    return save_figure(fig, out_path)

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from softprompt.plots import _pyplot
+from softprompt.plots import pyplot, save_figure
 from softprompt.tasks.base import Task
 
 COLUMN = {
@@ -150,7 +150,7 @@ def plot_bars(table: dict, out_path: Path) -> Path:
     if avg["score"] is not None:
         bars.append(("Avg", avg["score"], avg["std"], "tab:orange"))
     bars += [(_header(r), r["score"], r["score_std"], "tab:gray") for r in other]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(bars) + 2), 4))
     xs = range(len(bars))
     heights = [100 * b[1] for b in bars]
@@ -164,11 +164,7 @@ def plot_bars(table: dict, out_path: Path) -> Path:
     s = table["settings"]
     ax.set_title(f"{table['suite']}: {table['model']['name']}, P={s['prompt_length']}, {s['steps']} steps, seeds {','.join(map(str, s['seeds']))}")
     fig.tight_layout()
-    tmp = Path(out_path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return Path(out_path)
+    return save_figure(fig, out_path)
 
 
 def write_outputs(table: dict, out: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from softprompt.errors import ConfigError
 from softprompt.io import load_prompt, write_json
 from softprompt.models.loading import LoadedModel
-from softprompt.plots import _pyplot
+from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
 from softprompt.spot.mixture import Mixture
 from softprompt.spot.transfer import (
@@ -176,7 +176,7 @@ def transfer_matrix(
 
 def plot_heatmap(report: MatrixReport, path: Path) -> Path:
     """Relative gain (%) over the baseline, targets (rows) x sources (columns), annotated."""
-    plt = _pyplot()
+    plt = pyplot()
     grid = [[report.relative_gain(t, s) for s in report.sources] for t in report.targets]
     finite = [abs(v) for row in grid for v in row if math.isfinite(v)]
     span = max(finite, default=1.0) or 1.0
@@ -192,7 +192,5 @@ def plot_heatmap(report: MatrixReport, path: Path) -> Path:
     ax.set_title("transfer: relative gain over sampled-vocabulary init (%)")
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
