@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import learnable_llama, tiny_llama, tiny_t5, toy_task
 from softprompt.errors import ConfigError, ModelError
 from softprompt.io import load_prompt
-from softprompt.train import TrainConfig, check_trainable, initial_prompt, train
+from softprompt.train import PromptAverage, TrainConfig, check_trainable, initial_prompt, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -109,6 +109,8 @@ def test_resume_continues_exactly(tmp_path, optimizer):
     opt_a = load_file(straight / "checkpoint" / "optimizer.safetensors")
     opt_b = load_file(split / "checkpoint" / "optimizer.safetensors")
     assert opt_a.keys() == opt_b.keys() and all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
+    assert "average" in opt_a  # the prompt average (on by default) resumes too
+    assert torch.equal(load_prompt(straight / "best").weight, load_prompt(split / "best").weight)
     assert losses(straight) == losses(split)  # same batches in the same order, same values
     assert [r["step"] for r in read_log(split) if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
@@ -193,6 +195,8 @@ def test_init_from_a_saved_prompt(tmp_path, learned):
         ({"max_eval": 0}, "--max-eval"),
         ({"patience": 0}, "--patience"),
         ({"warmup_steps": -1}, "--warmup-steps"),
+        ({"ema": 1.0}, "--ema"),
+        ({"ema": -0.1}, "--ema"),
     ],
 )
 def test_train_config_rejects_bad_settings_naming_the_flag(settings, flag):
@@ -210,3 +214,31 @@ def test_t5_trains_a_few_steps(tmp_path):
     assert result.best.weight.shape == (3, 32)
     assert 0.0 <= result.best.metrics["accuracy"] <= 1.0
     assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_prompt_average_by_hand():
+    average = PromptAverage(torch.zeros(1, 2), decay=0.5)
+    average.update(torch.ones(1, 2), step=1)  # decay min(0.5, 2/11) = 2/11
+    assert torch.allclose(average.value, torch.full((1, 2), 9 / 11))
+    average.update(torch.full((1, 2), 3.0), step=100)  # decay 0.5
+    assert torch.allclose(average.value, torch.full((1, 2), 0.5 * 9 / 11 + 1.5))
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_the_kept_prompt_is_the_average_or_the_raw_prompt(tmp_path, ema):
+    cfg = TrainConfig(steps=4, batch_size=4, prompt_length=4, eval_every=4, ema=ema, embed_step=2)
+    result = train(learnable_llama(), toy_task(), cfg, tmp_path / "out", progress=False)
+    raw = load_file(tmp_path / "out" / "checkpoint" / "prompt" / "prompt.safetensors")["prompt"]
+    state = load_file(tmp_path / "out" / "checkpoint" / "optimizer.safetensors")
+    if ema:
+        assert torch.equal(result.best.weight, state["average"]) and not torch.allclose(result.best.weight, raw)
+    else:
+        assert torch.equal(result.best.weight, raw) and "average" not in state
+    assert result.best.training["ema"] == ema
+
+
+def test_resume_with_another_ema_setting_is_a_config_error(tmp_path):
+    train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4, ema=0.0), tmp_path / "out", progress=False)
+    with pytest.raises(ConfigError, match="--ema"):
+        train(tiny_llama(), toy_task(), TrainConfig(steps=2, batch_size=4, prompt_length=4), tmp_path / "out",
+              resume=True, progress=False)

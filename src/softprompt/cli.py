@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, .gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.")]
+EmaOpt = Annotated[float, typer.Option(help="Evaluate and keep an exponential moving average of the prompt over steps, with this decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a constant lr 0.3.")]
 PrecisionOpt = Annotated[str, typer.Option(help="Frozen-weight precision: auto (bf16 where the CPU/GPU runs it natively), bf16 or fp32.")]
 TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.")]
 TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Your own training data (.csv, .tsv or .jsonl).")]
@@ -105,6 +106,7 @@ def train(
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 0,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation micro-batches per step.")] = 1,
     seed: int = 0,
+    ema: EmaOpt = 0.99,
     eval_every: Annotated[int, typer.Option(help="Evaluate on dev every N steps.")] = 100,
     max_eval: Annotated[Optional[int], typer.Option(help="Evaluate on at most N dev examples (seeded sample).")] = None,
     max_train: Annotated[Optional[int], typer.Option(help="Train on at most N examples (seeded sample).")] = None,
@@ -131,7 +133,7 @@ def train(
         steps=steps, batch_size=batch_size, prompt_length=prompt_length, init=init, init_text=init_text,
         init_from=init_from, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_accum=grad_accum, seed=seed, eval_every=eval_every, max_eval=max_eval, max_train=max_train,
-        patience=patience, embed_step=embed_step or None,
+        patience=patience, embed_step=embed_step or None, ema=ema,
     )
     the_task = _train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template)
     lm = _load(model, precision)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from softprompt.cli import ModelOpt, PrecisionOpt, app
+from softprompt.cli import EmaOpt, ModelOpt, PrecisionOpt, app
 
 
 @app.command()
@@ -23,6 +23,8 @@ def bench(
     max_eval: Annotated[Optional[int], typer.Option(help="Evaluate on at most N dev examples per task (seeded sample; whole groups for MultiRC/AX-g).")] = None,
     max_train: Annotated[Optional[int], typer.Option(help="Train on at most N examples per task (seeded sample).")] = None,
     batch_size: Annotated[int, typer.Option(help="Training examples per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Learning rate (Adafactor; paper: 0.3).")] = 0.3,
+    ema: EmaOpt = 0.99,
     overwrite: Annotated[bool, typer.Option(help="Retrain every task instead of reusing finished ones in --out.")] = False,
 ):
     """Train one prompt per task of a suite (reusing finished ones in --out) and print a paper-style table."""
@@ -35,7 +37,7 @@ def bench(
     jobs = plan_tasks([get_task(n) for n in names])
     cfg = BenchConfig(
         steps=steps, prompt_length=prompt_length, init=init, seeds=parse_seeds(seeds), max_eval=max_eval,
-        max_train=max_train, batch_size=batch_size,
+        max_train=max_train, batch_size=batch_size, lr=lr, ema=ema,
     )
     out = out or Path("runs") / f"bench-{label}"
     check_out_folder(out, overwrite)

@@ -66,6 +66,8 @@ class BenchConfig:
     max_eval: int | None = None
     max_train: int | None = None
     batch_size: int = 16
+    lr: float = 0.3
+    ema: float = 0.99
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -82,7 +84,7 @@ class BenchConfig:
         return TrainConfig(
             steps=self.steps, batch_size=self.batch_size, prompt_length=self.prompt_length, init=self.init,
             seed=seed, eval_every=self.steps, max_eval=None, max_train=self.max_train,  # dev: eval_sample
-            eval_batch_size=self.eval_batch_size,
+            eval_batch_size=self.eval_batch_size, lr=self.lr, ema=self.ema,
         )
 
     def settings(self) -> dict:

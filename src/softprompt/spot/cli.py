@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 import softprompt.cli as core
-from softprompt.cli import ModelOpt, PrecisionOpt, app
+from softprompt.cli import EmaOpt, ModelOpt, PrecisionOpt, app
 from softprompt.errors import ConfigError
 
 library_app = typer.Typer(help="A folder of source prompts and task embeddings for retrieval and serving.", no_args_is_help=True)
@@ -54,11 +54,11 @@ def names(text: str, flag: str) -> list[str]:
     return found
 
 
-def _config(steps, batch_size, prompt_length, lr, optimizer, eval_every, max_eval, max_train, embed_step):
+def _config(steps, batch_size, prompt_length, lr, optimizer, eval_every, max_eval, max_train, embed_step, ema=0.99):
     from softprompt.train import TrainConfig
 
     return TrainConfig(steps=steps, batch_size=batch_size, prompt_length=prompt_length, lr=lr, optimizer=optimizer,
-                       eval_every=eval_every, max_eval=max_eval, max_train=max_train, embed_step=embed_step)
+                       eval_every=eval_every, max_eval=max_eval, max_train=max_train, embed_step=embed_step, ema=ema)
 
 
 # -- library ------------------------------------------------------------------------------
@@ -163,6 +163,7 @@ def transfer(
     max_eval: MaxEvalOpt = None,
     max_train: MaxTrainOpt = None,
     embed_step: EmbedStepOpt = 10,
+    ema: EmaOpt = 0.99,
     measure: MeasureOpt = "avg_cosine",
     baseline_init: Annotated[str, typer.Option(help="Baseline initialisation: vocab (sampled vocabulary), uniform, labels.")] = "vocab",
 ):
@@ -187,7 +188,7 @@ def transfer(
     if top_k and library is None:
         raise ConfigError("--top-k/--auto: retrieval needs --library DIR")
     sources = _sources([s for item in source or [] for s in item.split(",") if s.strip()], library)
-    cfg = _config(steps, batch_size, prompt_length, lr, optimizer, eval_every, max_eval, max_train, embed_step)
+    cfg = _config(steps, batch_size, prompt_length, lr, optimizer, eval_every, max_eval, max_train, embed_step, ema)
     if top_k:
         lib.entries(library)
     lm = core._load(model, precision)
@@ -235,6 +236,7 @@ def transfer_matrix(
     max_eval: MaxEvalOpt = None,
     max_train: MaxTrainOpt = None,
     embed_step: EmbedStepOpt = 10,
+    ema: EmaOpt = 0.99,
     mixture_cap: MixtureCapOpt = None,
 ):
     """Transfer every source to every target; write a heatmap of relative gain, similarity vs
@@ -243,7 +245,7 @@ def transfer_matrix(
     from softprompt.spot.matrix import transfer_matrix as run_matrix
     from softprompt.tasks import get_task
 
-    cfg = _config(steps, batch_size, prompt_length, lr, optimizer, eval_every, max_eval, max_train, embed_step)
+    cfg = _config(steps, batch_size, prompt_length, lr, optimizer, eval_every, max_eval, max_train, embed_step, ema)
     if source_steps is not None and source_steps < max(1, embed_step):
         raise ConfigError(f"--source-steps {source_steps}: must reach --embed-step {embed_step}")
     source_list, target_list, seed_list = names(sources, "--sources"), names(targets, "--targets"), parse_seeds(seeds)
