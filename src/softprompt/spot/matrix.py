@@ -90,12 +90,12 @@ class MatrixReport:
 
     def markdown(self) -> str:
         head = "| target | baseline | " + " | ".join(self.sources) + " |"
-        lines = ["### Target dev score (%, mean ± std over seeds) and relative gain over baseline (%)", "", head,
+        lines = ["### Target dev score (%, mean ± std over seeds when several) and relative gain over baseline (%)", "", head,
                  "|" + "---|" * (len(self.sources) + 2)]
         for t in self.targets:
             r = self.reports[t]
             cells = [f"{100 * mean(r.sources[s]):.1f} ({self.relative_gain(t, s):+.1f}%)" for s in self.sources]
-            base = f"{100 * mean(r.baseline):.1f} ± {100 * std(r.baseline):.1f}"
+            base = f"{100 * mean(r.baseline):.1f}" + (f" ± {100 * std(r.baseline):.1f}" if len(r.baseline) > 1 else "")
             lines.append(f"| {t} ({r.metric}) | {base} | " + " | ".join(cells) + " |")
         lines += ["", "### Similarity vs relative gain, per target (over the sources)", "",
                   "| target | measure | Spearman | Pearson | most similar |", "|---|---|---|---|---|"]
