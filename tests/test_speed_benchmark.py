@@ -46,3 +46,20 @@ def test_benchmark_rows_are_internally_consistent(tmp_path):
     sp, peft = rows[1], rows[0]
     assert float(cells[3]) == pytest.approx(sp["train_ex_s"] / peft["train_ex_s"], abs=0.006)
     assert re.fullmatch(r"\d+\.\d%", cells[9])
+
+
+def test_profile_script_accounts_for_the_operator_time(tmp_path):
+    lm = tiny_llama()
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    script = Path(__file__).parents[1] / "benchmarks" / "profile_step.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--model", str(tmp_path / "model"), "--steps", "2", "--batch-size", "4",
+         "--prompt-length", "4", "--top", "3"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for phase in ("training, 2 steps x 4 examples", "evaluation, 64 examples"):
+        block = out.stdout.split(phase, 1)[1].split("\n\n", 1)[0]
+        shares = [float(s) for s in re.findall(r"^\S.*?\s(\d+\.\d)%$", block, re.M)]
+        assert "matmul" in block and sum(shares) == pytest.approx(100.0, abs=0.3)
