@@ -38,7 +38,7 @@ KINDS = {  # kind: substrings of aten op names (self time is counted, so nesting
 
 def kind_of(name: str) -> str:
     for kind, keys in KINDS.items():
-        if any(name.startswith(k) or k in name for k in keys):
+        if any(k in name for k in keys):
             return kind
     return "other"
 
@@ -49,8 +49,9 @@ def summarise(prof, label: str, peak: float, top: int) -> None:
     by_kind: dict[str, float] = {}
     flops = 0
     for e in events:
-        by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + e.self_cpu_time_total
-        if kind_of(e.key) == "matmul":
+        kind = kind_of(e.key)
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
+        if kind == "matmul":
             flops += e.flops or 0
     mm_s = by_kind.get("matmul", 0.0) / 1e6
     print(f"\n{label}: {total / 1e6:.2f} s of operator time")

@@ -4,8 +4,10 @@ helpers for tiny in-memory tasks and data files."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def task() -> Task:
     return toy_task()
+
+
+def run_cli(capsys, *argv, stdin: str | None = None) -> tuple[int, str, str]:
+    """Run the `softprompt` command in-process: exit code, stdout, stderr."""
+    from softprompt import cli
+
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        code = cli.main([str(a) for a in argv])
+    finally:
+        sys.stdin = sys.__stdin__
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -3,13 +3,11 @@ and bad input (one-line error, exit code 2, nothing written)."""
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
 import torch
-from conftest import learnable_llama, tiny_llama, toy_rows, write_csv, write_jsonl
+from conftest import learnable_llama, run_cli, tiny_llama, toy_rows, write_csv, write_jsonl
 
 import softprompt.cli as cli
 from softprompt.io import load_prompt
@@ -30,17 +28,6 @@ def data(tmp_path):
     return write_csv(tmp_path / "train.csv", toy_rows(40, seed=0)), write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
 
 
-def run(capsys, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-    if stdin is not None:
-        sys.stdin = io.StringIO(stdin)
-    try:
-        code = cli.main([str(a) for a in argv])
-    finally:
-        sys.stdin = sys.__stdin__
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def train_args(data, out, *extra):
     train_csv, dev_csv = data
     return ("train", "--task", "toy", "--train-file", train_csv, "--dev-file", dev_csv, "--text-field", "sentence",
@@ -50,7 +37,7 @@ def train_args(data, out, *extra):
 
 @pytest.fixture
 def trained(model, data, tmp_path, capsys):
-    code, out, err = run(capsys, *train_args(data, tmp_path / "run"))
+    code, out, err = run_cli(capsys, *train_args(data, tmp_path / "run"))
     assert code == 0, err
     return tmp_path / "run", out
 
@@ -69,7 +56,7 @@ def test_train_writes_the_run_folder_and_prints_dev_accuracy(trained):
 
 def test_eval_on_the_users_dev_file_reuses_the_saved_template_and_labels(trained, data, tmp_path, capsys):
     run_dir, _ = trained
-    code, out, err = run(capsys, "eval", "--prompt", run_dir, "--dev-file", data[1], "--output", tmp_path / "e.json")
+    code, out, err = run_cli(capsys, "eval", "--prompt", run_dir, "--dev-file", data[1], "--output", tmp_path / "e.json")
     assert code == 0, err
     report = json.loads((tmp_path / "e.json").read_text())
     assert f"({16} examples)" in out
@@ -79,7 +66,7 @@ def test_eval_on_the_users_dev_file_reuses_the_saved_template_and_labels(trained
 
 def test_predict_reads_stdin_and_prints_one_label_word_per_line(trained, capsys):
     run_dir, _ = trained
-    code, out, err = run(capsys, "predict", "--prompt", run_dir, stdin="the movie great\n\nso awful\nb c great\n")
+    code, out, err = run_cli(capsys, "predict", "--prompt", run_dir, stdin="the movie great\n\nso awful\nb c great\n")
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 3 and set(lines) <= {"neg", "pos"}
@@ -88,13 +75,13 @@ def test_predict_reads_stdin_and_prints_one_label_word_per_line(trained, capsys)
 def test_predict_from_a_file(trained, tmp_path, capsys):
     run_dir, _ = trained
     (tmp_path / "in.txt").write_text("a great\nd awful\n")
-    code, out, _ = run(capsys, "predict", "--prompt", run_dir, "--input", tmp_path / "in.txt")
+    code, out, _ = run_cli(capsys, "predict", "--prompt", run_dir, "--input", tmp_path / "in.txt")
     assert code == 0 and len(out.splitlines()) == 2
 
 
 def test_inspect_lists_neighbours_of_every_position(trained, capsys):
     run_dir, _ = trained
-    code, out, _ = run(capsys, "inspect", "--prompt", run_dir, "--top-k", "3")
+    code, out, _ = run_cli(capsys, "inspect", "--prompt", run_dir, "--top-k", "3")
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 4 and all(line.count("'") >= 6 for line in lines)
@@ -102,23 +89,23 @@ def test_inspect_lists_neighbours_of_every_position(trained, capsys):
 
 def test_peft_export_import_round_trip(trained, tmp_path, capsys):
     run_dir, _ = trained
-    assert run(capsys, "export-peft", "--prompt", run_dir, "--out", tmp_path / "adapter")[0] == 0
+    assert run_cli(capsys, "export-peft", "--prompt", run_dir, "--out", tmp_path / "adapter")[0] == 0
     assert (tmp_path / "adapter/adapter_config.json").is_file()
     (tmp_path / "adapter/prompt.json").unlink()  # as a PEFT-made adapter would come
-    code, _, err = run(capsys, "import-peft", tmp_path / "adapter", "--out", tmp_path / "back")
+    code, _, err = run_cli(capsys, "import-peft", tmp_path / "adapter", "--out", tmp_path / "back")
     assert code == 0, err
     assert torch.equal(load_prompt(tmp_path / "back").weight, load_prompt(run_dir / "best").weight)
-    code, out, _ = run(capsys, "predict", "--prompt", tmp_path / "back", "--task", "sst2", stdin="great\n")
+    code, out, _ = run_cli(capsys, "predict", "--prompt", tmp_path / "back", "--task", "sst2", stdin="great\n")
     assert code == 0 and out.strip() in {"negative", "positive"}
 
 
 def test_resume_continues_to_the_new_step_count(trained, data, capsys):
     run_dir, _ = trained
-    code, _, err = run(capsys, *train_args(data, run_dir, "--resume"))  # already at 4 steps: nothing to do
+    code, _, err = run_cli(capsys, *train_args(data, run_dir, "--resume"))  # already at 4 steps: nothing to do
     assert code == 0, err
     args = list(train_args(data, run_dir, "--resume"))
     args[args.index("--steps") + 1] = "6"
-    code, _, err = run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     steps = [json.loads(l)["step"] for l in (run_dir / "log.jsonl").read_text().splitlines() if "loss" in l]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -138,7 +125,7 @@ def assert_one_line_error(code, err, *needles):
 def test_missing_training_file(model, data, tmp_path, capsys):
     args = list(train_args(data, tmp_path / "run"))
     args[args.index("--train-file") + 1] = tmp_path / "nope.csv"
-    code, _, err = run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, "nope.csv")
     assert not (tmp_path / "run").exists()
 
@@ -149,7 +136,7 @@ def test_malformed_row_names_file_and_line(model, data, tmp_path, capsys):
     bad.write_text(bad.read_text() + '{"sentence": "oops", \n')
     args = list(train_args(data, tmp_path / "run"))
     args[args.index("--train-file") + 1] = bad
-    code, _, err = run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, "bad.jsonl:3")
     assert not (tmp_path / "run").exists()
 
@@ -157,21 +144,21 @@ def test_malformed_row_names_file_and_line(model, data, tmp_path, capsys):
 def test_label_outside_the_label_words(model, data, tmp_path, capsys):
     rows = toy_rows(6) + [("c great", "meh")]
     write_csv(data[0], rows)
-    code, _, err = run(capsys, *train_args(data, tmp_path / "run"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run"))
     assert_one_line_error(code, err, "train.csv:8", "'meh'")
     assert not (tmp_path / "run").exists()
 
 
 def test_empty_dataset(model, data, tmp_path, capsys):
     write_csv(data[0], [])
-    code, _, err = run(capsys, *train_args(data, tmp_path / "run"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run"))
     assert_one_line_error(code, err, "train.csv", "no examples")
     assert not (tmp_path / "run").exists()
 
 
 def test_unknown_model(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run(capsys, *train_args(data, tmp_path / "run", "--model", "no-such-model-xyz"))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", "--model", "no-such-model-xyz"))
     assert_one_line_error(code, err, "no-such-model-xyz")
     assert not (tmp_path / "run").exists()
 
@@ -180,13 +167,13 @@ def test_prompt_saved_for_another_model_is_refused(trained, monkeypatch, capsys)
     run_dir, _ = trained
     other = tiny_llama(seed=7, hidden_size=32)
     monkeypatch.setattr(cli, "_load", lambda name, precision: other)
-    code, _, err = run(capsys, "predict", "--prompt", run_dir, stdin="great\n")
+    code, _, err = run_cli(capsys, "predict", "--prompt", run_dir, stdin="great\n")
     assert_one_line_error(code, err, "tiny-llama")
 
 
 @pytest.mark.parametrize("flag,value", [("--steps", "ten"), ("--lr", "fast"), ("--steps", "0"), ("--lr", "-1")])
 def test_bad_numeric_setting(model, data, tmp_path, capsys, flag, value):
-    code, _, err = run(capsys, *train_args(data, tmp_path / "run", flag, value))
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", flag, value))
     assert_one_line_error(code, err, flag.lstrip("-"))
     assert not (tmp_path / "run").exists()
 
@@ -194,23 +181,23 @@ def test_bad_numeric_setting(model, data, tmp_path, capsys, flag, value):
 def test_existing_output_is_not_overwritten(trained, data, capsys):
     run_dir, _ = trained
     before = (run_dir / "best/prompt.safetensors").read_bytes()
-    code, _, err = run(capsys, *train_args(data, run_dir))
+    code, _, err = run_cli(capsys, *train_args(data, run_dir))
     assert_one_line_error(code, err, "not empty")
     assert (run_dir / "best/prompt.safetensors").read_bytes() == before
 
 
 def test_unknown_task(model, tmp_path, capsys):
-    code, _, err = run(capsys, "train", "--task", "sst3", "--out", tmp_path / "run")
+    code, _, err = run_cli(capsys, "train", "--task", "sst3", "--out", tmp_path / "run")
     assert_one_line_error(code, err, "sst3")
     assert not (tmp_path / "run").exists()
 
 
 def test_predict_without_input_lines(trained, capsys):
-    code, _, err = run(capsys, "predict", "--prompt", trained[0], stdin="\n \n")
+    code, _, err = run_cli(capsys, "predict", "--prompt", trained[0], stdin="\n \n")
     assert_one_line_error(code, err, "no input lines")
 
 
 def test_every_command_has_help(capsys):
     for command in ("train", "eval", "predict", "inspect", "export-peft", "import-peft", "tasks"):
-        code, out, _ = run(capsys, command, "--help")
+        code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "Usage" in out and "--help" in out

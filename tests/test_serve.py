@@ -5,9 +5,7 @@ prompt added while it runs is served; `eval` with several prompts reports the en
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from conftest import learnable_llama, tiny_llama, tiny_t5, toy_rows, write_csv
+from conftest import learnable_llama, run_cli, tiny_llama, tiny_t5, toy_rows, write_csv
 
 import softprompt.cli as cli
 from softprompt.evaluate import combine_predictions, predict
@@ -297,17 +295,6 @@ def _wait_for(condition, timeout: float = 20) -> None:
 
 
 # -- the command line ---------------------------------------------------------------------------
-
-
-def run_cli(capsys, *argv, stdin: str | None = None):
-    if stdin is not None:
-        sys.stdin = io.StringIO(stdin)
-    try:
-        code = cli.main([str(a) for a in argv])
-    finally:
-        sys.stdin = sys.__stdin__
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_predict_through_the_server_prints_what_offline_predict_gives(server, lm, library, capsys):

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import learnable_llama, toy_examples, toy_task
+from conftest import learnable_llama, run_cli, toy_examples, toy_task
 
 import softprompt.cli as cli
 from softprompt.batching import bucketed_batches
@@ -146,12 +146,6 @@ def model(monkeypatch):
     return lm
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_line_error(code, err, *needles):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
@@ -164,22 +158,22 @@ TINY = ("--steps", "4", "--batch-size", "8", "--prompt-length", "4", "--eval-eve
 
 @pytest.fixture
 def source_run(model, tmp_path, capsys):
-    code, out, err = run(capsys, "train", "--task", "spot_a", "--out", tmp_path / "src", *TINY)
+    code, out, err = run_cli(capsys, "train", "--task", "spot_a", "--out", tmp_path / "src", *TINY)
     assert code == 0, err
     assert (tmp_path / "src/embedding/prompt.safetensors").is_file()
     return tmp_path / "src"
 
 
 def test_train_a_mixture_from_the_command_line(model, tmp_path, capsys):
-    code, out, err = run(capsys, "train", "--task", "cb,rte", "--mixture-cap", "8", "--max-train", "16", "--max-eval", "4",
+    code, out, err = run_cli(capsys, "train", "--task", "cb,rte", "--mixture-cap", "8", "--max-train", "16", "--max-eval", "4",
                          "--out", tmp_path / "mix", *TINY)
     assert code == 0, err
     assert out.splitlines()[-1].startswith("cb+rte dev mean ")
     saved = load_prompt(tmp_path / "mix/best")
     assert saved.task["mixture_cap"] == 8 and saved.training["train_examples"] == 32
-    code, _, err = run(capsys, "train", "--task", "cb", "--mixture-cap", "8", "--out", tmp_path / "x", *TINY)
+    code, _, err = run_cli(capsys, "train", "--task", "cb", "--mixture-cap", "8", "--out", tmp_path / "x", *TINY)
     one_line_error(code, err, "--mixture-cap")
-    code, _, err = run(capsys, "train", "--task", "cb,no_such_task", "--out", tmp_path / "x", *TINY)
+    code, _, err = run_cli(capsys, "train", "--task", "cb,no_such_task", "--out", tmp_path / "x", *TINY)
     one_line_error(code, err, "no_such_task")
     assert not (tmp_path / "x").exists()
 
@@ -189,37 +183,37 @@ def test_train_a_mixture_from_the_command_line(model, tmp_path, capsys):
 
 def test_library_add_list_remove(source_run, tmp_path, capsys):
     lib = tmp_path / "lib"
-    code, out, err = run(capsys, "library", "add", source_run, "--library", lib)
+    code, out, err = run_cli(capsys, "library", "add", source_run, "--library", lib)
     assert code == 0, err
     assert "added spot_a" in out
     assert sorted(p.name for p in (lib / "spot_a").iterdir()) == ["best", "embedding", "entry.json"]
     meta = json.loads((lib / "spot_a/entry.json").read_text())
     assert meta["task"] == "spot_a" and meta["has_embedding"] and meta["embed_step"] == 2
     assert meta["model"]["name"] == "tiny-llama-0" and "accuracy" in meta["metrics"]
-    code, _, _ = run(capsys, "library", "add", source_run / "best", "--library", lib, "--name", "bare")
+    code, _, _ = run_cli(capsys, "library", "add", source_run / "best", "--library", lib, "--name", "bare")
     assert code == 0
     assert list(library.iter_prompts(lib)) == [("bare", lib / "bare/best"), ("spot_a", lib / "spot_a/best")]
     assert library.get(lib, "bare").embedding_dir == lib / "bare/best"  # no embedding/: best/ stands in
-    code, out, _ = run(capsys, "library", "list", "--library", lib)
+    code, out, _ = run_cli(capsys, "library", "list", "--library", lib)
     assert code == 0 and [l.split()[0] for l in out.splitlines()] == ["bare", "spot_a"]
     assert "embedding@2" in out and "no embedding" in out
-    code, out, _ = run(capsys, "library", "remove", "bare", "--library", lib)
+    code, out, _ = run_cli(capsys, "library", "remove", "bare", "--library", lib)
     assert code == 0 and [n for n, _ in library.iter_prompts(lib)] == ["spot_a"]
 
 
 def test_library_bad_input_is_one_line(source_run, tmp_path, capsys):
     lib = tmp_path / "lib"
-    assert run(capsys, "library", "add", source_run, "--library", lib)[0] == 0
-    code, _, err = run(capsys, "library", "add", source_run, "--library", lib)
+    assert run_cli(capsys, "library", "add", source_run, "--library", lib)[0] == 0
+    code, _, err = run_cli(capsys, "library", "add", source_run, "--library", lib)
     one_line_error(code, err, "spot_a", "--overwrite")
-    assert run(capsys, "library", "add", source_run, "--library", lib, "--overwrite")[0] == 0
-    code, _, err = run(capsys, "library", "add", tmp_path / "nothing-here", "--library", lib)
+    assert run_cli(capsys, "library", "add", source_run, "--library", lib, "--overwrite")[0] == 0
+    code, _, err = run_cli(capsys, "library", "add", tmp_path / "nothing-here", "--library", lib)
     one_line_error(code, err, "nothing-here")
-    code, _, err = run(capsys, "library", "add", source_run, "--library", lib, "--name", "../evil")
+    code, _, err = run_cli(capsys, "library", "add", source_run, "--library", lib, "--name", "../evil")
     one_line_error(code, err, "--name")
-    code, _, err = run(capsys, "library", "remove", "nope", "--library", lib)
+    code, _, err = run_cli(capsys, "library", "remove", "nope", "--library", lib)
     one_line_error(code, err, "nope", "spot_a")
-    code, _, err = run(capsys, "library", "list", "--library", tmp_path / "missing")
+    code, _, err = run_cli(capsys, "library", "list", "--library", tmp_path / "missing")
     one_line_error(code, err, "missing")
     assert list(library.iter_prompts(tmp_path / "missing")) == []
 
@@ -229,7 +223,7 @@ def test_library_bad_input_is_one_line(source_run, tmp_path, capsys):
 
 def test_transfer_trains_from_source_and_baseline_with_the_same_seeds(source_run, tmp_path, capsys):
     out = tmp_path / "transfer"
-    code, text, err = run(capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1",
+    code, text, err = run_cli(capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1",
                           "--out", out, *TINY)
     assert code == 0, err
     for init in ("baseline", "from-src"):
@@ -245,23 +239,23 @@ def test_transfer_trains_from_source_and_baseline_with_the_same_seeds(source_run
     assert "vocab (baseline)" in text and "from src" in text and "±" in text and "best source on dev: src" in text
     # A finished grid is reused, not retrained.
     stamp = (out / "baseline/seed0/best/prompt.safetensors").stat().st_mtime_ns
-    assert run(capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1", "--out", out, *TINY)[0] == 0
+    assert run_cli(capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1", "--out", out, *TINY)[0] == 0
     assert (out / "baseline/seed0/best/prompt.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_transfer_auto_retrieves_from_the_library_and_similar_ranks_it(source_run, model, tmp_path, capsys):
     lib = tmp_path / "lib"
-    run(capsys, "library", "add", source_run, "--library", lib)
+    run_cli(capsys, "library", "add", source_run, "--library", lib)
     other = tmp_path / "other"
-    assert run(capsys, "train", "--task", "spot_yes", "--out", other, *TINY)[0] == 0
-    run(capsys, "library", "add", other, "--library", lib)
-    code, text, err = run(capsys, "similar", "--task", "spot_target", "--library", lib, "--embed-step", "2",
+    assert run_cli(capsys, "train", "--task", "spot_yes", "--out", other, *TINY)[0] == 0
+    run_cli(capsys, "library", "add", other, "--library", lib)
+    code, text, err = run_cli(capsys, "similar", "--task", "spot_target", "--library", lib, "--embed-step", "2",
                           "--prompt-length", "4", "--batch-size", "8")
     assert code == 0, err
     rows = [l.split() for l in text.splitlines()[2:]]
     assert sorted(r[1] for r in rows) == ["spot_a", "spot_yes"] and [r[0] for r in rows] == ["1", "2"]
     assert float(rows[0][2]) >= float(rows[1][2])
-    code, text, err = run(capsys, "transfer", "--task", "spot_target", "--library", lib, "--auto", "--top-k", "1",
+    code, text, err = run_cli(capsys, "transfer", "--task", "spot_target", "--library", lib, "--auto", "--top-k", "1",
                           "--seeds", "0", "--out", tmp_path / "auto", *TINY)
     assert code == 0, err
     report = json.loads((tmp_path / "auto/transfer.json").read_text())
@@ -278,7 +272,7 @@ def test_transfer_bad_input_is_one_line(model, source_run, tmp_path, capsys):
         (("--source", source_run, "--measure", "l2"), "--measure"),
     ]
     for extra, needle in cases:
-        code, _, err = run(capsys, "transfer", "--task", "spot_target", "--out", tmp_path / "t", *TINY, *extra)
+        code, _, err = run_cli(capsys, "transfer", "--task", "spot_target", "--out", tmp_path / "t", *TINY, *extra)
         one_line_error(code, err, needle)
     assert not (tmp_path / "t").exists()
 
@@ -290,7 +284,7 @@ def test_transfer_matrix_writes_heatmap_tables_and_fills_the_library(model, tmp_
     out, lib = tmp_path / "grid", tmp_path / "lib"
     args = ("transfer-matrix", "--sources", "spot_a,spot_yes,spot_a+spot_yes", "--targets", "spot_target,spot_b",
             "--library", lib, "--out", out, "--seeds", "0", *TINY)
-    code, text, err = run(capsys, *args)
+    code, text, err = run_cli(capsys, *args)
     assert code == 0, err
     assert (out / "heatmap.png").read_bytes()[:8] == PNG_MAGIC and (out / "heatmap.png").stat().st_size > 5000
     report = json.loads((out / "matrix.json").read_text())
@@ -306,7 +300,7 @@ def test_transfer_matrix_writes_heatmap_tables_and_fills_the_library(model, tmp_
     assert [n for n, _ in library.iter_prompts(lib)] == ["spot_a", "spot_a+spot_yes", "spot_yes"]
     assert load_prompt(lib / "spot_a+spot_yes/best").task["mixture"][1]["name"] == "spot_yes"
     # Again into a new folder: every source comes from the library, none is retrained.
-    code, _, err = run(capsys, *args[:-len(TINY) - 4], "--out", tmp_path / "grid2", "--seeds", "0", *TINY)
+    code, _, err = run_cli(capsys, *args[:-len(TINY) - 4], "--out", tmp_path / "grid2", "--seeds", "0", *TINY)
     assert code == 0, err
     assert not (tmp_path / "grid2/sources").exists() and (tmp_path / "grid2/heatmap.png").is_file()
 

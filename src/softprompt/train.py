@@ -6,9 +6,9 @@ the best prompt. One modern addition, on by default (`ema`; 0 turns it off): wha
 evaluated and kept is an exponential moving average of the prompt over steps. A constant
 lr 0.3 moves each prompt number by about 0.3 a step, far more than the spread of this
 kind of model's token embeddings (SmolLM2: std 0.14), so the raw prompt jitters and its dev
-score swings by 10 points between evaluations; the average sits at the centre of the jitter. `task` may also be a `Mixture` of tasks (SPoT): each example keeps its
-own task's template and verbalizer, and the dev score is the mean of the tasks' primary
-metrics. The output folder holds:
+score swings by 10 points between evaluations; the average sits at the centre of the jitter.
+`task` may also be a `Mixture` of tasks (SPoT): each example keeps its own task's template
+and verbalizer, and the dev score is the mean of the tasks' primary metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
   embedding/    the prompt at step --embed-step, when set: a task embedding (SPoT)
   checkpoint/   the latest state, for --resume
@@ -202,9 +202,9 @@ def train(
     def kept() -> torch.Tensor:  # the prompt that is evaluated and saved
         return average.value if average is not None else prompt.detach()
 
-    def snapshot(metrics: dict, weight: torch.Tensor | None = None) -> SavedPrompt:
+    def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
-            weight=(kept() if weight is None else weight).cpu().clone(), model=lm.identity, task=_task_meta(task), init=init,
+            weight=weight.cpu().clone(), model=lm.identity, task=_task_meta(task), init=init,
             training={**asdict(cfg), "init": init, "train_examples": n_train, "dev_examples": n_dev},
             metrics=metrics,
         )
@@ -245,7 +245,7 @@ def train(
             bar.write(f"step {step}: dev " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
             if score > best_score:
                 best_score, best_step, evals_since_best = score, step, 0
-                save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}))
+                save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}, kept()))
             else:
                 evals_since_best += 1
             _checkpoint(out_dir / "checkpoint", snapshot(metrics, prompt.detach()), optimizer, schedule, step, best_score,
@@ -324,7 +324,7 @@ def _checkpoint(path, prompt: SavedPrompt, optimizer, schedule, step, best_score
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     if average is not None:
-        tensors["average"] = average.value.detach().cpu().contiguous()
+        tensors["average"] = average.value.cpu().contiguous()
     for pid, slots in state["state"].items():
         for name, value in slots.items():
             if torch.is_tensor(value):

@@ -53,9 +53,10 @@ class MatrixReport:
         out = {}
         for t in self.targets:
             gains = [self.relative_gain(t, s) for s in self.sources]
-            out[t] = {m: {"spearman": spearman_r([self.similarities[t][s][m] for s in self.sources], gains, math.nan),
-                          "pearson": pearson_r([self.similarities[t][s][m] for s in self.sources], gains, math.nan)}
-                      for m in similarity.MEASURES}
+            out[t] = {}
+            for m in similarity.MEASURES:
+                sims = [self.similarities[t][s][m] for s in self.sources]
+                out[t][m] = {"spearman": spearman_r(sims, gains, math.nan), "pearson": pearson_r(sims, gains, math.nan)}
         return out
 
     def retrieval(self) -> list[dict]:
