@@ -88,7 +88,7 @@ def run_softprompt(args) -> dict:
         steps=args.steps, batch_size=args.batch_size, prompt_length=args.prompt_length, init="text",
         init_text=INIT_TEXT, optimizer=args.optimizer, lr=args.lr, weight_decay=0.0 if args.optimizer == "adamw" else 1e-5,
         seed=args.seed, eval_every=10**9, max_eval=len(dev_ex),
-        ema=0.0,  # the raw last prompt, like PEFT's: the same optimizer path on both sides
+        ema=0.0, loss="lm",  # PEFT's objective and its raw last prompt: the same training path on both sides
     )
     with tempfile.TemporaryDirectory() as out:
         result = train(lm, task, cfg, out, train_examples=train_ex, dev_examples=dev_ex, progress=False)

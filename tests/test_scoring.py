@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task
-from softprompt.batching import Encoder
+from softprompt.batching import Encoded, Encoder
 from softprompt.combine import prepend_prompt
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
+from softprompt.tasks.base import Example
 
 # Inputs of different lengths (1, 3, 6 tokens); per input, single- and multi-token candidates,
 # a different number of candidates per input.
@@ -187,6 +188,105 @@ def test_generation_stops_at_eos():
     for fast in (True, False):
         assert PromptedLM(lm, fast=fast).generate(prompt, INPUTS, 6) == expected
     assert reference_greedy(lm, prompt, INPUTS, 6) == expected
+
+
+# -- rank-classification loss ----------------------------------------------------------------
+
+GOLD = torch.tensor([1, 2, 0])  # one gold candidate per input of INPUTS/CANDIDATES
+
+
+def expected_rank_loss(ref: list[list[float]], length_normalize: bool = False) -> float:
+    """Mean over inputs of -log softmax(candidate scores)[gold], from reference scores."""
+    total = 0.0
+    for row, cands, gold in zip(ref, CANDIDATES, GOLD.tolist()):
+        values = torch.tensor([v / len(c) if length_normalize else v for v, c in zip(row, cands)])
+        total -= (values[gold] - torch.logsumexp(values, 0)).item()
+    return total / len(ref)
+
+
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_rank_loss_is_cross_entropy_over_the_evaluation_scores(length_normalize):
+    lm = make_lm("wide")
+    prompt = make_prompt_tensor(lm.hidden_size)
+    expected = expected_rank_loss(reference_scores(lm, prompt, INPUTS, CANDIDATES), length_normalize)
+    grads = []
+    for fast in (True, False):
+        param = torch.nn.Parameter(prompt.clone())
+        loss = PromptedLM(lm, fast=fast).rank_loss(param, INPUTS, CANDIDATES, GOLD, length_normalize)
+        assert loss.item() == pytest.approx(expected, abs=1e-5)
+        loss.backward()
+        grads.append(param.grad)
+    assert grads[0].abs().max() > 1e-4
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)  # fast and plain paths agree on the gradient too
+
+
+def test_t5_rank_loss_matches_its_scores(t5):
+    prompt = torch.nn.Parameter(make_prompt_tensor(t5.hidden_size))
+    plm = PromptedLM(t5)
+    loss = plm.rank_loss(prompt, INPUTS, CANDIDATES, GOLD)
+    assert loss.item() == pytest.approx(expected_rank_loss(totals(plm.score(prompt, INPUTS, CANDIDATES))), abs=1e-5)
+    loss.backward()
+    assert prompt.grad.abs().max() > 0
+
+
+def ranked_and_generative_rows(lm: LoadedModel) -> list:
+    """Encoded rows of the toy task (ranked: candidates + gold) and two generation rows."""
+    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder)
+    task = toy_task()
+    ranked = [enc.encode(task, e) for e in task.load("train")[:4]]
+    generative = [Encoded(enc.input_ids("sst2 sentence: so great"), enc.target_ids("a movie", eos=True)),
+                  Encoded(enc.input_ids("it is"), enc.target_ids("really awful", eos=True))]
+    return ranked[:2] + generative[:1] + ranked[2:] + generative[1:]
+
+
+def test_loss_objectives_on_ranked_generative_and_mixed_batches():
+    lm = make_lm("wide")
+    enc = Encoder(lm.tokenizer, False)
+    plm = PromptedLM(lm, fast=True)
+    prompt = make_prompt_tensor(lm.hidden_size)
+    rows = ranked_and_generative_rows(lm)
+    ranked, generative = [r for r in rows if r.gold >= 0], [r for r in rows if r.choices is None]
+    assert len(ranked) == 4 and len(generative) == 2
+    rank_part = plm.rank_loss(prompt, [r.input_ids for r in ranked], [r.choices for r in ranked],
+                              torch.tensor([r.gold for r in ranked]))
+    lm_part = plm.lm_loss(prompt, enc.collate(generative))
+    mixed = plm.loss(prompt, enc.collate(rows), "rank")
+    assert mixed.item() == pytest.approx((4 * rank_part.item() + 2 * lm_part.item()) / 6, abs=1e-5)
+    assert plm.loss(prompt, enc.collate(ranked), "rank").item() == pytest.approx(rank_part.item(), abs=1e-6)
+    assert plm.loss(prompt, enc.collate(generative), "rank").item() == pytest.approx(lm_part.item(), abs=1e-6)
+    assert plm.loss(prompt, enc.collate(rows), "lm").item() == pytest.approx(plm.lm_loss(prompt, enc.collate(rows)).item())
+    assert abs(mixed.item() - plm.loss(prompt, enc.collate(rows), "lm").item()) > 1e-3  # the objectives differ
+    # rank+lm: the rank part (weighted by ranked rows) plus the LM loss of all rows, computed
+    # here by the separate LM path, while `loss` takes the ranked rows' LM part from their scores.
+    both = plm.loss(prompt, enc.collate(rows), "rank+lm")
+    all_lm = plm.lm_loss(prompt, enc.collate(rows))
+    assert both.item() == pytest.approx(4 / 6 * rank_part.item() + all_lm.item(), abs=1e-5)
+
+
+def test_t5_rank_plus_lm_loss_matches_its_parts(t5):
+    rows = ranked_and_generative_rows(t5)
+    batch = Encoder(t5.tokenizer, True).collate(rows)
+    plm = PromptedLM(t5)
+    prompt = make_prompt_tensor(t5.hidden_size)
+    ranked = [r for r in rows if r.gold >= 0]
+    rank_part = plm.rank_loss(prompt, [r.input_ids for r in ranked], [r.choices for r in ranked], torch.tensor([r.gold for r in ranked]))
+    assert plm.loss(prompt, batch, "rank+lm").item() == pytest.approx(4 / 6 * rank_part.item() + plm.lm_loss(prompt, batch).item(), abs=1e-5)
+
+
+def test_encoder_gives_ranked_examples_their_candidates_and_gold():
+    lm = make_lm("tiny")
+    enc = Encoder(lm.tokenizer, False)
+    task = toy_task()
+    pos, neg = (next(e for e in task.load("train") if e.target == label) for label in ("pos", "neg"))
+    words = [enc.target_ids(w) for w in task.verbalizer.values()]  # neg, pos
+    assert enc.encode(task, neg).choices == tuple(words) and enc.encode(task, neg).gold == 0
+    assert enc.encode(task, pos).gold == 1
+    picked = Example({"sentence": "so great"}, "movie", choices=("the movie", "movie"))
+    assert enc.encode(task, picked).gold == 1
+    assert enc.encode(task, Example({"sentence": "x"}, "great", choices=("a", "b"))).gold == -1  # gold not a candidate
+    batch = enc.collate([enc.encode(task, e) for e in (pos, neg, picked)])
+    assert batch.gold.tolist() == [1, 0, 1] and batch.select([2, 0]).gold.tolist() == [1, 1]
+    assert batch.select([2, 0]).inputs == [batch.inputs[2], batch.inputs[0]]
 
 
 # -- decoder-only, bf16 -----------------------------------------------------------------------

@@ -20,10 +20,13 @@ from softprompt.tasks.base import Example, Task
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids of one example: model input and the target it should produce."""
+    """Token ids of one example: model input and the target it should produce; for a
+    ranked example also its candidates' ids and the gold candidate's index (-1: none)."""
 
     input_ids: list[int]
     target_ids: list[int]
+    choices: tuple[list[int], ...] | None = None
+    gold: int = -1
 
 
 @dataclass
@@ -33,15 +36,29 @@ class Batch:
     Decoder-only: input_ids (B, T) hold input then target, labels (B, T) hold the
     target ids at target positions and IGNORE elsewhere.
     Encoder-decoder: input_ids (B, T) encoder input, labels (B, L) decoder targets.
+    For the rank loss: inputs (unpadded input ids), choices (candidate ids) and gold (B,)
+    index of the gold candidate, -1 for rows that are not ranked.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
     size: int
+    inputs: list[list[int]] | None = None
+    choices: list[tuple[list[int], ...] | None] | None = None
+    gold: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.size)
+        gold = self.gold.to(device) if self.gold is not None else None
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.size,
+                     self.inputs, self.choices, gold)
+
+    def select(self, rows: Sequence[int]) -> "Batch":
+        """The batch of rows `rows` (padding kept)."""
+        index = torch.tensor(rows, device=self.input_ids.device)
+        pick = lambda xs: [xs[i] for i in rows] if xs is not None else None
+        return Batch(self.input_ids[index], self.attention_mask[index], self.labels[index], len(rows),
+                     pick(self.inputs), pick(self.choices), self.gold[index] if self.gold is not None else None)
 
 
 class Encoder:
@@ -79,21 +96,32 @@ class Encoder:
 
     def encode(self, task: Task, example: Example) -> Encoded:
         generative = not task.is_classification and example.choices is None
-        return Encoded(self.input_ids(task.format(example)), self.target_ids(task.target_text(example), eos=generative))
+        target = task.target_text(example)
+        encoded = Encoded(self.input_ids(task.format(example)), self.target_ids(target, eos=generative))
+        if generative:
+            return encoded
+        words = task.candidates(example)
+        gold = words.index(target) if target in words else -1  # e.g. a ReCoRD answer spelt unlike its entity
+        return Encoded(encoded.input_ids, encoded.target_ids, tuple(self.target_ids(w) for w in words), gold)
 
     def collate(self, rows: Sequence[Encoded]) -> Batch:
         pad = self.tokenizer.pad_token_id
+        ranking = {
+            "inputs": [r.input_ids for r in rows],
+            "choices": [r.choices for r in rows],
+            "gold": torch.tensor([r.gold for r in rows], dtype=torch.long),
+        }
         if self.encoder_decoder:
             ids, mask = pad_right([r.input_ids for r in rows], pad)
             labels, _ = pad_right([r.target_ids for r in rows], IGNORE)
-            return Batch(ids, mask, labels, len(rows))
+            return Batch(ids, mask, labels, len(rows), **ranking)
         seqs = [r.input_ids + r.target_ids for r in rows]
         ids, mask = pad_right(seqs, pad)
         labels = torch.full_like(ids, IGNORE)
         for i, r in enumerate(rows):
             start = len(r.input_ids)
             labels[i, start : start + len(r.target_ids)] = torch.tensor(r.target_ids)
-        return Batch(ids, mask, labels, len(rows))
+        return Batch(ids, mask, labels, len(rows), **ranking)
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

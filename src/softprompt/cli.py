@@ -101,6 +101,7 @@ def train(
     init_text: Annotated[Optional[str], typer.Option(help="Text to initialise from (--init text).")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Saved prompt to start from (transfer).")] = None,
     optimizer: Annotated[str, typer.Option(help="adafactor (paper) or adamw.")] = "adafactor",
+    loss: Annotated[str, typer.Option(help="rank: cross-entropy over the task's labels, each scored as evaluation ranks it (generation rows: lm) | lm: cross-entropy of the target over the whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.")] = "rank+lm",
     lr: Annotated[float, typer.Option(help="Learning rate (paper: 0.3, constant).")] = 0.3,
     weight_decay: Annotated[float, typer.Option(help="Weight decay (paper: 1e-5).")] = 1e-5,
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 0,
@@ -131,7 +132,7 @@ def train(
         embed_step = min(DEFAULT_EMBED_STEP, steps)
     cfg = TrainConfig(
         steps=steps, batch_size=batch_size, prompt_length=prompt_length, init=init, init_text=init_text,
-        init_from=init_from, optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        init_from=init_from, optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         grad_accum=grad_accum, seed=seed, eval_every=eval_every, max_eval=max_eval, max_train=max_train,
         patience=patience, embed_step=embed_step or None, ema=ema,
     )

@@ -9,6 +9,10 @@ Two paths compute the same numbers:
     the shared input once and scores each label's continuation from its cache.
 Tests check that both paths agree.
 
+Candidate scores are differentiable (`candidate_logprobs`): evaluation ranks with them
+under no_grad (`score`), and the rank-classification training loss (`rank_loss`) is a
+cross-entropy over the same scores, so training optimises what evaluation decides by.
+
 Mixed-task batches (serving) give every row its own prompt: `score_rows` and
 `generate_rows`. On the fast path the rows' prompt caches are stacked, padded after each
 prompt to the longest and masked there, and each row's input takes positions right after
@@ -19,6 +23,7 @@ alone. Elsewhere (T5, plain path) rows are grouped by prompt length, one pass pe
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -78,7 +83,51 @@ class PromptedLM:
 
     # -- training loss --------------------------------------------------------------
 
-    def loss(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, prompt: torch.Tensor, batch: Batch, objective: str = "lm", length_normalize: bool = False) -> torch.Tensor:
+        """Training loss of `batch` given `prompt` (P, H).
+
+        objective "lm": mean cross-entropy over the target tokens (the paper's text-to-text
+        loss). "rank": rows with candidates (`batch.gold` >= 0) take the cross-entropy over
+        their candidates' scores (`rank_loss`), the other rows (generation) the "lm" loss,
+        weighted by row counts. "rank+lm": the "rank" loss plus the "lm" loss of every row.
+        On ranked rows both come from one scoring pass: the gold candidate is the target.
+        """
+        if objective == "lm" or batch.gold is None:
+            return self.lm_loss(prompt, batch)
+        ranked = (batch.gold >= 0).nonzero().flatten().tolist()
+        if not ranked:
+            return self.lm_loss(prompt, batch)
+        choices, gold = [batch.choices[i] for i in ranked], batch.gold[ranked]
+        scores = self.candidate_logprobs(prompt, [batch.inputs[i] for i in ranked], choices)  # (R, K)
+        lengths = _candidate_lengths(choices, scores.device)
+        rank = F.cross_entropy(scores / lengths if length_normalize else scores, gold.to(scores.device))
+        rest = sorted(set(range(batch.size)) - set(ranked))
+        other = self.lm_loss(prompt, batch.select(rest)) if rest else scores.new_zeros(())
+        if objective == "rank":
+            return (len(ranked) * rank + len(rest) * other) / batch.size
+        # "lm" over all rows = token-weighted mean of the ranked rows' gold log-likelihoods and the rest's.
+        picked = torch.arange(len(ranked), device=scores.device)
+        gold_lp, gold_tokens = scores[picked, gold], lengths[picked, gold]
+        rest_tokens = int((batch.labels[rest] != IGNORE).sum()) if rest else 0
+        lm = (-gold_lp.sum() + other * rest_tokens) / (gold_tokens.sum() + rest_tokens)
+        return rank * len(ranked) / batch.size + lm
+
+    def rank_loss(
+        self,
+        prompt: torch.Tensor,
+        inputs: Sequence[Sequence[int]],
+        candidates: Sequence[Sequence[Sequence[int]]],
+        gold: torch.Tensor,
+        length_normalize: bool = False,
+    ) -> torch.Tensor:
+        """Cross-entropy of the gold candidate `gold[b]` among input b's candidates, each
+        scored by its log-likelihood as rank classification scores it."""
+        scores = self.candidate_logprobs(prompt, inputs, candidates)  # (B, K)
+        if length_normalize:
+            scores = scores / _candidate_lengths(candidates, scores.device)
+        return F.cross_entropy(scores, gold.to(scores.device))
+
+    def lm_loss(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over target tokens of `batch` given `prompt` (P, H)."""
         if not self.fast:
             return self._plain_loss(prompt, batch)
@@ -122,12 +171,23 @@ class PromptedLM:
         Returns:
             For each input, a (sum log-prob, token count) pair per candidate.
         """
+        return _pairs(self.candidate_logprobs(prompt, inputs, candidates, prompt_cache), candidates)
+
+    def candidate_logprobs(
+        self,
+        prompt: torch.Tensor,
+        inputs: Sequence[Sequence[int]],
+        candidates: Sequence[Sequence[Sequence[int]]],
+        prompt_cache=None,
+    ) -> torch.Tensor:
+        """(B, K) sum log-probabilities of each input's candidates, -inf past its K_b;
+        differentiable in `prompt` (pass no `prompt_cache` when training)."""
         if self.lm.is_encoder_decoder:
-            return self._score_seq2seq(prompt, inputs, candidates)
+            return self._candidates_seq2seq(prompt, inputs, candidates)
         if not self.fast:
-            return self._score_plain(prompt, inputs, candidates)
+            return self._candidates_plain(prompt, inputs, candidates)
         cache = prompt_cache if prompt_cache is not None else self.prompt_states(prompt)
-        return self._score_fast(*self._shared_states(cache, prompt.shape[0], len(inputs)), inputs, candidates)
+        return self._candidates_fast(*self._shared_states(cache, prompt.shape[0], len(inputs)), inputs, candidates)
 
     @torch.no_grad()
     def score_rows(
@@ -143,17 +203,17 @@ class PromptedLM:
         `prompt_caches[b]` is `prompt_states(prompts[b])` or None (computed here).
         """
         if not self.fast:
-            return _by_prompt_length(prompts, inputs, candidates, self._score_grouped)
-        return self._score_fast(*self.row_states(prompts, prompt_caches), inputs, candidates)
+            return _pairs(_by_prompt_length(prompts, inputs, candidates, self._candidates_grouped), candidates)
+        return _pairs(self._candidates_fast(*self.row_states(prompts, prompt_caches), inputs, candidates), candidates)
 
-    def _score_grouped(self, prompt: torch.Tensor, inputs, candidates):
+    def _candidates_grouped(self, prompt: torch.Tensor, inputs, candidates):
         """Rows with one prompt each, all of one length: prompt (B, P, H)."""
         if self.lm.is_encoder_decoder:
-            return self._score_seq2seq(prompt, inputs, candidates)
-        return self._score_plain(prompt, inputs, candidates)
+            return self._candidates_seq2seq(prompt, inputs, candidates)
+        return self._candidates_plain(prompt, inputs, candidates)
 
-    def _score_fast(self, cache, prefix: torch.Tensor, plens: torch.Tensor, inputs, candidates):
-        """Rank candidates after a per-row prompt cache.
+    def _candidates_fast(self, cache, prefix: torch.Tensor, plens: torch.Tensor, inputs, candidates) -> torch.Tensor:
+        """Candidate log-likelihoods after a per-row prompt cache: (B, K).
 
         Args:
             cache: B rows of prompt key/values over C cache positions.
@@ -169,24 +229,28 @@ class PromptedLM:
         lengths = mask.sum(1)  # (B,)
         last = hidden[torch.arange(len(inputs), device=device), lengths - 1]  # (B, H)
         first = F.log_softmax(self.logits(last), dim=-1)  # (B, V)
-        scores = [[(first[b, c[0]].item(), len(c)) for c in cands] for b, cands in enumerate(candidates)]
+        rows, ks = _flat_index(candidates, device)
+        flat = [c for cands in candidates for c in cands]
+        totals = first[rows, torch.tensor([c[0] for c in flat], device=device)]  # (N,)
         # Continuations of multi-token candidates, all in one pass from the grown cache.
-        rows = [(b, k) for b, cands in enumerate(candidates) for k, c in enumerate(cands) if len(c) > 1]
-        if not rows:
-            return scores
-        conts = [candidates[b][k] for b, k in rows]
-        feed, feed_mask = pad_right([c[:-1] for c in conts], self.lm.tokenizer.pad_token_id)
-        feed, feed_mask = feed.to(device), feed_mask.to(device)
-        src = torch.tensor([b for b, _ in rows], device=device)
-        full_mask = torch.cat([full[src], feed_mask], dim=1)
-        positions = (plens[src] + lengths[src]).unsqueeze(1) + torch.arange(feed.shape[1], device=device)
-        hidden, _ = self._body(feed, full_mask, select_cache(grown, src), positions)  # (N, L-1, H)
-        for n, (b, k) in enumerate(rows):
-            cont = conts[n]
-            lp = F.log_softmax(self.logits(hidden[n, : len(cont) - 1]), dim=-1)  # (L-1, V)
-            extra = lp.gather(1, torch.tensor(cont[1:], device=device).unsqueeze(1)).sum().item()
-            scores[b][k] = (scores[b][k][0] + extra, len(cont))
-        return scores
+        multi = [n for n, c in enumerate(flat) if len(c) > 1]
+        if multi:
+            conts = [flat[n] for n in multi]
+            feed, feed_mask = pad_right([c[:-1] for c in conts], self.lm.tokenizer.pad_token_id)
+            feed, feed_mask = feed.to(device), feed_mask.to(device)
+            src = rows[multi]
+            full_mask = torch.cat([full[src], feed_mask], dim=1)
+            positions = (plens[src] + lengths[src]).unsqueeze(1) + torch.arange(feed.shape[1], device=device)
+            hidden, _ = self._body(feed, full_mask, select_cache(grown, src), positions)  # (M, L-1, H)
+            # hidden[m, j] predicts token j+1 of continuation m: score every such position at once.
+            targets, valid = pad_right([c[1:] for c in conts], 0)
+            targets, valid = targets.to(device), valid.to(device).bool()
+            lp = F.log_softmax(self.logits(hidden[valid]), dim=-1)  # (tokens, V)
+            token_lp = lp.gather(1, targets[valid].unsqueeze(1)).squeeze(1)
+            owner = torch.arange(len(conts), device=device).unsqueeze(1).expand_as(valid)[valid]
+            extra = torch.zeros(len(conts), device=device, dtype=token_lp.dtype).index_add(0, owner, token_lp)
+            totals = totals.index_add(0, torch.tensor(multi, device=device), extra)
+        return _grid(totals, rows, ks, len(inputs))
 
     # -- per-row prompt caches ------------------------------------------------------------
 
@@ -220,38 +284,40 @@ class PromptedLM:
         prefix = (torch.arange(longest, device=device) < lengths.unsqueeze(1)).long()  # (U, C)
         return select_cache(cat_caches(padded), rows), prefix[rows], lengths[rows]
 
-    def _score_plain(self, prompt, inputs, candidates):
-        flat = [(b, list(inputs[b]), list(c)) for b, cands in enumerate(candidates) for c in cands]
-        ids, mask = pad_right([i + c for _, i, c in flat], self.lm.tokenizer.pad_token_id)
+    def _candidates_plain(self, prompt, inputs, candidates) -> torch.Tensor:
+        """Candidate log-likelihoods with one full forward per (input, candidate) row: (B, K)."""
         device = self.lm.device
+        rows, ks = _flat_index(candidates, device)
+        flat = [(list(inputs[b]), list(c)) for b, cands in enumerate(candidates) for c in cands]
+        ids, mask = pad_right([i + c for i, c in flat], self.lm.tokenizer.pad_token_id)
         plen = prompt.shape[-2]
         if prompt.ndim == 3:  # one prompt per input (B, P, H) -> one per (input, candidate) row
-            prompt = prompt[torch.tensor([b for b, _, _ in flat], device=prompt.device)]
+            prompt = prompt[rows.to(prompt.device)]
         embeds, mask, _ = prepend_prompt(prompt, self.lm.embed(ids.to(device)), mask.to(device))
         logp = F.log_softmax(self.model(inputs_embeds=embeds, attention_mask=mask).logits.float(), dim=-1)
-        scores: list[list[tuple[float, int]]] = [[] for _ in inputs]
-        for n, (b, inp, cand) in enumerate(flat):
-            pos = torch.arange(len(cand), device=device) + plen + len(inp) - 1
-            total = logp[n, pos, torch.tensor(cand, device=device)].sum().item()
-            scores[b].append((total, len(cand)))
-        return scores
+        # Candidate token j of row n is predicted at position plen + len(input) - 1 + j.
+        row_of, pos, tok = [], [], []
+        for n, (inp, cand) in enumerate(flat):
+            row_of += [n] * len(cand)
+            pos += range(plen + len(inp) - 1, plen + len(inp) - 1 + len(cand))
+            tok += cand
+        token_lp = logp[torch.tensor(row_of, device=device), torch.tensor(pos, device=device), torch.tensor(tok, device=device)]
+        totals = torch.zeros(len(flat), device=device, dtype=logp.dtype).index_add(0, torch.tensor(row_of, device=device), token_lp)
+        return _grid(totals, rows, ks, len(inputs))
 
-    def _score_seq2seq(self, prompt, inputs, candidates):
+    def _candidates_seq2seq(self, prompt, inputs, candidates) -> torch.Tensor:
+        """Encoder once per input, decoder once per (input, candidate) row: (B, K)."""
         device = self.lm.device
         ids, mask = pad_right(inputs, self.lm.tokenizer.pad_token_id)
         embeds, mask, _ = prepend_prompt(prompt, self.lm.embed(ids.to(device)), mask.to(device))
         encoded = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        flat = [(b, c) for b, cands in enumerate(candidates) for c in cands]
-        src = torch.tensor([b for b, _ in flat], device=device)
-        labels, _ = pad_right([c for _, c in flat], IGNORE)
+        rows, ks = _flat_index(candidates, device)
+        labels, _ = pad_right([c for cands in candidates for c in cands], IGNORE)
         labels = labels.to(device)
-        out = self.model(encoder_outputs=(encoded[src],), attention_mask=mask[src], labels=labels)
+        out = self.model(encoder_outputs=(encoded[rows],), attention_mask=mask[rows], labels=labels)
         logp = F.log_softmax(out.logits.float(), dim=-1)
         token_lp = logp.gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (labels != IGNORE)
-        scores: list[list[tuple[float, int]]] = [[] for _ in inputs]
-        for n, (b, c) in enumerate(flat):
-            scores[b].append((token_lp[n].sum().item(), len(c)))
-        return scores
+        return _grid(token_lp.sum(1), rows, ks, len(inputs))
 
     # -- generation ---------------------------------------------------------------------
 
@@ -295,7 +361,7 @@ class PromptedLM:
         return self._greedy_fast(*self.row_states(prompts, prompt_caches), ids.to(device), mask.to(device), max_new_tokens)
 
     def _greedy_fast(self, cache, prefix, plens, ids, mask, max_new_tokens: int) -> list[list[int]]:
-        """Greedy decoding after a per-row prompt cache (see `_score_fast` for the arguments)."""
+        """Greedy decoding after a per-row prompt cache (see `_candidates_fast` for the arguments)."""
         full_mask = torch.cat([prefix, mask], dim=1)
         positions = plens.unsqueeze(1) + torch.arange(ids.shape[1], device=ids.device)
         hidden, cache = self._body(ids, full_mask, cache, positions)  # hidden covers the input only
@@ -335,6 +401,29 @@ def _by_prompt_length(prompts, inputs, candidates, run):
         for b, result in zip(rows, run(stacked, [inputs[b] for b in rows], cands)):
             out[b] = result
     return out
+
+
+def _flat_index(candidates, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input row, candidate index) of every candidate, flattened row by row."""
+    pairs = [(b, k) for b, cands in enumerate(candidates) for k in range(len(cands))]
+    return torch.tensor([b for b, _ in pairs], device=device), torch.tensor([k for _, k in pairs], device=device)
+
+
+def _grid(totals: torch.Tensor, rows: torch.Tensor, ks: torch.Tensor, batch: int) -> torch.Tensor:
+    """Flat per-candidate values -> (B, K) with -inf where an input has fewer candidates."""
+    grid = torch.full((batch, int(ks.max()) + 1), -math.inf, device=totals.device, dtype=totals.dtype)
+    return grid.index_put((rows, ks), totals)
+
+
+def _candidate_lengths(candidates, device) -> torch.Tensor:
+    """(B, K) token count of each candidate (1 past an input's K_b, where scores are -inf)."""
+    width = max(len(cands) for cands in candidates)
+    return torch.tensor([[len(c) for c in cands] + [1] * (width - len(cands)) for cands in candidates], device=device)
+
+
+def _pairs(grid, candidates) -> list[list[tuple[float, int]]]:
+    """(B, K) scores (or B rows of K_b) -> per input, (sum log-prob, token count) per candidate."""
+    return [[(v, len(c)) for v, c in zip(row.tolist(), cands)] for row, cands in zip(grid, candidates)]
 
 
 def _until_eos(ids: list[int], eos: int | None) -> list[int]:

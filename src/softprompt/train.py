@@ -41,6 +41,7 @@ from softprompt.spot.mixture import Mixture, mixture_batches
 from softprompt.tasks.base import Example, Task
 
 OPTIMIZERS = ("adafactor", "adamw")
+LOSSES = ("rank", "lm", "rank+lm")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainConfig:
     init_text: str | None = None
     init_from: str | None = None
     optimizer: str = "adafactor"
+    loss: str = "rank+lm"  # rank: cross-entropy over the labels as evaluation ranks them; lm: over the vocabulary
     lr: float = 0.3
     weight_decay: float = 1e-5
     warmup_steps: int = 0
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ConfigError("--warmup-steps and --weight-decay must not be negative")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"--loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
         if self.init not in (*INITS, "auto"):
             raise ConfigError(f"--init {self.init!r}: expected auto or one of {', '.join(INITS)}")
         if self.embed_step is not None and self.embed_step > self.steps:
@@ -223,7 +227,7 @@ def train(
         loss_sum = 0.0
         for _ in range(cfg.grad_accum):
             batch = enc.collate([encoded[i] for i in next(stream)]).to(lm.device)
-            loss = plm.loss(prompt, batch) / cfg.grad_accum
+            loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize) / cfg.grad_accum
             loss.backward()
             loss_sum += loss.item()
             seen += batch.size
