@@ -97,12 +97,12 @@ class Encoder:
     def encode(self, task: Task, example: Example) -> Encoded:
         generative = not task.is_classification and example.choices is None
         target = task.target_text(example)
-        encoded = Encoded(self.input_ids(task.format(example)), self.target_ids(target, eos=generative))
+        input_ids, target_ids = self.input_ids(task.format(example)), self.target_ids(target, eos=generative)
         if generative:
-            return encoded
+            return Encoded(input_ids, target_ids)
         words = task.candidates(example)
         gold = words.index(target) if target in words else -1  # e.g. a ReCoRD answer spelt unlike its entity
-        return Encoded(encoded.input_ids, encoded.target_ids, tuple(self.target_ids(w) for w in words), gold)
+        return Encoded(input_ids, target_ids, tuple(self.target_ids(w) for w in words), gold)
 
     def collate(self, rows: Sequence[Encoded]) -> Batch:
         pad = self.tokenizer.pad_token_id

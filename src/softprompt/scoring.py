@@ -97,17 +97,14 @@ class PromptedLM:
         ranked = (batch.gold >= 0).nonzero().flatten().tolist()
         if not ranked:
             return self.lm_loss(prompt, batch)
-        choices, gold = [batch.choices[i] for i in ranked], batch.gold[ranked]
-        scores = self.candidate_logprobs(prompt, [batch.inputs[i] for i in ranked], choices)  # (R, K)
-        lengths = _candidate_lengths(choices, scores.device)
-        rank = F.cross_entropy(scores / lengths if length_normalize else scores, gold.to(scores.device))
+        rank, gold_lp, gold_tokens = self._rank_terms(
+            prompt, [batch.inputs[i] for i in ranked], [batch.choices[i] for i in ranked], batch.gold[ranked], length_normalize
+        )
         rest = sorted(set(range(batch.size)) - set(ranked))
-        other = self.lm_loss(prompt, batch.select(rest)) if rest else scores.new_zeros(())
+        other = self.lm_loss(prompt, batch.select(rest)) if rest else rank.new_zeros(())
         if objective == "rank":
             return (len(ranked) * rank + len(rest) * other) / batch.size
         # "lm" over all rows = token-weighted mean of the ranked rows' gold log-likelihoods and the rest's.
-        picked = torch.arange(len(ranked), device=scores.device)
-        gold_lp, gold_tokens = scores[picked, gold], lengths[picked, gold]
         rest_tokens = int((batch.labels[rest] != IGNORE).sum()) if rest else 0
         lm = (-gold_lp.sum() + other * rest_tokens) / (gold_tokens.sum() + rest_tokens)
         return rank * len(ranked) / batch.size + lm
@@ -122,10 +119,17 @@ class PromptedLM:
     ) -> torch.Tensor:
         """Cross-entropy of the gold candidate `gold[b]` among input b's candidates, each
         scored by its log-likelihood as rank classification scores it."""
+        return self._rank_terms(prompt, inputs, candidates, gold, length_normalize)[0]
+
+    def _rank_terms(self, prompt, inputs, candidates, gold: torch.Tensor, length_normalize: bool):
+        """`rank_loss`, plus each input's gold candidate log-likelihood and token count
+        (its "lm" terms), from one scoring pass."""
         scores = self.candidate_logprobs(prompt, inputs, candidates)  # (B, K)
-        if length_normalize:
-            scores = scores / _candidate_lengths(candidates, scores.device)
-        return F.cross_entropy(scores, gold.to(scores.device))
+        lengths = _candidate_lengths(candidates, scores.device)
+        gold = gold.to(scores.device)
+        rank = F.cross_entropy(scores / lengths if length_normalize else scores, gold)
+        picked = torch.arange(len(inputs), device=scores.device)
+        return rank, scores[picked, gold], lengths[picked, gold]
 
     def lm_loss(self, prompt: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy over target tokens of `batch` given `prompt` (P, H)."""
@@ -301,8 +305,9 @@ class PromptedLM:
             row_of += [n] * len(cand)
             pos += range(plen + len(inp) - 1, plen + len(inp) - 1 + len(cand))
             tok += cand
-        token_lp = logp[torch.tensor(row_of, device=device), torch.tensor(pos, device=device), torch.tensor(tok, device=device)]
-        totals = torch.zeros(len(flat), device=device, dtype=logp.dtype).index_add(0, torch.tensor(row_of, device=device), token_lp)
+        row_of = torch.tensor(row_of, device=device)
+        token_lp = logp[row_of, torch.tensor(pos, device=device), torch.tensor(tok, device=device)]
+        totals = torch.zeros(len(flat), device=device, dtype=logp.dtype).index_add(0, row_of, token_lp)
         return _grid(totals, rows, ks, len(inputs))
 
     def _candidates_seq2seq(self, prompt, inputs, candidates) -> torch.Tensor:
@@ -423,7 +428,8 @@ def _candidate_lengths(candidates, device) -> torch.Tensor:
 
 def _pairs(grid, candidates) -> list[list[tuple[float, int]]]:
     """(B, K) scores (or B rows of K_b) -> per input, (sum log-prob, token count) per candidate."""
-    return [[(v, len(c)) for v, c in zip(row.tolist(), cands)] for row, cands in zip(grid, candidates)]
+    values = grid.tolist() if torch.is_tensor(grid) else [row.tolist() for row in grid]  # one transfer
+    return [[(v, len(c)) for v, c in zip(row, cands)] for row, cands in zip(values, candidates)]
 
 
 def _until_eos(ids: list[int], eos: int | None) -> list[int]:
