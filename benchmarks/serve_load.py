@@ -33,14 +33,16 @@ from pathlib import Path
 import httpx
 import torch
 
-from softprompt.evaluate import combine_predictions, predict
+from softprompt.ensemble import combine_predictions
+from softprompt.evaluate import predict
 from softprompt.io import SavedPrompt, load_prompt, save_prompt
 from softprompt.models.loading import load_model
 from softprompt.prompt import make_prompt
 from softprompt.scoring import PromptedLM
-from softprompt.serve.library import make_example, task_for
+from softprompt.serve.library import make_example
+from softprompt.tasks import saved_task
 from softprompt.tasks import get_task
-from softprompt.train import _task_meta
+
 
 PROMPTS = {  # name: (task, init, seed)
     "sst2-vocab": ("sst2", "vocab", 0),
@@ -56,7 +58,7 @@ def build_library(lm, root: Path, length: int) -> None:
     for name, (task_name, init, seed) in PROMPTS.items():
         task = get_task(task_name)
         prompt = make_prompt(length, init, emb, lm.tokenizer, seed=seed, labels=list(task.verbalizer.values()))
-        save_prompt(root / name, SavedPrompt(prompt.weight.detach(), lm.identity, _task_meta(task), init=init))
+        save_prompt(root / name, SavedPrompt(prompt, lm.identity, task.meta(), init=init))
     (root / "ensembles.json").write_text(json.dumps(ENSEMBLES))
 
 
@@ -80,7 +82,7 @@ def offline_answers(lm, root: Path, requests) -> list[str]:
     answers: dict[str, dict[int, tuple[str, list[float]]]] = {}  # prompt -> request index -> (label, scores)
     for prompt in PROMPTS:
         saved = load_prompt(root / prompt)
-        task = task_for(saved)
+        task = saved_task(saved.task)
         idx = [i for i, (name, _) in enumerate(requests) if prompt in members[name]]
         preds, scores = predict(plm, saved.weight, task, [make_example(task, requests[i][1]) for i in idx], batch_size=32)
         answers[prompt] = {i: (p, s) for i, p, s in zip(idx, preds, scores)}
@@ -89,7 +91,7 @@ def offline_answers(lm, root: Path, requests) -> list[str]:
         if name not in ENSEMBLES:
             out.append(answers[name][i][0])
             continue
-        task = task_for(load_prompt(root / members[name][0]))
+        task = saved_task(load_prompt(root / members[name][0]).task)
         outputs = [([answers[m][i][0]], [answers[m][i][1]]) for m in members[name]]
         preds, _ = combine_predictions(task, [make_example(task, fields)], outputs, ENSEMBLES[name]["combine"])
         out.append(preds[0])

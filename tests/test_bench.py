@@ -11,7 +11,7 @@ import pytest
 import softprompt.bench.suite as suite
 import softprompt.cli as cli
 from conftest import tiny_llama, toy_task
-from softprompt.bench.crosstask import task_for_prompt
+from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.suite import BenchConfig, Job, eval_sample, plan_tasks, resolve_suite, run_bench
 from softprompt.bench.table import build_table, render_markdown
 from softprompt.errors import ConfigError, DataError

@@ -14,7 +14,7 @@ from conftest import tiny_llama, tiny_t5
 from softprompt import io as sp_io
 from softprompt.combine import prepend_prompt
 from softprompt.errors import ConfigError, ModelError
-from softprompt.io import SavedPrompt, check_model, export_peft, import_peft, load_prompt, save_prompt
+from softprompt.io import SavedPrompt, export_peft, import_peft, load_prompt, save_prompt
 from softprompt.scoring import PromptedLM
 
 peft = pytest.importorskip("peft")
@@ -109,9 +109,9 @@ def test_failed_first_write_leaves_nothing(llama, tmp_path, monkeypatch):
 
 def test_prompt_fits_the_model_it_was_saved_for(llama, tmp_path):
     save_prompt(tmp_path / "p", make_saved(llama))
-    check_model(load_prompt(tmp_path / "p"), llama.identity, "p")
+    llama.identity.check_compatible(load_prompt(tmp_path / "p").model, "p")
     # The fingerprint rounds to bf16, so the same model loaded in bf16 accepts it too.
-    check_model(load_prompt(tmp_path / "p"), tiny_llama(dtype=torch.bfloat16).identity, "p")
+    tiny_llama(dtype=torch.bfloat16).identity.check_compatible(load_prompt(tmp_path / "p").model, "p")
 
 
 def test_other_embeddings_are_refused_with_one_line(llama, tmp_path):
@@ -119,7 +119,7 @@ def test_other_embeddings_are_refused_with_one_line(llama, tmp_path):
     other = tiny_llama(seed=1)
     assert other.identity.fingerprint != llama.identity.fingerprint
     with pytest.raises(ModelError) as err:
-        check_model(load_prompt(tmp_path / "p"), other.identity, str(tmp_path / "p"))
+        other.identity.check_compatible(load_prompt(tmp_path / "p").model, str(tmp_path / "p"))
     msg = str(err.value)
     assert "\n" not in msg
     assert str(tmp_path / "p") in msg and "different embeddings" in msg
@@ -130,7 +130,7 @@ def test_other_hidden_size_is_refused_with_one_line(llama, tmp_path):
     save_prompt(tmp_path / "p", make_saved(llama))
     wide = tiny_llama(hidden_size=64)
     with pytest.raises(ModelError) as err:
-        check_model(load_prompt(tmp_path / "p"), wide.identity, "p")
+        wide.identity.check_compatible(load_prompt(tmp_path / "p").model, "p")
     assert "\n" not in str(err.value)
     assert "hidden size 32" in str(err.value) and "hidden size 64" in str(err.value)
 

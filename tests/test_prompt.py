@@ -1,4 +1,4 @@
-"""prompt.py: the SoftPrompt module and each initialiser of Lester et al. §2.1."""
+"""prompt.py: each initialiser of Lester et al. §2.1."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from conftest import WORDS
 from softprompt.errors import ConfigError
-from softprompt.prompt import TOP_TOKENS, SoftPrompt, _common_token_ids, make_prompt
+from softprompt.prompt import TOP_TOKENS, _common_token_ids, make_prompt
 
 
 @pytest.fixture
@@ -24,23 +24,18 @@ def _row_ids(prompt: torch.Tensor, emb: torch.Tensor) -> list[int | None]:
     return out
 
 
-def test_soft_prompt_is_one_fp32_parameter():
-    sp = SoftPrompt(torch.ones(3, 8, dtype=torch.bfloat16))
-    assert sp.length == 3
-    assert sp.weight.dtype == torch.float32 and sp.weight.requires_grad
-    assert [p.shape for p in sp.parameters()] == [torch.Size([3, 8])]
-    assert sp() is sp.weight
-    with pytest.raises(ConfigError, match="length, hidden"):
-        SoftPrompt(torch.ones(2, 3, 4))
+def test_a_prompt_is_a_fresh_fp32_matrix(llama, emb):
+    p = make_prompt(3, "file", emb, llama.tokenizer, weight=torch.ones(3, 32, dtype=torch.bfloat16))
+    assert p.shape == (3, 32) and p.dtype == torch.float32 and not p.requires_grad
 
 
 def test_uniform_is_in_half_interval_and_seeded(llama, emb):
-    p = make_prompt(50, "uniform", emb, llama.tokenizer, seed=3).weight
+    p = make_prompt(50, "uniform", emb, llama.tokenizer, seed=3)
     assert p.shape == (50, 32)
     assert p.min() >= -0.5 and p.max() <= 0.5
     assert p.std() > 0.2  # actually spread over the interval (uniform std is 0.29)
-    assert torch.equal(p, make_prompt(50, "uniform", emb, llama.tokenizer, seed=3).weight)
-    assert not torch.equal(p, make_prompt(50, "uniform", emb, llama.tokenizer, seed=4).weight)
+    assert torch.equal(p, make_prompt(50, "uniform", emb, llama.tokenizer, seed=3))
+    assert not torch.equal(p, make_prompt(50, "uniform", emb, llama.tokenizer, seed=4))
 
 
 def test_common_token_ids_skip_special_tokens(llama):
@@ -62,7 +57,7 @@ def test_common_token_ids_keep_only_the_first_5000(llama):
 
 
 def test_vocab_rows_are_distinct_embedding_rows_of_ordinary_tokens(llama, emb):
-    p = make_prompt(10, "vocab", emb, llama.tokenizer, seed=0).weight
+    p = make_prompt(10, "vocab", emb, llama.tokenizer, seed=0)
     ids = _row_ids(p, emb)
     assert None not in ids
     assert all(i >= 3 for i in ids)  # never a special token
@@ -70,7 +65,7 @@ def test_vocab_rows_are_distinct_embedding_rows_of_ordinary_tokens(llama, emb):
 
 
 def test_vocab_longer_than_vocabulary_samples_with_replacement(llama, emb):
-    p = make_prompt(100, "vocab", emb, llama.tokenizer, seed=0).weight
+    p = make_prompt(100, "vocab", emb, llama.tokenizer, seed=0)
     ids = _row_ids(p, emb)
     assert None not in ids and all(i >= 3 for i in ids)
     assert p.shape == (100, 32)
@@ -78,7 +73,7 @@ def test_vocab_longer_than_vocabulary_samples_with_replacement(llama, emb):
 
 def test_labels_rows_are_label_embeddings_then_vocab(llama, emb):
     # "great" is one token; "ok" is two ("o", "k"): its row is their mean.
-    p = make_prompt(6, "labels", emb, llama.tokenizer, labels=["great", "ok", " awful "], seed=1).weight
+    p = make_prompt(6, "labels", emb, llama.tokenizer, labels=["great", "ok", " awful "], seed=1)
     assert torch.equal(p[0], emb[WORDS.index("great")])
     assert torch.allclose(p[1], (emb[WORDS.index("o")] + emb[WORDS.index("k")]) / 2)
     assert not torch.equal(p[1], emb[WORDS.index("o")])
@@ -88,28 +83,28 @@ def test_labels_rows_are_label_embeddings_then_vocab(llama, emb):
 
 
 def test_labels_more_labels_than_positions_keeps_the_first(llama, emb):
-    p = make_prompt(1, "labels", emb, llama.tokenizer, labels=["yes", "no", "maybe"]).weight
+    p = make_prompt(1, "labels", emb, llama.tokenizer, labels=["yes", "no", "maybe"])
     assert p.shape == (1, 32)
     assert torch.equal(p[0], emb[WORDS.index("yes")])
 
 
 def test_text_repeats_its_tokens_to_fill(llama, emb):
-    p = make_prompt(5, "text", emb, llama.tokenizer, text="great movie").weight
+    p = make_prompt(5, "text", emb, llama.tokenizer, text="great movie")
     expected = [WORDS.index(w) for w in ["great", "movie", "great", "movie", "great"]]
     assert torch.equal(p, emb[expected])
-    short = make_prompt(1, "text", emb, llama.tokenizer, text="great movie").weight
+    short = make_prompt(1, "text", emb, llama.tokenizer, text="great movie")
     assert torch.equal(short, emb[[WORDS.index("great")]])
 
 
 def test_file_truncates_a_longer_prompt(llama, emb):
     saved = torch.randn(6, 32)
-    p = make_prompt(4, "file", emb, llama.tokenizer, weight=saved).weight
+    p = make_prompt(4, "file", emb, llama.tokenizer, weight=saved)
     assert torch.equal(p, saved[:4])
 
 
 def test_file_extends_a_shorter_prompt_with_vocab_rows(llama, emb):
     saved = torch.randn(2, 32)
-    p = make_prompt(5, "file", emb, llama.tokenizer, weight=saved).weight
+    p = make_prompt(5, "file", emb, llama.tokenizer, weight=saved)
     assert p.shape == (5, 32)
     assert torch.equal(p[:2], saved)
     rest = _row_ids(p[2:], emb)
@@ -121,13 +116,13 @@ def test_prompt_does_not_alias_its_source(llama, emb):
     before = saved.clone()
     p = make_prompt(3, "file", emb, llama.tokenizer, weight=saved)
     with torch.no_grad():
-        p.weight.add_(1.0)
+        p.add_(1.0)
     assert torch.equal(saved, before)
     table = llama.model.get_input_embeddings().weight
     table_before = table.detach().clone()
     t = make_prompt(2, "text", table.detach(), llama.tokenizer, text="great")
     with torch.no_grad():
-        t.weight.zero_()
+        t.zero_()
     assert torch.equal(table, table_before)
 
 

@@ -16,12 +16,14 @@ import torch
 from conftest import learnable_llama, run_cli, tiny_llama, tiny_t5, toy_rows, write_csv
 
 import softprompt.cli as cli
-from softprompt.evaluate import combine_predictions, predict
+from softprompt.ensemble import combine_predictions
+from softprompt.evaluate import predict
 from softprompt.io import SavedPrompt, load_prompt, save_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.serve.app import BackgroundServer, create_app
 from softprompt.serve.client import Client, ServerError
-from softprompt.serve.library import make_example, task_for
+from softprompt.serve.library import make_example
+from softprompt.tasks import saved_task
 from softprompt.serve.scheduler import split_by_length
 
 TOY = {"name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"}, "metrics": ["accuracy"]}
@@ -115,7 +117,7 @@ def server(lm, library):
 def offline(lm, library, name, texts, max_new_tokens=None):
     """`evaluate.predict` with prompt `name` from the library folder, one call for all texts."""
     saved = load_prompt(library / name)
-    task = task_for(saved)
+    task = saved_task(saved.task)
     preds, scores = predict(PromptedLM(lm), saved.weight, task, [make_example(task, t) for t in texts], batch_size=5)
     return task, preds, scores
 
@@ -151,7 +153,7 @@ def test_many_inputs_in_one_request_and_length_normalisation(server, lm, library
     reply = http.post("/classify", json={"task": "yn", "inputs": TEXTS[:8], "length_normalize": True})
     assert reply.status_code == 200, reply.text
     saved = load_prompt(library / "yn")
-    task = task_for(saved)
+    task = saved_task(saved.task)
     preds, scores = predict(PromptedLM(lm), saved.weight, task, [make_example(task, t) for t in TEXTS[:8]], length_normalize=True)
     results = reply.json()["results"]
     assert [r["label"] for r in results] == preds
@@ -171,7 +173,7 @@ def test_ensembles_equal_offline_combination(server, lm, library, request_body, 
     body = reply.json()
     assert body["prompts"] == ["toy-a", "toy-b", "toy-c"] and body["combine"] == method
     outputs = [offline(lm, library, name, TEXTS[:8])[1:] for name in body["prompts"]]
-    task = task_for(load_prompt(library / "toy-a"))
+    task = saved_task(load_prompt(library / "toy-a").task)
     preds, probs = combine_predictions(task, [make_example(task, t) for t in TEXTS[:8]], outputs, method)
     assert [r["label"] for r in body["results"]] == preds
     for r, p, i in zip(body["results"], probs, range(8)):

@@ -19,7 +19,8 @@ from softprompt.io import load_prompt
 from softprompt.spot import library
 from softprompt.spot.matrix import MatrixReport
 from softprompt.tasks.metrics import average_ranks, pearson_r, spearman_r
-from softprompt.spot.mixture import Mixture, mixing_rates, mixture_batches
+from softprompt.batching import mixture_batches
+from softprompt.tasks.mixture import Mixture, mixing_rates
 from softprompt.spot.similarity import avg_cosine, per_token_cosine, rank
 from softprompt.spot.transfer import TransferReport
 from softprompt.tasks.base import Task, register
@@ -192,13 +193,13 @@ def test_library_add_list_remove(source_run, tmp_path, capsys):
     assert meta["model"]["name"] == "tiny-llama-0" and "accuracy" in meta["metrics"]
     code, _, _ = run_cli(capsys, "library", "add", source_run / "best", "--library", lib, "--name", "bare")
     assert code == 0
-    assert list(library.iter_prompts(lib)) == [("bare", lib / "bare/best"), ("spot_a", lib / "spot_a/best")]
+    assert [(e.name, e.prompt_dir) for e in library.entries(lib)] == [("bare", lib / "bare/best"), ("spot_a", lib / "spot_a/best")]
     assert library.get(lib, "bare").embedding_dir == lib / "bare/best"  # no embedding/: best/ stands in
     code, out, _ = run_cli(capsys, "library", "list", "--library", lib)
     assert code == 0 and [l.split()[0] for l in out.splitlines()] == ["bare", "spot_a"]
     assert "embedding@2" in out and "no embedding" in out
     code, out, _ = run_cli(capsys, "library", "remove", "bare", "--library", lib)
-    assert code == 0 and [n for n, _ in library.iter_prompts(lib)] == ["spot_a"]
+    assert code == 0 and [e.name for e in library.entries(lib)] == ["spot_a"]
 
 
 def test_library_bad_input_is_one_line(source_run, tmp_path, capsys):
@@ -215,7 +216,7 @@ def test_library_bad_input_is_one_line(source_run, tmp_path, capsys):
     one_line_error(code, err, "nope", "spot_a")
     code, _, err = run_cli(capsys, "library", "list", "--library", tmp_path / "missing")
     one_line_error(code, err, "missing")
-    assert list(library.iter_prompts(tmp_path / "missing")) == []
+    assert library.entries(tmp_path / "missing", must_exist=False) == []
 
 
 # -- transfer -----------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def test_transfer_matrix_writes_heatmap_tables_and_fills_the_library(model, tmp_
     assert all(oracle["score"] >= r["score"] - 1e-9 for r in report["retrieval"][2:])
     md = (out / "matrix.md").read_text()
     assert "Spearman" in md and "best of top-1" in md and md.strip() in text
-    assert [n for n, _ in library.iter_prompts(lib)] == ["spot_a", "spot_a+spot_yes", "spot_yes"]
+    assert [e.name for e in library.entries(lib)] == ["spot_a", "spot_a+spot_yes", "spot_yes"]
     assert load_prompt(lib / "spot_a+spot_yes/best").task["mixture"][1]["name"] == "spot_yes"
     # Again into a new folder: every source comes from the library, none is retrained.
     code, _, err = run_cli(capsys, *args[:-len(TINY) - 4], "--out", tmp_path / "grid2", "--seeds", "0", *TINY)

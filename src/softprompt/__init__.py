@@ -14,14 +14,14 @@ from softprompt.evaluate import Evaluation, evaluate, predict
 from softprompt.inspect import nearest_tokens
 from softprompt.io import SavedPrompt, export_peft, import_peft, load_prompt, save_prompt
 from softprompt.models import LoadedModel, ModelIdentity, load_model
-from softprompt.prompt import SoftPrompt, make_prompt
+from softprompt.prompt import make_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.tasks import Example, Task, get_task, task_names, user_task
 from softprompt.train import TrainConfig, TrainResult, train
 
 __all__ = [
     "ConfigError", "DataError", "Evaluation", "Example", "LoadedModel", "ModelError", "ModelIdentity",
-    "PromptedLM", "SavedPrompt", "SoftPrompt", "SoftPromptError", "Task", "TrainConfig", "TrainResult",
+    "PromptedLM", "SavedPrompt", "SoftPromptError", "Task", "TrainConfig", "TrainResult",
     "evaluate", "export_peft", "get_task", "import_peft", "load_model", "load_prompt", "make_prompt",
     "nearest_tokens", "predict", "prepend_prompt", "save_prompt", "task_names", "train", "user_task",
 ]

@@ -162,3 +162,30 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Every index once, in batches of similar length (for evaluation)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def mixture_batches(
+    lengths: Sequence[Sequence[int]], cap: int | None, batch_size: int, rng: random.Random, bucket_batches: int = 32
+) -> Iterator[list[int]]:
+    """An endless stream of batches of indices into the concatenation of the tasks' examples.
+
+    Args:
+        lengths: Per task, the token length of each of its examples (for bucketing).
+        cap: K; None or a cap no task reaches gives plain concatenation (every example once
+            per epoch), exactly `bucketed_batches` over all examples.
+    """
+    offsets = [sum(len(l) for l in lengths[:i]) for i in range(len(lengths))]
+    flat = [n for task_lengths in lengths for n in task_lengths]
+    if cap is None or all(len(l) <= cap for l in lengths):
+        yield from bucketed_batches(flat, batch_size, rng, bucket_batches)
+        return
+    while True:  # one round: min(n_i, K) examples of each task
+        chosen = [off + j for off, task_lengths in zip(offsets, lengths)
+                  for j in rng.sample(range(len(task_lengths)), min(cap, len(task_lengths)))]
+        rng.shuffle(chosen)
+        pool = batch_size * bucket_batches
+        for start in range(0, len(chosen), pool):
+            chunk = sorted(chosen[start : start + pool], key=lambda i: flat[i])
+            batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+            rng.shuffle(batches)
+            yield from (b for b in batches if len(b) == batch_size or len(chosen) < batch_size)

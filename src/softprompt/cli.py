@@ -48,19 +48,16 @@ def _task(task, train_file, dev_file, text_field, label_field, labels, template)
 def _prompt_task(saved, task, dev_file=None, text_field=None, label_field="label", labels=None, template=None):
     """The task to use a saved prompt on: --task, else the one it was trained on. A task from
     the user's files defaults to the template and label words saved with the prompt."""
-    from softprompt.tasks import get_task, parse_label_words, task_names, user_task
-    from softprompt.tasks.base import task_from_meta
+    from softprompt.tasks import get_task, parse_label_words, saved_task, user_task
 
     meta = saved.task or {}
-    name = task or meta.get("name")
     if dev_file:
         if not text_field:
             text_field = [f for f in _template_fields(template or meta.get("template", ""))]
         verbalizer = parse_label_words(labels) if labels else meta.get("verbalizer")
-        return user_task(name or "custom", {"dev": dev_file}, text_field, label_field, verbalizer, template or meta.get("template"))
-    if task or (name and name.lower() in task_names()):
-        return get_task(name)
-    return task_from_meta(meta)
+        name = task or meta.get("name") or "custom"
+        return user_task(name, {"dev": dev_file}, text_field, label_field, verbalizer, template or meta.get("template"))
+    return get_task(task) if task else saved_task(meta)
 
 
 def _template_fields(template: str) -> list[str]:
@@ -71,7 +68,7 @@ def _template_fields(template: str) -> list[str]:
 
 def _train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template):
     """--task for training: one task, or a comma list of built-in tasks trained as one mixture."""
-    from softprompt.spot.mixture import parse_tasks
+    from softprompt.tasks.mixture import parse_tasks
 
     if task and "," in task:
         if train_file or dev_file:
@@ -165,7 +162,7 @@ def eval_(
     Several --prompt: each prompt, their average and their ensembles (mean probability, vote)."""
     import random
 
-    from softprompt.bench.crosstask import task_for_prompt
+    from softprompt.tasks.crosstask import task_for_prompt
     from softprompt.evaluate import evaluate
     from softprompt.scoring import PromptedLM
 
@@ -241,7 +238,7 @@ def export_peft(
     """Write a prompt as a PEFT prompt-tuning adapter (adapter_config.json + adapter_model.safetensors)."""
     from softprompt.io import export_peft as run_export
     from softprompt.io import load_prompt
-    from softprompt.train import resolve_prompt_dir
+    from softprompt.io import resolve_prompt_dir
 
     saved = load_prompt(resolve_prompt_dir(prompt))
     task_type = "SEQ_2_SEQ_LM" if "ConditionalGeneration" in saved.model.architecture else "CAUSAL_LM"
@@ -261,13 +258,12 @@ def import_peft(
     from softprompt.io import import_peft as run_import
     from softprompt.io import save_prompt
     from softprompt.tasks import get_task
-    from softprompt.train import _task_meta
 
     lm = _load(model, precision)
     saved = run_import(adapter, lm.identity)
     lm.identity.check_compatible(saved.model, f"adapter {adapter}")
     if task:
-        saved.task = _task_meta(get_task(task))
+        saved.task = get_task(task).meta()
     save_prompt(out, saved)
     typer.echo(f"wrote prompt to {out}")
 
@@ -287,8 +283,8 @@ def _eval_ensemble(prompts, task, split, model, precision, batch_size, max_eval,
     """`eval` with several prompts: each one, their average, and their ensembles."""
     import random
 
-    from softprompt.bench.crosstask import task_for_prompt
-    from softprompt.evaluate import evaluate_ensemble
+    from softprompt.tasks.crosstask import task_for_prompt
+    from softprompt.ensemble import evaluate_ensemble
     from softprompt.scoring import PromptedLM
 
     first, lm = _prompt_and_model(prompts[0], model, precision)
@@ -326,8 +322,7 @@ def _eval_ensemble(prompts, task, split, model, precision, batch_size, max_eval,
 def _prompt_for(prompt: Path, lm):
     """A further prompt for the loaded model `lm` (refused if made for another model)."""
     from softprompt.io import import_peft as run_import
-    from softprompt.io import load_prompt
-    from softprompt.train import resolve_prompt_dir
+    from softprompt.io import load_prompt, resolve_prompt_dir
 
     path = resolve_prompt_dir(prompt)
     saved = load_prompt(path)
@@ -359,8 +354,7 @@ def _predict_remote(server, task, prompt, input, api_key):
 
 def _prompt_and_model(prompt: Path, model, precision):
     from softprompt.io import import_peft as run_import
-    from softprompt.io import load_prompt
-    from softprompt.train import resolve_prompt_dir
+    from softprompt.io import load_prompt, resolve_prompt_dir
 
     path = resolve_prompt_dir(prompt)
     saved = load_prompt(path)

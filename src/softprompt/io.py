@@ -4,7 +4,10 @@ A saved prompt is a folder:
   prompt.safetensors   {"prompt": (P, H) float32}
   prompt.json          everything needed to use it again (model identity, task,
                        template, verbalizer, init, training settings, dev metrics)
-A checkpoint folder adds optimizer.safetensors + trainer.json so training can resume.
+A checkpoint folder (`save_checkpoint`) holds prompt/ (the raw prompt),
+optimizer.safetensors (optimizer tensors and the prompt average) and trainer.json
+(counters, optimizer scalars, param groups, schedule) so training can resume.
+A training output folder stands for its best prompt (`resolve_prompt_dir`).
 Only safetensors and JSON are ever read. Every folder is written to a temporary sibling
 and renamed into place, so a crash never leaves a half-written or overwritten prompt.
 """
@@ -97,6 +100,12 @@ def read_json(path: Path) -> dict:
         raise ConfigError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
+def resolve_prompt_dir(path: Path) -> Path:
+    """A training output folder stands for its best prompt (OUT/best); any other folder for itself."""
+    path = Path(path)
+    return path / "best" if (path / "best").is_dir() else path
+
+
 def save_prompt(path: Path, prompt: SavedPrompt) -> Path:
     """Save `prompt` as a folder at `path` (atomically)."""
 
@@ -147,9 +156,68 @@ def _load_tensor(path: Path, key: str) -> torch.Tensor:
     return weight
 
 
-def check_model(prompt: SavedPrompt, identity: ModelIdentity, where: str) -> None:
-    """Refuse to use a prompt saved for another model."""
-    identity.check_compatible(prompt.model, f"prompt {where}")
+# -- training checkpoints ----------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """The state a training run resumes from.
+
+    Attributes:
+        prompt: The raw (not averaged) prompt and its metadata.
+        optimizer: `torch.optim.Optimizer.state_dict()` (tensors on the CPU after loading).
+        schedule: The lr scheduler's `state_dict()`.
+        counters: step, best_score, best_step, evals_since_best.
+        average: The prompt average (P, H), or None when training keeps none.
+    """
+
+    prompt: SavedPrompt
+    optimizer: dict
+    schedule: dict
+    counters: dict
+    average: torch.Tensor | None = None
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
+    """Write `checkpoint` as a folder at `path` (atomically): tensors as safetensors, the rest JSON."""
+    tensors, scalars = {}, {}
+    if checkpoint.average is not None:
+        tensors["average"] = checkpoint.average.detach().cpu().contiguous()
+    for pid, slots in checkpoint.optimizer["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+
+    def write(tmp: Path) -> None:
+        save_prompt(tmp / "prompt", checkpoint.prompt)
+        save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
+        write_json(tmp / "trainer.json", {
+            **checkpoint.counters, "optimizer_scalars": scalars,
+            "param_groups": checkpoint.optimizer["param_groups"], "schedule": checkpoint.schedule,
+        })
+
+    return atomic_dir(Path(path), write)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a folder written by `save_checkpoint`."""
+    path = Path(path)
+    meta = read_json(path / "trainer.json")
+    tensors = load_file(path / "optimizer.safetensors")
+    average = tensors.pop("average", None)
+    state: dict = {}
+    for key, value in tensors.items():
+        if key != "_empty":
+            pid, name = key.split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["optimizer_scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    counters = {k: meta[k] for k in ("step", "best_score", "best_step", "evals_since_best")}
+    return Checkpoint(load_prompt(path / "prompt"), {"state": state, "param_groups": meta["param_groups"]},
+                      meta["schedule"], counters, average)
 
 
 # -- PEFT interop ---------------------------------------------------------------------

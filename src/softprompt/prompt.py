@@ -12,33 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from softprompt.errors import ConfigError
 
 INITS = ("vocab", "uniform", "labels", "text", "file")
 TOP_TOKENS = 5000
-
-
-class SoftPrompt(nn.Module):
-    """P learned vectors of the model's width, trained in fp32.
-
-    Attributes:
-        weight: (P, H) prompt embeddings.
-    """
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        if weight.ndim != 2:
-            raise ConfigError(f"a prompt is a (length, hidden) matrix, got shape {tuple(weight.shape)}")
-        self.weight = nn.Parameter(weight.detach().to(torch.float32).clone())
-
-    @property
-    def length(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(self) -> torch.Tensor:
-        return self.weight
 
 
 def _common_token_ids(tokenizer, count: int = TOP_TOKENS) -> torch.Tensor:
@@ -92,8 +70,9 @@ def make_prompt(
     labels: Sequence[str] = (),
     text: str | None = None,
     weight: torch.Tensor | None = None,
-) -> SoftPrompt:
-    """A new prompt of `length` tokens initialised by `init` (one of `INITS`).
+) -> torch.Tensor:
+    """A new (length, H) float32 prompt initialised by `init` (one of `INITS`); a fresh
+    tensor that shares no storage with `embeddings` or `weight`.
 
     Args:
         embeddings: (V, H) input embedding matrix of the frozen model.
@@ -125,4 +104,4 @@ def make_prompt(
         w = weight[:length] if weight.shape[0] >= length else torch.cat([weight, init_vocab(length - weight.shape[0], emb, tokenizer, g)])
     else:
         raise ConfigError(f"--init {init!r}: expected one of {', '.join(INITS)}")
-    return SoftPrompt(w)
+    return w.detach().to(torch.float32).clone()

@@ -26,18 +26,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from softprompt.batching import Encoder
+from softprompt.batching import Encoder, mixture_batches
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
-from softprompt.io import SavedPrompt, atomic_dir, load_prompt, read_json, save_prompt, write_json
+from softprompt.io import (
+    Checkpoint, SavedPrompt, load_checkpoint, load_prompt, resolve_prompt_dir, save_checkpoint, save_prompt,
+)
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve
 from softprompt.prompt import INITS, make_prompt
 from softprompt.scoring import PromptedLM
-from softprompt.spot.mixture import Mixture, mixture_batches
+from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
 
 OPTIMIZERS = ("adafactor", "adamw")
@@ -146,16 +147,11 @@ def initial_prompt(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig) -> t
         weight = source.weight
     emb = lm.model.get_input_embeddings()
     scale = float(getattr(emb, "embed_scale", 1.0))  # Gemma scales embeddings by sqrt(H)
-    prompt = make_prompt(
+    weight = make_prompt(
         cfg.prompt_length, init, emb.weight.detach().float() * scale, lm.tokenizer, seed=cfg.seed,
         labels=list(task.verbalizer.values()) if labelled else (), text=cfg.init_text, weight=weight,
     )
-    return prompt.weight, init
-
-
-def resolve_prompt_dir(path: Path) -> Path:
-    """A training output folder stands for its best prompt."""
-    return path / "best" if (path / "best").is_dir() else path
+    return weight, init
 
 
 def check_trainable(lm: LoadedModel, prompt: torch.nn.Parameter) -> None:
@@ -199,7 +195,9 @@ def train(
     average = PromptAverage(prompt, cfg.ema) if cfg.ema else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
-        start, best_score, best_step, evals_since_best = _restore(out_dir / "checkpoint", prompt, optimizer, schedule, average)
+        start, best_score, best_step, evals_since_best = _restore(
+            out_dir / "checkpoint", prompt, optimizer, schedule, average
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1)
 
@@ -208,7 +206,7 @@ def train(
 
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
-            weight=weight.cpu().clone(), model=lm.identity, task=_task_meta(task), init=init,
+            weight=weight.cpu().clone(), model=lm.identity, task=task.meta(), init=init,
             training={**asdict(cfg), "init": init, "train_examples": n_train, "dev_examples": n_dev},
             metrics=metrics,
         )
@@ -252,8 +250,12 @@ def train(
                 save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}, kept()))
             else:
                 evals_since_best += 1
-            _checkpoint(out_dir / "checkpoint", snapshot(metrics, prompt.detach()), optimizer, schedule, step, best_score,
-                        best_step, evals_since_best, average)
+            counters = {"step": step, "best_score": best_score, "best_step": best_step,
+                        "evals_since_best": evals_since_best}
+            save_checkpoint(out_dir / "checkpoint", Checkpoint(
+                snapshot(metrics, prompt.detach()), optimizer.state_dict(), schedule.state_dict(), counters,
+                average.value if average is not None else None,
+            ))
             if cfg.patience and evals_since_best >= cfg.patience:
                 bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
                 break
@@ -293,18 +295,6 @@ def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig) ->
     return metrics, sum(r.examples for r in results)
 
 
-def _task_meta(task: Task | Mixture) -> dict:
-    if isinstance(task, Mixture):
-        return task.meta()
-    return {
-        "name": task.name,
-        "template": task.template,
-        "verbalizer": dict(task.verbalizer) if task.verbalizer else None,
-        "metrics": list(task.metrics),
-        "description": task.description,
-    }
-
-
 class _Log:
     """Append-only JSONL log; on resume, lines after the checkpoint's step are dropped."""
 
@@ -321,56 +311,23 @@ class _Log:
             handle.write(json.dumps(record) + "\n")
 
 
-def _checkpoint(path, prompt: SavedPrompt, optimizer, schedule, step, best_score, best_step, evals_since_best,
-                average: PromptAverage | None) -> None:
-    """Latest training state: the raw prompt, optimizer tensors and the prompt average
-    (safetensors), counters (JSON)."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    if average is not None:
-        tensors["average"] = average.value.cpu().contiguous()
-    for pid, slots in state["state"].items():
-        for name, value in slots.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{name}"] = value
-
-    def write(tmp: Path) -> None:
-        save_prompt(tmp / "prompt", prompt)
-        save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
-        write_json(tmp / "trainer.json", {
-            "step": step, "best_score": best_score, "best_step": best_step, "evals_since_best": evals_since_best,
-            "optimizer_scalars": scalars, "param_groups": state["param_groups"], "schedule": schedule.state_dict(),
-        })
-
-    atomic_dir(path, write)
-
-
 def _restore(path: Path, prompt, optimizer, schedule, average: PromptAverage | None) -> tuple[int, float, int, int]:
-    meta = read_json(path / "trainer.json")
-    saved = load_prompt(path / "prompt").weight
+    """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run."""
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.prompt.weight
     if saved.shape != prompt.shape:
         raise ConfigError(
             f"{path}: checkpoint prompt is {saved.shape[0]}x{saved.shape[1]}, this run's is "
             f"{prompt.shape[0]}x{prompt.shape[1]} (resume with the same --prompt-length and model)"
         )
-    with torch.no_grad():
-        prompt.copy_(saved.to(prompt.device))
-    state: dict = {}
-    tensors = load_file(path / "optimizer.safetensors")
-    if (average is not None) != ("average" in tensors):
+    if (average is not None) != (checkpoint.average is not None):
         raise ConfigError(f"{path}: checkpoint was {'not ' if average is not None else ''}made with a prompt average "
                           "(resume with the --ema of the interrupted run)")
-    if average is not None:
-        average.value.copy_(tensors.pop("average").to(prompt.device))
-    for key, value in tensors.items():
-        if key != "_empty":
-            pid, name = key.split(".", 1)
-            state.setdefault(int(pid), {})[name] = value.to(prompt.device)
-    for key, value in meta["optimizer_scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    schedule.load_state_dict(meta["schedule"])
-    return meta["step"], meta["best_score"], meta["best_step"], meta["evals_since_best"]
+    with torch.no_grad():
+        prompt.copy_(saved.to(prompt.device))
+        if average is not None:
+            average.value.copy_(checkpoint.average.to(prompt.device))
+    optimizer.load_state_dict(checkpoint.optimizer)
+    schedule.load_state_dict(checkpoint.schedule)
+    c = checkpoint.counters
+    return c["step"], c["best_score"], c["best_step"], c["evals_since_best"]

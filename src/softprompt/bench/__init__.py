@@ -3,12 +3,10 @@ the prompt of their source task, and report a paper-style table (JSON, Markdown,
 
     suite.py     which tasks a run holds, training / reusing / evaluating each one
     table.py     per-task scores, multi-metric and over-seed averages, Markdown and bar chart
-    crosstask.py using a prompt on a task it was not trained on (label words mapped by label name)
     cli.py       `softprompt bench`
 """
 
-from softprompt.bench.crosstask import task_for_prompt
 from softprompt.bench.suite import BenchConfig, plan_tasks, resolve_suite, run_bench
 from softprompt.bench.table import build_table, render_markdown
 
-__all__ = ["BenchConfig", "build_table", "plan_tasks", "render_markdown", "resolve_suite", "run_bench", "task_for_prompt"]
+__all__ = ["BenchConfig", "build_table", "plan_tasks", "render_markdown", "resolve_suite", "run_bench"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from softprompt.bench.crosstask import task_for_prompt
+from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate

@@ -26,7 +26,8 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, model_validator
 
 from softprompt.batching import Encoder
-from softprompt.evaluate import combine_members, rank, softmax
+from softprompt.ensemble import combine_members, softmax
+from softprompt.evaluate import rank
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
 from softprompt.serve import API_KEY_HEADER

@@ -54,11 +54,10 @@ def serve(
 
 def library_model(library: Path) -> str | None:
     """The model the library's prompts were trained on (the first that names one), else None."""
-    from softprompt.io import META_FILE, read_json
-    from softprompt.serve.library import _prompt_dir
+    from softprompt.io import META_FILE, read_json, resolve_prompt_dir
 
     for entry in sorted(library.iterdir()):
-        meta = _prompt_dir(entry) / META_FILE
+        meta = resolve_prompt_dir(entry) / META_FILE
         if meta.is_file():
             try:
                 name = read_json(meta).get("model", {}).get("name")

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import ENSEMBLE_METHODS
-from softprompt.io import META_FILE, PROMPT_FILE, SavedPrompt, import_peft, load_prompt
+from softprompt.ensemble import ENSEMBLE_METHODS
+from softprompt.io import META_FILE, PROMPT_FILE, SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
 from softprompt.models.identity import ModelIdentity
-from softprompt.tasks.base import Example, Task
+from softprompt.tasks.base import Example, Task, saved_task
 
 log = logging.getLogger("softprompt.serve")
 
@@ -79,22 +79,6 @@ class Scan:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def task_for(saved: SavedPrompt) -> Task:
-    """The task a saved prompt serves, found as `softprompt predict` finds it: a built-in
-    task by its recorded name, else the template and label words saved with the prompt."""
-    from softprompt.tasks import get_task, task_names
-    from softprompt.tasks.base import task_from_meta
-
-    name = (saved.task or {}).get("name")
-    if name and name.lower() in task_names():
-        return get_task(name)
-    return task_from_meta(saved.task or {})
-
-
-def _prompt_dir(entry: Path) -> Path:
-    return entry / "best" if (entry / "best").is_dir() else entry
-
-
 def _stamp(folder: Path) -> tuple:
     """Cheap change marker of a prompt folder: (size, mtime) of its files."""
     out = []
@@ -121,7 +105,7 @@ def scan_library(
     for entry in sorted(Path(root).iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
-        folder = _prompt_dir(entry)
+        folder = resolve_prompt_dir(entry)
         stamp = _stamp(folder)
         if entry.name in known and known[entry.name].stamp == stamp:
             scan.prompts[entry.name] = known[entry.name]
@@ -142,7 +126,7 @@ def _load(name: str, folder: Path, stamp: tuple, identity: ModelIdentity, device
     if saved.model.fingerprint == "unknown":  # a PEFT adapter: adopt the model after a width check
         saved = import_peft(folder, identity)
     identity.check_compatible(saved.model, f"prompt {folder}")
-    return ServedPrompt(name, folder, saved, task_for(saved), saved.weight.to(device), stamp)
+    return ServedPrompt(name, folder, saved, saved_task(saved.task), saved.weight.to(device), stamp)
 
 
 def read_ensembles(path: Path, prompts: dict[str, ServedPrompt]) -> tuple[dict[str, Ensemble], dict[str, str]]:
@@ -211,7 +195,7 @@ class Library:
             ensembles = (st.st_size, st.st_mtime_ns)
         except OSError:
             ensembles = None
-        return tuple((name, _stamp(_prompt_dir(self.root / name))) for name in entries) + (ensembles,)
+        return tuple((name, _stamp(resolve_prompt_dir(self.root / name))) for name in entries) + (ensembles,)
 
     def refresh(self) -> bool:
         """Rescan if anything changed; True if it did."""

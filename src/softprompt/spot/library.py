@@ -14,7 +14,7 @@ Layout (one subfolder per entry; nothing else is read):
 
 Entries are written to a temporary sibling and renamed into place, so a reader (a serving
 worker, `softprompt similar`) never sees half an entry; folders starting with "." are
-temporary and skipped. `iter_prompts(library)` is all a reader needs.
+temporary and skipped. `entries(library)` is all a reader needs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +54,6 @@ class Entry:
     @property
     def model(self) -> ModelIdentity:
         return ModelIdentity.from_dict(self.meta["model"])
-
-
-def iter_prompts(library_dir: Path) -> Iterator[tuple[str, Path]]:
-    """(name, prompt folder) of every entry, by name. A missing library yields nothing."""
-    for entry in entries(library_dir, must_exist=False):
-        yield entry.name, entry.prompt_dir
 
 
 def entries(library_dir: Path, must_exist: bool = True) -> list[Entry]:

@@ -26,7 +26,7 @@ from softprompt.io import load_prompt, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
-from softprompt.spot.mixture import Mixture
+from softprompt.tasks.mixture import Mixture
 from softprompt.spot.transfer import (
     DEFAULT_EMBED_STEP, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
 )

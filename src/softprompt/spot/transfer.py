@@ -21,12 +21,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from softprompt.errors import ConfigError
-from softprompt.io import load_prompt, read_json, write_json
+from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
-from softprompt.spot.mixture import Mixture
+from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
-from softprompt.train import TrainConfig, resolve_prompt_dir, train
+from softprompt.train import TrainConfig, train
 
 DEFAULT_EMBED_STEP = 10  # fixed, not a fraction of --steps, so runs of any length give comparable embeddings
 BASELINE = "baseline"

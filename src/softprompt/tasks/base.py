@@ -123,6 +123,16 @@ class Task:
                 f"{self.name!r} (expected one of {', '.join(self.verbalizer)})"
             ) from None
 
+    def meta(self) -> dict:
+        """What a prompt trained on this task records as its task (`task_from_meta` reads it)."""
+        return {
+            "name": self.name,
+            "template": self.template,
+            "verbalizer": dict(self.verbalizer) if self.verbalizer else None,
+            "metrics": list(self.metrics),
+            "description": self.description,
+        }
+
     def load(self, split: str) -> list[Example]:
         if split not in self.splits:
             raise ConfigError(
@@ -178,3 +188,12 @@ def task_from_meta(meta: Mapping) -> Task:
         metrics=tuple(meta.get("metrics") or ("accuracy",)), loader=no_data, splits=(),
         description=meta.get("description", ""),
     )
+
+
+def saved_task(meta: Mapping | None) -> Task:
+    """The task a saved prompt means: a built-in task by its recorded name, else the
+    template and label words recorded with the prompt (`task_from_meta`)."""
+    name = (meta or {}).get("name")
+    if name and name.lower() in _REGISTRY:
+        return get_task(name)
+    return task_from_meta(meta or {})

@@ -6,16 +6,15 @@ mixed *examples-proportionally with a cap K* (Raffel et al. 2020 §3.5.2, the mi
 uses): task i is drawn at rate min(n_i, K) / sum_j min(n_j, K), so a huge task cannot
 drown the others. The stream is built in rounds: each round takes min(n_i, K) examples of
 task i (a fresh seeded sample without replacement for capped tasks, all of them
-otherwise), shuffles, and cuts length-bucketed batches as `bucketed_batches` does.
+otherwise), shuffles, and cuts length-bucketed batches as `bucketed_batches` does (the
+stream itself is `batching.mixture_batches`: tasks know nothing of tokens).
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from softprompt.batching import bucketed_batches
 from softprompt.errors import ConfigError
 from softprompt.tasks.base import Task
 
@@ -66,7 +65,7 @@ class Mixture:
 
 def parse_tasks(spec: str, cap: int | None = None) -> Task | Mixture:
     """`--task` value: one task name, or a comma list naming a mixture."""
-    from softprompt.tasks import get_task
+    from softprompt.tasks.base import get_task
 
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if len(names) == 1:
@@ -81,30 +80,3 @@ def mixing_rates(sizes: Sequence[int], cap: int | None) -> list[float]:
     if total == 0:
         raise ConfigError("a mixture needs training examples")
     return [c / total for c in counted]
-
-
-def mixture_batches(
-    lengths: Sequence[Sequence[int]], cap: int | None, batch_size: int, rng: random.Random, bucket_batches: int = 32
-) -> Iterator[list[int]]:
-    """An endless stream of batches of indices into the concatenation of the tasks' examples.
-
-    Args:
-        lengths: Per task, the token length of each of its examples (for bucketing).
-        cap: K; None or a cap no task reaches gives plain concatenation (every example once
-            per epoch), exactly `bucketed_batches` over all examples.
-    """
-    offsets = [sum(len(l) for l in lengths[:i]) for i in range(len(lengths))]
-    flat = [n for task_lengths in lengths for n in task_lengths]
-    if cap is None or all(len(l) <= cap for l in lengths):
-        yield from bucketed_batches(flat, batch_size, rng, bucket_batches)
-        return
-    while True:  # one round: min(n_i, K) examples of each task
-        chosen = [off + j for off, task_lengths in zip(offsets, lengths)
-                  for j in rng.sample(range(len(task_lengths)), min(cap, len(task_lengths)))]
-        rng.shuffle(chosen)
-        pool = batch_size * bucket_batches
-        for start in range(0, len(chosen), pool):
-            chunk = sorted(chosen[start : start + pool], key=lambda i: flat[i])
-            batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-            rng.shuffle(batches)
-            yield from (b for b in batches if len(b) == batch_size or len(chosen) < batch_size)
