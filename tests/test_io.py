@@ -104,6 +104,118 @@ def test_failed_first_write_leaves_nothing(llama, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_crash_between_the_two_renames_loses_nothing(llama, tmp_path, monkeypatch):
+    """Killed after the old folder moved aside and before the new one moved in: the next
+    load puts the last complete version back, and the next save still works."""
+    first = make_saved(llama, seed=0)
+    save_prompt(tmp_path / "p", first)
+    real_replace = sp_io.os.replace
+
+    def crash_moving_in(src, dst):
+        if str(dst) == str(tmp_path / "p"):
+            raise KeyboardInterrupt  # stands for the kill
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sp_io.os, "replace", crash_moving_in)
+    with pytest.raises(KeyboardInterrupt):
+        save_prompt(tmp_path / "p", make_saved(llama, seed=1))
+    monkeypatch.setattr(sp_io.os, "replace", real_replace)
+    assert not (tmp_path / "p").exists() and any(p.name.startswith(".p.old-") for p in tmp_path.iterdir())
+    assert torch.equal(load_prompt(tmp_path / "p").weight, first.weight)
+    second = make_saved(llama, seed=2)
+    save_prompt(tmp_path / "p", second)
+    assert torch.equal(load_prompt(tmp_path / "p").weight, second.weight)
+    assert [p.name for p in tmp_path.iterdir()] == ["p"]
+
+
+def test_a_stale_old_folder_does_not_block_saving(llama, tmp_path):
+    save_prompt(tmp_path / "p", make_saved(llama, seed=0))
+    for name in (".p.old-12345", f".p.old-{__import__('os').getpid()}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "prompt.json").write_text("{}")
+    new = make_saved(llama, seed=1)
+    save_prompt(tmp_path / "p", new)
+    assert torch.equal(load_prompt(tmp_path / "p").weight, new.weight)
+    assert [p.name for p in tmp_path.iterdir()] == ["p"]
+
+
+def test_write_json_replaces_the_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    sp_io.write_json(path, {"a": 1})
+    monkeypatch.setattr(sp_io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        sp_io.write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def _tamper(folder, **changes):
+    meta = json.loads((folder / "prompt.json").read_text())
+    meta.update(changes)
+    (folder / "prompt.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"task": ["not", "a", "dict"]}, "'task' must be a JSON object"),
+    ({"metrics": 3}, "'metrics' must be a JSON object"),
+    ({"model": "tiny"}, "malformed 'model'"),
+    ({"prompt_length": 9}, "prompt_length 9"),
+    ({"hidden_size": 64}, "hidden_size 64"),
+])
+def test_a_tampered_prompt_json_is_one_line(llama, tmp_path, change, needle):
+    save_prompt(tmp_path / "p", make_saved(llama))
+    _tamper(tmp_path / "p", **change)
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_prompt(tmp_path / "p")
+    assert "\n" not in str(err.value)
+
+
+def test_non_utf8_or_non_object_prompt_json_is_one_line(llama, tmp_path):
+    save_prompt(tmp_path / "p", make_saved(llama))
+    (tmp_path / "p/prompt.json").write_bytes(b"\xff\xfe{\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_prompt(tmp_path / "p")
+    (tmp_path / "p/prompt.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        load_prompt(tmp_path / "p")
+
+
+def test_a_byte_order_mark_is_read(llama, tmp_path):
+    saved = make_saved(llama)
+    save_prompt(tmp_path / "p", saved)
+    text = (tmp_path / "p/prompt.json").read_text()
+    (tmp_path / "p/prompt.json").write_text("\ufeff" + text, encoding="utf-8")
+    assert torch.equal(load_prompt(tmp_path / "p").weight, saved.weight)
+
+
+@pytest.mark.parametrize(("weight", "needle"), [
+    (torch.full((4, 32), float("nan")), "non-finite"),
+    (torch.tensor([[1.0] * 32, [float("inf")] * 32]), "non-finite"),
+    (torch.zeros(0, 32), "at least 1"),
+    (torch.zeros(4, 16), "width 16"),
+])
+def test_bad_prompt_tensors_are_refused(llama, tmp_path, weight, needle):
+    save_prompt(tmp_path / "p", make_saved(llama))
+    save_file({"prompt": weight}, tmp_path / "p/prompt.safetensors")
+    meta = json.loads((tmp_path / "p/prompt.json").read_text())
+    meta.update(prompt_length=weight.shape[0], hidden_size=weight.shape[1])
+    (tmp_path / "p/prompt.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_prompt(tmp_path / "p")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("tokens", ["4", 2.5, 0, 99, True])
+def test_peft_adapter_with_bad_num_virtual_tokens_is_one_line(llama, tmp_path, tokens):
+    export_peft(make_saved(llama), tmp_path / "a")
+    config = json.loads((tmp_path / "a/adapter_config.json").read_text())
+    config["num_virtual_tokens"] = tokens
+    (tmp_path / "a/adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="num_virtual_tokens") as err:
+        import_peft(tmp_path / "a")
+    assert "\n" not in str(err.value)
+
+
 # -- model checks ------------------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import write_csv, write_jsonl
@@ -165,3 +167,38 @@ def test_parse_label_words():
 def test_parse_label_words_needs_two_labels(spec):
     with pytest.raises(ConfigError, match="--labels"):
         parse_label_words(spec)
+
+
+@pytest.mark.parametrize("spec", ["1=good,2=good", "a=yes,b=no,c=yes"])
+def test_two_labels_with_one_word_are_refused(spec):
+    with pytest.raises(ConfigError, match="given to two labels"):
+        parse_label_words(spec)
+
+
+@pytest.mark.parametrize(("template", "needle"), [
+    ("review: {} verdict:", "positional field {}"),
+    ("review: {0} verdict:", "positional field {0}"),
+    ("review: {sentence verdict:", "unmatched '{'"),
+    ("review: sentence} verdict:", "Single '}'"),
+])
+def test_template_typos_are_one_line(tmp_path, template, needle):
+    path = write_csv(tmp_path / "t.csv", ROWS)
+    with pytest.raises(ConfigError, match=re.escape(needle)) as err:
+        make(path, template=template)
+    assert "\n" not in str(err.value) and template in str(err.value)
+
+
+def test_files_with_a_byte_order_mark_are_read(tmp_path):
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("\ufeffsentence,label\na great movie,1\nan awful movie,0\n", encoding="utf-8")
+    assert [e.fields["sentence"] for e in make(csv_path).load("train")] == ["a great movie", "an awful movie"]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('\ufeff{"sentence": "great", "label": "1"}\n{"sentence": "awful", "label": "0"}\n', encoding="utf-8")
+    assert [e.target for e in make(jsonl).load("train")] == ["1", "0"]
+
+
+def test_an_empty_input_is_refused_with_file_and_line(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [("a great movie", "1"), ("  ", "0")])
+    with pytest.raises(DataError) as err:
+        make(path, template="{sentence}").load("train")
+    assert "empty input" in assert_one_line_at(err, path, 3)

@@ -65,39 +65,114 @@ class SavedPrompt:
 
 
 def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder via `write(tmp)` then move it to `target` in one rename.
+    """Write a folder via `write(tmp)` then swap it in for `target`.
 
-    An existing `target` is replaced only after the new folder is complete.
+    The new folder is complete and fsynced before anything is renamed, and an existing
+    `target` is moved aside (to a name unique to this swap) only then. A crash between the
+    two renames leaves the previous folder at `.NAME.old-*`; the next `atomic_dir` or
+    `recover_dir` on `target` puts it back (or removes it once `target` exists again).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         write(tmp)
+        _fsync_tree(tmp)
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, old)  # onto an empty folder: allowed by rename(2)
             os.replace(tmp, target)
+            _fsync_dir(target.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+            _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
 
 
+def recover_dir(target: Path) -> None:
+    """Undo what a crash inside `atomic_dir` left beside `target`: half-written `.NAME.tmp-*`
+    folders are removed; a `.NAME.old-*` folder is the last complete version, put back when
+    `target` is missing and removed otherwise."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for leftover in sorted(target.parent.glob(f".{target.name}.old-*")):
+        if not target.exists() and any(leftover.iterdir()):
+            os.replace(leftover, target)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Replace the file at `path` with `text` in one rename, after an fsync: a reader or a
+    crash sees the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Write `data` as JSON at `path`, atomically (see `atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from `path` (a byte-order mark is allowed); anything else is one ConfigError line."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def resolve_prompt_dir(path: Path) -> Path:
@@ -120,16 +195,29 @@ def load_prompt(path: Path) -> SavedPrompt:
     """Load a prompt folder written by `save_prompt` (or a PEFT adapter folder)."""
     path = Path(path)
     if not path.exists():
+        recover_dir(path)  # a crash between atomic_dir's two renames left the last version aside
+    if not path.exists():
         raise ConfigError(f"{path}: prompt folder not found")
     if (path / "adapter_config.json").exists() and not (path / META_FILE).exists():
         return import_peft(path)
     meta = read_json(path / META_FILE)
     weight = _load_tensor(path / PROMPT_FILE, "prompt")
     known = {"format_version", "model", "hidden_size", "prompt_length", "task", "init", "training", "metrics"}
+    where = path / META_FILE
     try:
         model = ModelIdentity.from_dict(meta["model"])
-    except (KeyError, TypeError):
-        raise ConfigError(f"{path / META_FILE}: missing or malformed 'model' entry") from None
+    except (KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{where}: missing or malformed 'model' entry") from None
+    for key, kind in (("task", dict), ("training", dict), ("metrics", dict), ("init", str)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise ConfigError(f"{where}: '{key}' must be a JSON {'object' if kind is dict else 'string'}")
+    for key, size in (("prompt_length", weight.shape[0]), ("hidden_size", weight.shape[1])):
+        if key in meta and meta[key] != size:
+            raise ConfigError(f"{path / PROMPT_FILE}: prompt is {weight.shape[0]}x{weight.shape[1]}, "
+                              f"but {META_FILE} records {key} {meta[key]!r}")
+    if weight.shape[1] != model.hidden_size:
+        raise ConfigError(f"{path / PROMPT_FILE}: prompt width {weight.shape[1]} != the model's hidden size "
+                          f"{model.hidden_size} recorded in {META_FILE}")
     return SavedPrompt(
         weight=weight,
         model=model,
@@ -151,8 +239,11 @@ def _load_tensor(path: Path, key: str) -> torch.Tensor:
     if key not in tensors:
         raise ConfigError(f"{path}: no tensor named {key!r} (found {', '.join(tensors) or 'none'})")
     weight = tensors[key].float()
-    if weight.ndim != 2:
-        raise ConfigError(f"{path}: {key!r} must be (length, hidden), found shape {tuple(weight.shape)}")
+    if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
+        raise ConfigError(f"{path}: {key!r} must be (length, hidden) with both at least 1, "
+                          f"found shape {tuple(weight.shape)}")
+    if not torch.isfinite(weight).all():
+        raise ConfigError(f"{path}: {key!r} holds non-finite values (NaN or inf)")
     return weight
 
 
@@ -264,10 +355,17 @@ def import_peft(path: Path, identity: ModelIdentity | None = None) -> SavedPromp
     if config.get("peft_type") != "PROMPT_TUNING":
         raise ConfigError(f"{path / 'adapter_config.json'}: peft_type is {config.get('peft_type')!r}, expected 'PROMPT_TUNING'")
     weight = _load_tensor(path / "adapter_model.safetensors", "prompt_embeddings")
-    weight = weight[: int(config.get("num_virtual_tokens", weight.shape[0]))]  # encoder prompt
+    tokens = config.get("num_virtual_tokens", weight.shape[0])
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= weight.shape[0]:
+        raise ConfigError(f"{path / 'adapter_config.json'}: num_virtual_tokens must be an integer from 1 to "
+                          f"{weight.shape[0]} (the stored prompt's rows), got {tokens!r}")
+    weight = weight[:tokens]  # the encoder prompt
     if (path / META_FILE).exists():
         meta = read_json(path / META_FILE)
-        model = ModelIdentity.from_dict(meta["model"])
+        try:
+            model = ModelIdentity.from_dict(meta["model"])
+        except (KeyError, TypeError, AttributeError):
+            raise ConfigError(f"{path / META_FILE}: missing or malformed 'model' entry") from None
         task = meta.get("task", {})
     else:
         name = config.get("base_model_name_or_path") or "unknown"

@@ -26,9 +26,23 @@ def save_figure(fig, out_path: Path, dpi: int = 100) -> Path:
     return out_path
 
 
+def read_log(log_path: Path) -> list[dict]:
+    """The records of a JSONL training log. A line that is not a JSON object (the torn last
+    line of a killed run) is skipped."""
+    records = []
+    for line in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
+
+
 def plot_curve(log_path: Path, out_path: Path, metric: str) -> Path:
     """Training loss (left axis) and dev `metric` (right axis) against step, as PNG."""
-    records = [json.loads(l) for l in Path(log_path).read_text().splitlines() if l.strip()]
+    records = read_log(log_path)
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], 100 * r["eval"][metric]) for r in records if "eval" in r and metric in r["eval"]]
     plt = pyplot()

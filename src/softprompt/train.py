@@ -32,10 +32,10 @@ from softprompt.batching import Encoder, mixture_batches
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
-    Checkpoint, SavedPrompt, load_checkpoint, load_prompt, resolve_prompt_dir, save_checkpoint, save_prompt,
+    Checkpoint, SavedPrompt, atomic_write_text, load_checkpoint, load_prompt, resolve_prompt_dir, save_checkpoint, save_prompt,
 )
 from softprompt.models.loading import LoadedModel
-from softprompt.plots import plot_curve
+from softprompt.plots import plot_curve, read_log
 from softprompt.prompt import INITS, make_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
@@ -301,8 +301,8 @@ class _Log:
     def __init__(self, path: Path, keep_until: int) -> None:
         self.path = path
         if keep_until >= 0 and path.exists():
-            lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= keep_until]
-            path.write_text("".join(l + "\n" for l in lines))
+            kept = [r for r in read_log(path) if r["step"] <= keep_until]  # a torn last line is dropped
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         elif keep_until < 0:
             path.write_text("")
 

@@ -75,9 +75,17 @@ class Task:
     template_fields: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
-        names = tuple(
-            f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None
-        )
+        try:
+            names = tuple(f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None)
+        except ValueError as err:  # "Single '}' encountered", "expected '}' before end of string"
+            raise ConfigError(f"task {self.name!r}: template {self.template!r}: {err} (write {{{{ }}}} for a literal brace)") from None
+        positional = [f for f in names if f == "" or f.isdigit()]
+        if positional:
+            raise ConfigError(
+                f"task {self.name!r}: template {self.template!r} has a positional field {{{positional[0]}}}: "
+                "name the data field, e.g. {text}"
+            )
+        names = tuple(dict.fromkeys(n.split(".")[0].split("[")[0] for n in names))
         if not names:
             raise ConfigError(f"task {self.name!r}: template {self.template!r} names no field")
         object.__setattr__(self, "template_fields", names)

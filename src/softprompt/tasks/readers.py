@@ -56,8 +56,8 @@ def _open_text(path: Path):
         raise DataError(f"{path}: file not found")
     try:
         if path.suffix == ".gz":
-            return gzip.open(path, "rt", encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")
+            return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+        return open(path, encoding="utf-8-sig", newline="")
     except OSError as err:
         raise DataError(f"{path}: cannot open ({err.strerror or err})") from None
 

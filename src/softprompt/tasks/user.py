@@ -13,10 +13,17 @@ from softprompt.tasks.readers import read_rows
 def parse_label_words(spec: str) -> dict[str, str]:
     """"0=negative,1=positive" -> {"0": "negative", "1": "positive"}; "neg,pos" maps each to itself."""
     pairs = [p.strip() for p in spec.split(",") if p.strip()]
-    verbalizer = {}
+    verbalizer: dict[str, str] = {}
     for pair in pairs:
         label, _, words = pair.partition("=")
-        verbalizer[label.strip()] = (words or label).strip()
+        label, words = label.strip(), (words or label).strip()
+        if not label or not words:
+            raise ConfigError(f"--labels {spec!r}: {pair!r} has an empty label or label word")
+        if label in verbalizer:
+            raise ConfigError(f"--labels {spec!r}: label {label!r} is given twice")
+        if words in verbalizer.values():
+            raise ConfigError(f"--labels {spec!r}: label word {words!r} is given to two labels (one would be unreachable)")
+        verbalizer[label] = words
     if len(verbalizer) < 2:
         raise ConfigError(f"--labels {spec!r}: expected at least two labels like '0=negative,1=positive'")
     return verbalizer
@@ -59,6 +66,8 @@ def user_task(
                     f"({', '.join(verbalizer)})"
                 )
             fields = {f: str(row[f]) for f in text_fields}
+            if not any(v.strip() for v in fields.values()):
+                raise DataError(f"{where}: empty input (field(s) {', '.join(text_fields)} hold no text)")
             examples.append(Example(fields, label, source=where))
         if not examples:
             raise DataError(f"{path}: no examples")
