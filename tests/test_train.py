@@ -135,6 +135,29 @@ def test_resume_skips_a_torn_last_log_line(tmp_path):
     assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize(("change", "flag"), [
+    ({"seed": 1}, "--seed"), ({"batch_size": 2}, "--batch-size"), ({"grad_accum": 2}, "--grad-accum"),
+    ({"loss": "lm"}, "--loss"), ({"lr": 0.1}, "--lr"), ({"max_train": 20}, "--max-train"),
+])
+def test_resume_with_another_training_setting_is_refused(tmp_path, change, flag):
+    settings = dict(batch_size=4, prompt_length=4)
+    train(tiny_llama(), toy_task(), TrainConfig(steps=1, **settings), tmp_path / "out", progress=False)
+    before = (tmp_path / "out/checkpoint/trainer.json").read_bytes()
+    with pytest.raises(ConfigError, match=flag) as err:
+        train(tiny_llama(), toy_task(), TrainConfig(steps=2, **{**settings, **change}), tmp_path / "out",
+              resume=True, progress=False)
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "out/checkpoint/trainer.json").read_bytes() == before
+
+
+def test_resume_with_other_training_data_is_refused(tmp_path):
+    cfg = TrainConfig(steps=1, batch_size=4, prompt_length=4)
+    train(tiny_llama(), toy_task(n_train=40), cfg, tmp_path / "out", progress=False)
+    with pytest.raises(ConfigError, match="training data"):
+        train(tiny_llama(), toy_task(n_train=24), TrainConfig(steps=2, batch_size=4, prompt_length=4),
+              tmp_path / "out", resume=True, progress=False)
+
+
 def test_resume_with_another_prompt_length_is_a_config_error(tmp_path):
     train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="prompt"):

@@ -195,8 +195,9 @@ def train(
     average = PromptAverage(prompt, cfg.ema) if cfg.ema else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
+        run = {**asdict(cfg), "task": task.name, "train_examples": n_train}
         start, best_score, best_step, evals_since_best = _restore(
-            out_dir / "checkpoint", prompt, optimizer, schedule, average
+            out_dir / "checkpoint", prompt, optimizer, schedule, average, run
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1)
@@ -207,7 +208,8 @@ def train(
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
             weight=weight.cpu().clone(), model=lm.identity, task=task.meta(), init=init,
-            training={**asdict(cfg), "init": init, "train_examples": n_train, "dev_examples": n_dev},
+            training={**asdict(cfg), "init": init, "requested_init": cfg.init, "train_examples": n_train,
+                      "dev_examples": n_dev},
             metrics=metrics,
         )
 
@@ -311,9 +313,28 @@ class _Log:
             handle.write(json.dumps(record) + "\n")
 
 
-def _restore(path: Path, prompt, optimizer, schedule, average: PromptAverage | None) -> tuple[int, float, int, int]:
-    """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run."""
+# Settings that shape the training trajectory: a resumed run must use the interrupted run's.
+# (--steps may grow; evaluation settings may change.)
+RESUME_MUST_MATCH = (
+    "task", "seed", "batch_size", "grad_accum", "loss", "optimizer", "lr", "weight_decay", "warmup_steps",
+    "max_train", "max_input_tokens", "length_normalize", "init", "init_text", "init_from", "train_examples",
+)
+
+
+def _restore(path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict) -> tuple[int, float, int, int]:
+    """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run,
+    after checking that `run` (this run's settings) matches the interrupted run's."""
     checkpoint = load_checkpoint(path)
+    saved_run = {**checkpoint.prompt.training, "task": (checkpoint.prompt.task or {}).get("name")}
+    if "requested_init" in saved_run:  # "init" itself is the resolved one (auto -> labels)
+        saved_run["init"] = saved_run["requested_init"]
+    else:
+        saved_run.pop("init", None)
+    for key in RESUME_MUST_MATCH:
+        if key in saved_run and saved_run[key] != run.get(key):
+            flag = {"task": "--task", "train_examples": "training data"}.get(key, "--" + key.replace("_", "-"))
+            raise ConfigError(f"{path}: the interrupted run used {flag} {saved_run[key]!r}, this one {run.get(key)!r} "
+                              f"(resume with the same setting, or start a new --out)")
     saved = checkpoint.prompt.weight
     if saved.shape != prompt.shape:
         raise ConfigError(
