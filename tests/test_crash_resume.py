@@ -30,7 +30,10 @@ def child(out: str, resume: bool) -> None:
 
 
 def start(out: Path, resume: bool) -> subprocess.Popen:
-    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_crash_resume import child; child({str(out)!r}, {resume})"
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); "
+        f"from test_crash_resume import child; child({str(out)!r}, {resume})"
+    )
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -40,7 +43,9 @@ def logged_steps(out: Path) -> int:
         lines = (out / "log.jsonl").read_text().splitlines()
     except FileNotFoundError:
         return 0
-    steps = [int(line.split(",")[0].split(":")[1]) for line in lines if line.startswith('{"step": ') and '"loss"' in line]
+    steps = [
+        int(line.split(",")[0].split(":")[1]) for line in lines if line.startswith('{"step": ') and '"loss"' in line
+    ]
     return max(steps, default=0)
 
 
@@ -59,7 +64,9 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_prompt(tm
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         proc = start(out, resume=resumed)
-        if kills < 6 and logged_steps(out) < SETTINGS["steps"] - 1:  # kill once the log reaches a random step, a random few ms later
+        if (
+            kills < 6 and logged_steps(out) < SETTINGS["steps"] - 1
+        ):  # kill once the log reaches a random step, a random few ms later
             target = rng.randint(logged_steps(out) + 1, min(logged_steps(out) + 5, SETTINGS["steps"] - 1))
             while proc.poll() is None and logged_steps(out) < target:
                 time.sleep(0.005)

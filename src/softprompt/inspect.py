@@ -17,6 +17,9 @@ def nearest_tokens(prompt: torch.Tensor, lm: LoadedModel, top_k: int = 5) -> lis
     values, ids = sims.topk(min(top_k, table.shape[0]), dim=-1)
     tok = lm.tokenizer
     return [
-        [(tok.convert_tokens_to_string([tok.convert_ids_to_tokens(i)]), v) for i, v in zip(row_ids.tolist(), row_vals.tolist())]
+        [
+            (tok.convert_tokens_to_string([tok.convert_ids_to_tokens(i)]), v)
+            for i, v in zip(row_ids.tolist(), row_vals.tolist())
+        ]
         for row_ids, row_vals in zip(ids, values)
     ]

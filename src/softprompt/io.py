@@ -213,11 +213,15 @@ def load_prompt(path: Path) -> SavedPrompt:
             raise ConfigError(f"{where}: '{key}' must be a JSON {'object' if kind is dict else 'string'}")
     for key, size in (("prompt_length", weight.shape[0]), ("hidden_size", weight.shape[1])):
         if key in meta and meta[key] != size:
-            raise ConfigError(f"{path / PROMPT_FILE}: prompt is {weight.shape[0]}x{weight.shape[1]}, "
-                              f"but {META_FILE} records {key} {meta[key]!r}")
+            raise ConfigError(
+                f"{path / PROMPT_FILE}: prompt is {weight.shape[0]}x{weight.shape[1]}, "
+                f"but {META_FILE} records {key} {meta[key]!r}"
+            )
     if weight.shape[1] != model.hidden_size:
-        raise ConfigError(f"{path / PROMPT_FILE}: prompt width {weight.shape[1]} != the model's hidden size "
-                          f"{model.hidden_size} recorded in {META_FILE}")
+        raise ConfigError(
+            f"{path / PROMPT_FILE}: prompt width {weight.shape[1]} != the model's hidden size "
+            f"{model.hidden_size} recorded in {META_FILE}"
+        )
     return SavedPrompt(
         weight=weight,
         model=model,
@@ -240,8 +244,9 @@ def _load_tensor(path: Path, key: str) -> torch.Tensor:
         raise ConfigError(f"{path}: no tensor named {key!r} (found {', '.join(tensors) or 'none'})")
     weight = tensors[key].float()
     if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
-        raise ConfigError(f"{path}: {key!r} must be (length, hidden) with both at least 1, "
-                          f"found shape {tuple(weight.shape)}")
+        raise ConfigError(
+            f"{path}: {key!r} must be (length, hidden) with both at least 1, found shape {tuple(weight.shape)}"
+        )
     if not torch.isfinite(weight).all():
         raise ConfigError(f"{path}: {key!r} holds non-finite values (NaN or inf)")
     return weight
@@ -284,10 +289,15 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     def write(tmp: Path) -> None:
         save_prompt(tmp / "prompt", checkpoint.prompt)
         save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
-        write_json(tmp / "trainer.json", {
-            **checkpoint.counters, "optimizer_scalars": scalars,
-            "param_groups": checkpoint.optimizer["param_groups"], "schedule": checkpoint.schedule,
-        })
+        write_json(
+            tmp / "trainer.json",
+            {
+                **checkpoint.counters,
+                "optimizer_scalars": scalars,
+                "param_groups": checkpoint.optimizer["param_groups"],
+                "schedule": checkpoint.schedule,
+            },
+        )
 
     return atomic_dir(Path(path), write)
 
@@ -307,8 +317,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     counters = {k: meta[k] for k in ("step", "best_score", "best_step", "evals_since_best")}
-    return Checkpoint(load_prompt(path / "prompt"), {"state": state, "param_groups": meta["param_groups"]},
-                      meta["schedule"], counters, average)
+    return Checkpoint(
+        load_prompt(path / "prompt"),
+        {"state": state, "param_groups": meta["param_groups"]},
+        meta["schedule"],
+        counters,
+        average,
+    )
 
 
 # -- PEFT interop ---------------------------------------------------------------------
@@ -353,12 +368,16 @@ def import_peft(path: Path, identity: ModelIdentity | None = None) -> SavedPromp
     path = Path(path)
     config = read_json(path / "adapter_config.json")
     if config.get("peft_type") != "PROMPT_TUNING":
-        raise ConfigError(f"{path / 'adapter_config.json'}: peft_type is {config.get('peft_type')!r}, expected 'PROMPT_TUNING'")
+        raise ConfigError(
+            f"{path / 'adapter_config.json'}: peft_type is {config.get('peft_type')!r}, expected 'PROMPT_TUNING'"
+        )
     weight = _load_tensor(path / "adapter_model.safetensors", "prompt_embeddings")
     tokens = config.get("num_virtual_tokens", weight.shape[0])
     if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= weight.shape[0]:
-        raise ConfigError(f"{path / 'adapter_config.json'}: num_virtual_tokens must be an integer from 1 to "
-                          f"{weight.shape[0]} (the stored prompt's rows), got {tokens!r}")
+        raise ConfigError(
+            f"{path / 'adapter_config.json'}: num_virtual_tokens must be an integer from 1 to "
+            f"{weight.shape[0]} (the stored prompt's rows), got {tokens!r}"
+        )
     weight = weight[:tokens]  # the encoder prompt
     if (path / META_FILE).exists():
         meta = read_json(path / META_FILE)

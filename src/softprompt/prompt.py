@@ -101,7 +101,11 @@ def make_prompt(
             raise ConfigError("--init file needs --init-from PROMPT_DIR")
         if weight.shape[1] != emb.shape[1]:
             raise ConfigError(f"--init-from: prompt width {weight.shape[1]} != model width {emb.shape[1]}")
-        w = weight[:length] if weight.shape[0] >= length else torch.cat([weight, init_vocab(length - weight.shape[0], emb, tokenizer, g)])
+        w = (
+            weight[:length]
+            if weight.shape[0] >= length
+            else torch.cat([weight, init_vocab(length - weight.shape[0], emb, tokenizer, g)])
+        )
     else:
         raise ConfigError(f"--init {init!r}: expected one of {', '.join(INITS)}")
     return w.detach().to(torch.float32).clone()

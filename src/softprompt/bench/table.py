@@ -20,16 +20,45 @@ from softprompt.plots import pyplot, save_figure
 from softprompt.tasks.base import Task
 
 COLUMN = {
-    "boolq": "BoolQ", "cb": "CB", "multirc": "MultiRC", "record": "ReCoRD", "rte": "RTE", "wsc": "WSC",
-    "axb": "AX-b", "axg": "AX-g", "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B",
-    "qnli": "QNLI", "mnli": "MNLI-m", "rte_glue": "RTE", "wnli": "WNLI", "glue_diagnostic": "AX",
-    "snli": "SNLI", "imdb": "IMDB", "anli_r1": "ANLI-R1", "anli_r2": "ANLI-R2", "anli_r3": "ANLI-R3",
-    "squad": "SQuAD", "mrqa_squad": "MRQA-SQuAD",
+    "boolq": "BoolQ",
+    "cb": "CB",
+    "multirc": "MultiRC",
+    "record": "ReCoRD",
+    "rte": "RTE",
+    "wsc": "WSC",
+    "axb": "AX-b",
+    "axg": "AX-g",
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "qnli": "QNLI",
+    "mnli": "MNLI-m",
+    "rte_glue": "RTE",
+    "wnli": "WNLI",
+    "glue_diagnostic": "AX",
+    "snli": "SNLI",
+    "imdb": "IMDB",
+    "anli_r1": "ANLI-R1",
+    "anli_r2": "ANLI-R2",
+    "anli_r3": "ANLI-R3",
+    "squad": "SQuAD",
+    "mrqa_squad": "MRQA-SQuAD",
 }
 METRIC = {
-    "accuracy": "acc", "f1": "F1", "macro_f1": "mF1", "matthews": "MCC", "pearson": "P", "spearman": "S",
-    "squad_em": "EM", "squad_f1": "F1", "multirc_f1a": "F1a", "multirc_em": "EM", "record_em": "EM",
-    "record_f1": "F1", "gender_parity": "GPS",
+    "accuracy": "acc",
+    "f1": "F1",
+    "macro_f1": "mF1",
+    "matthews": "MCC",
+    "pearson": "P",
+    "spearman": "S",
+    "squad_em": "EM",
+    "squad_f1": "F1",
+    "multirc_f1a": "F1a",
+    "multirc_em": "EM",
+    "record_em": "EM",
+    "record_f1": "F1",
+    "gender_parity": "GPS",
 }
 # A task's description names its split when it is not the official train/dev pair.
 _SPLIT_NOTE = re.compile(r"carved|not available|subset|dev = ", re.IGNORECASE)
@@ -44,7 +73,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def build_table(suite: str, jobs: Sequence, results: Mapping[str, list[dict]], cfg, model: dict, seconds: float) -> dict:
+def build_table(
+    suite: str, jobs: Sequence, results: Mapping[str, list[dict]], cfg, model: dict, seconds: float
+) -> dict:
     """The table as a JSON-ready dict (metrics on their natural scale, as everywhere else).
 
     Args:
@@ -60,16 +91,24 @@ def build_table(suite: str, jobs: Sequence, results: Mapping[str, list[dict]], c
         task, runs = job.task, results[job.task.name]
         scores = [statistics.fmean(r["metrics"][m] for m in task.metrics) for r in runs]
         score, score_std = _mean_std(scores)
-        rows.append({
-            "task": task.name, "column": COLUMN.get(task.name, task.name), "metrics": list(task.metrics),
-            "prompt_of": job.source or task.name, "in_average": job.source is None,
-            "mean": {m: statistics.fmean(r["metrics"][m] for r in runs) for m in task.metrics},
-            "std": {m: _mean_std([r["metrics"][m] for r in runs])[1] for m in task.metrics},
-            "score": score, "score_std": score_std,
-            "seeds": [{"seed": r["seed"], "metrics": r["metrics"], "score": s} for r, s in zip(runs, scores)],
-            "examples": runs[0]["examples"], "seconds": sum(r.get("seconds", 0.0) for r in runs),
-            "split_note": split_note(task), "carved": "carved" in task.description.lower(),
-        })
+        rows.append(
+            {
+                "task": task.name,
+                "column": COLUMN.get(task.name, task.name),
+                "metrics": list(task.metrics),
+                "prompt_of": job.source or task.name,
+                "in_average": job.source is None,
+                "mean": {m: statistics.fmean(r["metrics"][m] for r in runs) for m in task.metrics},
+                "std": {m: _mean_std([r["metrics"][m] for r in runs])[1] for m in task.metrics},
+                "score": score,
+                "score_std": score_std,
+                "seeds": [{"seed": r["seed"], "metrics": r["metrics"], "score": s} for r, s in zip(runs, scores)],
+                "examples": runs[0]["examples"],
+                "seconds": sum(r.get("seconds", 0.0) for r in runs),
+                "split_note": split_note(task),
+                "carved": "carved" in task.description.lower(),
+            }
+        )
         if job.source is None:
             for r, s in zip(runs, scores):
                 per_seed_avg.setdefault(r["seed"], []).append(s)
@@ -105,11 +144,19 @@ def render_markdown(table: dict) -> str:
     s, avg = table["settings"], table["average"]
     label = f"{table['model']['name']}, P={s['prompt_length']}, {s['steps']} step{'s' if s['steps'] != 1 else ''}"
     heads = ["", *(_header(r) for r in own), "Avg", *(_header(r) for r in other)]
-    metrics = ["metric", *("/".join(METRIC.get(m, m) for m in r["metrics"]) for r in own), "",
-               *("/".join(METRIC.get(m, m) for m in r["metrics"]) for r in other)]
+    metrics = [
+        "metric",
+        *("/".join(METRIC.get(m, m) for m in r["metrics"]) for r in own),
+        "",
+        *("/".join(METRIC.get(m, m) for m in r["metrics"]) for r in other),
+    ]
     avg_cell = _cell([avg["score"]], avg["std"]) if avg["score"] is not None else "–"
-    scores = [label, *(_cell(list(r["mean"].values()), r["score_std"]) for r in own), avg_cell,
-              *(_cell(list(r["mean"].values()), r["score_std"]) for r in other)]
+    scores = [
+        label,
+        *(_cell(list(r["mean"].values()), r["score_std"]) for r in own),
+        avg_cell,
+        *(_cell(list(r["mean"].values()), r["score_std"]) for r in other),
+    ]
     lines = [
         "| " + " | ".join(heads) + " |",
         "|:--|" + "--:|" * (len(heads) - 1),
@@ -123,17 +170,28 @@ def render_markdown(table: dict) -> str:
 
 def _footnotes(table: dict, own: list[dict], other: list[dict]) -> list[str]:
     s = table["settings"]
-    sample = f"a seeded sample of at most {s['max_eval']} examples per task (MultiRC questions and AX-g pairs kept whole)" if s["max_eval"] else "all examples"
+    sample = (
+        f"a seeded sample of at most {s['max_eval']} examples per task (MultiRC questions and AX-g pairs kept whole)"
+        if s["max_eval"]
+        else "all examples"
+    )
     notes = [
         f"Dev scores x100 on {sample}; one prompt per task, {s['steps']} steps, batch {s['batch_size']}, "
-        f"init {s['init']}, evaluated once after the last step" + (f", at most {s['max_train']} training examples." if s["max_train"] else "."),
+        f"init {s['init']}, evaluated once after the last step"
+        + (f", at most {s['max_train']} training examples." if s["max_train"] else "."),
         "Multi-metric tasks show a/b in the order of the metric row and count as their mean; Avg is the mean over "
-        + ", ".join(r["column"] for r in own) + " (tasks with their own prompt).",
+        + ", ".join(r["column"] for r in own)
+        + " (tasks with their own prompt).",
     ]
     if len(s["seeds"]) > 1:
-        notes.append(f"Mean over seeds {', '.join(map(str, s['seeds']))}; ± is the sample standard deviation over seeds of the task score (mean of its metrics).")
+        notes.append(
+            f"Mean over seeds {', '.join(map(str, s['seeds']))}; ± is the sample standard deviation over seeds "
+            "of the task score (mean of its metrics)."
+        )
     for r in other:
-        notes.append(f"{r['column']}: evaluated with the {COLUMN.get(r['prompt_of'], r['prompt_of'])} prompt; not in Avg.")
+        notes.append(
+            f"{r['column']}: evaluated with the {COLUMN.get(r['prompt_of'], r['prompt_of'])} prompt; not in Avg."
+        )
     for r in table["tasks"]:
         if r["split_note"]:
             kind = "carved split" if r["carved"] else "non-standard split"
@@ -162,7 +220,10 @@ def plot_bars(table: dict, out_path: Path) -> Path:
     ax.set_xticks(list(xs), [b[0] for b in bars], rotation=30, ha="right")
     ax.set_ylabel("dev score (x100; multi-metric tasks: mean)")
     s = table["settings"]
-    ax.set_title(f"{table['suite']}: {table['model']['name']}, P={s['prompt_length']}, {s['steps']} steps, seeds {','.join(map(str, s['seeds']))}")
+    ax.set_title(
+        f"{table['suite']}: {table['model']['name']}, P={s['prompt_length']}, {s['steps']} steps, "
+        f"seeds {','.join(map(str, s['seeds']))}"
+    )
     fig.tight_layout()
     return save_figure(fig, out_path)
 

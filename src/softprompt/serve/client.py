@@ -1,10 +1,10 @@
 """A small client for a running `softprompt serve`.
 
-    from softprompt.serve.client import Client
-    c = Client("http://127.0.0.1:8000")
-    c.classify("sst2", ["a gorgeous, witty film", "fairly tedious"])   # [{"label": ..., "scores": ...}, ...]
-    c.generate("squad", "question: ... context: ...", max_tokens=16)    # ["..."]
-    c.predict("sst2", texts)                                          # labels or texts, by the task's kind
+from softprompt.serve.client import Client
+c = Client("http://127.0.0.1:8000")
+c.classify("sst2", ["a gorgeous, witty film", "fairly tedious"])   # [{"label": ..., "scores": ...}, ...]
+c.generate("squad", "question: ... context: ...", max_tokens=16)    # ["..."]
+c.predict("sst2", texts)                                          # labels or texts, by the task's kind
 """
 
 from __future__ import annotations
@@ -58,8 +58,12 @@ class Client:
         return response.json() if "json" in response.headers.get("content-type", "") else {"text": response.text}
 
     def classify(
-        self, task: str, inputs: str | dict | Sequence[str | dict], prompts: Sequence[str] | None = None,
-        combine: str | None = None, length_normalize: bool = False,
+        self,
+        task: str,
+        inputs: str | dict | Sequence[str | dict],
+        prompts: Sequence[str] | None = None,
+        combine: str | None = None,
+        length_normalize: bool = False,
     ) -> list[dict]:
         """Label and per-label scores for each input (a single input gives a one-item list)."""
         body = {"task": task, **_inputs(inputs), "length_normalize": length_normalize}
@@ -69,7 +73,9 @@ class Client:
             body["combine"] = combine
         return self._call("POST", "/classify", body)["results"]
 
-    def generate(self, task: str, inputs: str | dict | Sequence[str | dict], max_tokens: int | None = None) -> list[str]:
+    def generate(
+        self, task: str, inputs: str | dict | Sequence[str | dict], max_tokens: int | None = None
+    ) -> list[str]:
         body = {"task": task, **_inputs(inputs)}
         if max_tokens:
             body["max_tokens"] = max_tokens
@@ -79,7 +85,9 @@ class Client:
         """Labels (classification) or texts (generation), whichever `task` serves."""
         names = self.prompts()["names"]
         if task not in names:
-            raise ServerError(f"{self.url}: the server does not serve {task!r} (serves: {', '.join(sorted(names)) or 'nothing'})", 404)
+            raise ServerError(
+                f"{self.url}: the server does not serve {task!r} (serves: {', '.join(sorted(names)) or 'nothing'})", 404
+            )
         inputs = list(inputs)
         out: list[str] = []
         for start in range(0, len(inputs), chunk):  # the server caps inputs per request

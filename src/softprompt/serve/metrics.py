@@ -16,13 +16,23 @@ class ServeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "softprompt_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=self.registry
+            "softprompt_requests",
+            "HTTP requests by endpoint and status code",
+            ["endpoint", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "softprompt_request_seconds", "Request latency by endpoint", ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry
+            "softprompt_request_seconds",
+            "Request latency by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.batch_rows = Histogram(
-            "softprompt_batch_rows", "Rows (input x prompt) per forward batch", buckets=ROW_BUCKETS, registry=self.registry
+            "softprompt_batch_rows",
+            "Rows (input x prompt) per forward batch",
+            buckets=ROW_BUCKETS,
+            registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "softprompt_batch_seconds", "Model time per batch", buckets=LATENCY_BUCKETS, registry=self.registry

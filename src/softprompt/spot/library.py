@@ -65,7 +65,11 @@ def entries(library_dir: Path, must_exist: bool = True) -> list[Entry]:
         return []
     found = []
     for path in sorted(library_dir.iterdir()):
-        if path.name.startswith(".") or not (path / ENTRY_FILE).is_file() or not (path / "best" / PROMPT_FILE).is_file():
+        if (
+            path.name.startswith(".")
+            or not (path / ENTRY_FILE).is_file()
+            or not (path / "best" / PROMPT_FILE).is_file()
+        ):
             continue
         found.append(Entry(path.name, path, read_json(path / ENTRY_FILE)))
     return found
@@ -129,7 +133,9 @@ def remove(library_dir: Path, name: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def embeddings(library_dir: Path, identity: ModelIdentity, names: list[str] | None = None) -> list[tuple[str, torch.Tensor]]:
+def embeddings(
+    library_dir: Path, identity: ModelIdentity, names: list[str] | None = None
+) -> list[tuple[str, torch.Tensor]]:
     """(name, (P, H) task embedding) of the entries trained on the model `identity`."""
     chosen = [e for e in entries(library_dir) if names is None or e.name in names]
     found = []

@@ -62,15 +62,19 @@ class TransferReport:
     def table(self) -> str:
         """A plain-text table: one row per initialisation, mean ± std over seeds, gain."""
         seeds = ",".join(map(str, self.seeds))
-        lines = [f"target {self.task}: dev {self.metric} (%), {self.steps} steps, seeds {seeds}",
-                 f"{'init':28s} {'mean ± std':>14s} {'gain':>7s}   per seed"]
+        lines = [
+            f"target {self.task}: dev {self.metric} (%), {self.steps} steps, seeds {seeds}",
+            f"{'init':28s} {'mean ± std':>14s} {'gain':>7s}   per seed",
+        ]
         base = mean(self.baseline)
         rows = [(f"{self.baseline_init} ({BASELINE})", self.baseline, None)]
         rows += [(f"from {name}", scores, mean(scores) - base) for name, scores in self.sources.items()]
         for label, scores, gain in rows:
             shown = f"{100 * mean(scores):6.2f} ± {100 * std(scores):5.2f}"
-            lines.append(f"{label:28s} {shown:>14s} {'' if gain is None else f'{100 * gain:+7.2f}':>7s}   "
-                         + " ".join(f"{100 * s:.2f}" for s in scores))
+            lines.append(
+                f"{label:28s} {shown:>14s} {'' if gain is None else f'{100 * gain:+7.2f}':>7s}   "
+                + " ".join(f"{100 * s:.2f}" for s in scores)
+            )
         if self.best_source is not None:
             lines.append(f"best source on dev: {self.best_source} ({100 * self.gain:+.2f} points over {BASELINE})")
         return "\n".join(lines)
@@ -101,7 +105,13 @@ def train_once(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig, out_dir:
 
 
 def run_baseline(
-    lm: LoadedModel, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: Path, init: str = "vocab", progress: bool = False
+    lm: LoadedModel,
+    task: Task,
+    cfg: TrainConfig,
+    seeds: list[int],
+    out_dir: Path,
+    init: str = "vocab",
+    progress: bool = False,
 ) -> list[float]:
     """Target runs from the default initialisation, one per seed."""
     if init == "file":
@@ -111,7 +121,12 @@ def run_baseline(
 
 
 def run_transfers(
-    lm: LoadedModel, task: Task, cfg: TrainConfig, seeds: list[int], sources: dict[str, Path], out_dir: Path,
+    lm: LoadedModel,
+    task: Task,
+    cfg: TrainConfig,
+    seeds: list[int],
+    sources: dict[str, Path],
+    out_dir: Path,
     progress: bool = False,
 ) -> dict[str, list[float]]:
     """Target runs from each source prompt, one per seed."""
@@ -171,7 +186,9 @@ def transfer(
             raise ConfigError("--top-k/--auto need --library")
         retrieved = retrieve(lm, target_embedding_dir(out_dir, seeds), library_dir, by)
         sources = {name: library.get(library_dir, name).prompt_dir for name, _ in retrieved[:top_k]}
-    report = TransferReport(task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved)
+    report = TransferReport(
+        task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved
+    )
     report.sources = run_transfers(lm, task, cfg, seeds, sources or {}, out_dir, progress)
     write_json(out_dir / "transfer.json", report.to_dict())
     return report
