@@ -26,7 +26,9 @@ def child(out: str, resume: bool) -> None:
 
     from softprompt.train import TrainConfig, train
 
-    train(learnable_llama(), toy_task(), TrainConfig(**SETTINGS), Path(out), resume=resume, progress=False)
+    # Killed before the first checkpoint, there is nothing to resume: start over.
+    train(learnable_llama(), toy_task(), TrainConfig(**SETTINGS), Path(out), resume=resume, overwrite=not resume,
+          progress=False)
 
 
 def start(out: Path, resume: bool) -> subprocess.Popen:
@@ -64,9 +66,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_prompt(tm
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         proc = start(out, resume=resumed)
-        if (
-            kills < 6 and logged_steps(out) < SETTINGS["steps"] - 1
-        ):  # kill once the log reaches a random step, a random few ms later
+        # Kill once the log reaches a random step, a random few ms later.
+        if kills < 6 and logged_steps(out) < SETTINGS["steps"] - 1:
             target = rng.randint(logged_steps(out) + 1, min(logged_steps(out) + 5, SETTINGS["steps"] - 1))
             while proc.poll() is None and logged_steps(out) < target:
                 time.sleep(0.005)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import tiny_llama, tiny_t5
 from softprompt import io as sp_io
-from softprompt.combine import prepend_prompt
+from softprompt.prepend import prepend_prompt
 from softprompt.errors import ConfigError, ModelError
 from softprompt.io import SavedPrompt, export_peft, import_peft, load_prompt, save_prompt
 from softprompt.scoring import PromptedLM

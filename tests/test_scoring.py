@@ -1,6 +1,6 @@
-"""scoring.py: the fast path (shared prompt KV cache, head only where needed) computes the
-same numbers as the plain path (prepend + full forward), and both match references computed
-one example at a time without padding or caching."""
+"""scoring/: every backend (fast: shared prompt KV cache, head only where needed; plain: prepend
++ full forward; seq2seq: T5) matches references computed one example at a time without padding
+or caching, and the fast and plain backends agree with each other."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from conftest import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task
 from softprompt.batching import Encoded, Encoder
-from softprompt.combine import prepend_prompt
+from softprompt.prepend import prepend_prompt
 from softprompt.models.loading import LoadedModel
-from softprompt.scoring import PromptedLM
+from softprompt.scoring import PreparedPrompt, PromptedLM
+from softprompt.scoring.kv_cache import cat_caches, expand_cache, pad_cache, select_cache
 from softprompt.tasks.base import Example
 
 # Inputs of different lengths (1, 3, 6 tokens); per input, single- and multi-token candidates,
@@ -84,6 +85,26 @@ def reference_greedy(lm: LoadedModel, prompt, inputs, max_new_tokens: int) -> li
     return out
 
 
+def toy_pairs(lm: LoadedModel, n: int = 6) -> list[tuple[list[int], list[int]]]:
+    """(input ids, target ids) of the examples `toy_batch` collates."""
+    task = toy_task()
+    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder)
+    return [(enc.input_ids(task.format(e)), enc.target_ids(task.target_text(e))) for e in task.load("train")[:n]]
+
+
+def reference_loss(lm: LoadedModel, prompt, pairs) -> torch.Tensor:
+    """Mean target-token cross-entropy, one unpadded causal-LM forward per example; differentiable."""
+    total, count = torch.zeros(()), 0
+    for inp, tgt in pairs:
+        ids = torch.tensor([inp + tgt])
+        embeds, mask, _ = prepend_prompt(prompt, lm.embed(ids), torch.ones_like(ids))
+        logp = F.log_softmax(lm.model(inputs_embeds=embeds, attention_mask=mask).logits.float()[0], -1)
+        start = prompt.shape[0] + len(inp) - 1  # position predicting the first target token
+        total = total - sum(logp[start + j, t] for j, t in enumerate(tgt))
+        count += len(tgt)
+    return total / count
+
+
 def totals(scores) -> list[list[float]]:
     return [[total for total, _ in row] for row in scores]
 
@@ -108,7 +129,22 @@ def test_fast_and_plain_loss_and_gradient_agree(kind):
     assert torch.allclose(fast_grad, plain_grad, atol=1e-5)
 
 
-def test_loss_is_mean_target_token_cross_entropy():
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("kind", ["tiny", "wide"])
+def test_loss_and_gradient_match_an_unpadded_reference(kind, fast):
+    lm = make_lm(kind)
+    prompt, batch = make_prompt_tensor(lm.hidden_size), toy_batch(lm)
+    loss, grad = loss_and_grad(PromptedLM(lm, fast=fast), prompt, batch)
+    param = torch.nn.Parameter(prompt.clone())
+    expected = reference_loss(lm, param, toy_pairs(lm))
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert param.grad.abs().max() > 1e-4
+    assert torch.allclose(grad, param.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_loss_is_mean_target_token_cross_entropy(fast):
     lm = make_lm("wide")
     prompt, batch = make_prompt_tensor(lm.hidden_size), toy_batch(lm)
     enc = Encoder(lm.tokenizer, False)
@@ -121,13 +157,14 @@ def test_loss_is_mean_target_token_cross_entropy():
             logps.append(reference_scores(lm, prompt, [inp], [[tgt]])[0][0])
             count += len(tgt)
     expected = -sum(logps) / count
-    assert PromptedLM(lm, fast=True).loss(prompt, batch).item() == pytest.approx(expected, abs=1e-5)
+    assert PromptedLM(lm, fast=fast).loss(prompt, batch).item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_only_the_prompt_gets_a_gradient(llama):
+@pytest.mark.parametrize("fast", [True, False])
+def test_only_the_prompt_gets_a_gradient(llama, fast):
     assert not any(p.requires_grad for p in llama.model.parameters())
     prompt = torch.nn.Parameter(make_prompt_tensor(llama.hidden_size))
-    PromptedLM(llama, fast=True).loss(prompt, toy_batch(llama)).backward()
+    PromptedLM(llama, fast=fast).loss(prompt, toy_batch(llama)).backward()
     assert prompt.grad is not None and prompt.grad.shape == (4, llama.hidden_size)
     assert all(p.grad is None for p in llama.model.parameters())
 
@@ -150,11 +187,59 @@ def test_candidate_scores_fast_plain_and_reference_agree(kind):
 def test_reused_prompt_cache_gives_the_same_scores(llama):
     plm = PromptedLM(llama, fast=True)
     prompt = make_prompt_tensor(llama.hidden_size)
-    cache = plm.prompt_states(prompt)
-    first = plm.score(prompt, INPUTS, CANDIDATES, prompt_cache=cache)
-    second = plm.score(prompt, INPUTS[::-1], CANDIDATES[::-1], prompt_cache=cache)  # cache not consumed
+    prepared = plm.prepare(prompt)
+    assert prepared.cache is not None
+    first = plm.score(prepared, INPUTS, CANDIDATES)
+    second = plm.score(prepared, INPUTS[::-1], CANDIDATES[::-1])  # cache not consumed
     assert flat(totals(first)) == pytest.approx(flat(totals(plm.score(prompt, INPUTS, CANDIDATES))), abs=1e-6)
     assert flat(totals(second)[::-1]) == pytest.approx(flat(totals(first)), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["fast", "plain", "t5"])
+def test_a_prepared_prompt_gives_what_the_raw_prompt_gives(kind):
+    lm = tiny_t5() if kind == "t5" else learnable_llama()
+    plm = PromptedLM(lm, fast=kind == "fast")
+    prompt = make_prompt_tensor(lm.hidden_size)
+    prepared = plm.prepare(prompt)
+    assert isinstance(prepared, PreparedPrompt) and prepared.weight is prompt
+    assert (prepared.cache is not None) == (kind == "fast")
+    for _ in range(2):  # a prepared prompt serves any number of calls
+        assert plm.score(prepared, INPUTS, CANDIDATES) == plm.score(prompt, INPUTS, CANDIDATES)
+        assert plm.generate(prepared, INPUTS, 5) == plm.generate(prompt, INPUTS, 5)
+        rows = plm.score_rows([prepared, prompt], INPUTS[:2], CANDIDATES[:2])
+        assert rows == plm.score(prompt, INPUTS[:2], CANDIDATES[:2])
+    assert plm.generate_rows([prepared] * 3, INPUTS, 5) == plm.generate(prompt, INPUTS, 5)
+    batch = toy_batch(lm)
+    assert plm.loss(prepared, batch).item() == plm.loss(prompt, batch).item()
+
+
+def test_kv_cache_helpers_move_the_right_rows_and_positions(llama):
+    plm = PromptedLM(llama, fast=True)
+    caches = [plm.prepare(make_prompt_tensor(llama.hidden_size, 3, seed)).cache for seed in (1, 2)]
+    before = [[(layer.keys.clone(), layer.values.clone()) for layer in c.layers] for c in caches]
+    assert len(caches[0].layers) == 2 and caches[0].layers[0].keys.shape[0] == 1  # batch 1, 2 layers
+
+    def rows_of(cache, which):  # per layer, (keys, values) of row `which`
+        return [(layer.keys[which], layer.values[which]) for layer in cache.layers]
+
+    expanded = expand_cache(caches[0], 4)
+    stacked = select_cache(cat_caches(caches), torch.tensor([1, 0, 1]))
+    padded = pad_cache(caches[1], 5)
+    for layer, (k, v) in zip(expanded.layers, before[0]):
+        assert layer.keys.shape[0] == 4 and all(torch.equal(layer.keys[r], k[0]) for r in range(4))
+        assert all(torch.equal(layer.values[r], v[0]) for r in range(4))
+    for r, source in enumerate([1, 0, 1]):
+        for (k, v), (ref_k, ref_v) in zip(rows_of(stacked, r), before[source]):
+            assert torch.equal(k, ref_k[0]) and torch.equal(v, ref_v[0])
+    assert not torch.equal(before[0][0][0], before[1][0][0])  # the two prompts' caches differ
+    for layer, (k, v) in zip(padded.layers, before[1]):
+        assert layer.keys.shape[-2] == 5
+        assert torch.equal(layer.keys[..., :3, :], k) and torch.equal(layer.values[..., :3, :], v)
+        assert not layer.keys[..., 3:, :].any() and not layer.values[..., 3:, :].any()
+    # The helpers make new caches: the originals keep their rows and positions.
+    for cache, layers in zip(caches, before):
+        for layer, (k, v) in zip(cache.layers, layers):
+            assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)
 
 
 def test_prompt_changes_the_scores(llama):
@@ -239,10 +324,11 @@ def ranked_and_generative_rows(lm: LoadedModel) -> list:
     return ranked[:2] + generative[:1] + ranked[2:] + generative[1:]
 
 
-def test_loss_objectives_on_ranked_generative_and_mixed_batches():
+@pytest.mark.parametrize("fast", [True, False])
+def test_loss_objectives_on_ranked_generative_and_mixed_batches(fast):
     lm = make_lm("wide")
     enc = Encoder(lm.tokenizer, False)
-    plm = PromptedLM(lm, fast=True)
+    plm = PromptedLM(lm, fast=fast)
     prompt = make_prompt_tensor(lm.hidden_size)
     rows = ranked_and_generative_rows(lm)
     ranked, generative = [r for r in rows if r.gold >= 0], [r for r in rows if r.choices is None]
@@ -254,7 +340,8 @@ def test_loss_objectives_on_ranked_generative_and_mixed_batches():
     assert mixed.item() == pytest.approx((4 * rank_part.item() + 2 * lm_part.item()) / 6, abs=1e-5)
     assert plm.loss(prompt, enc.collate(ranked), "rank").item() == pytest.approx(rank_part.item(), abs=1e-6)
     assert plm.loss(prompt, enc.collate(generative), "rank").item() == pytest.approx(lm_part.item(), abs=1e-6)
-    assert plm.loss(prompt, enc.collate(rows), "lm").item() == pytest.approx(plm.lm_loss(prompt, enc.collate(rows)).item())
+    lm_only = plm.loss(prompt, enc.collate(rows), "lm").item()
+    assert lm_only == pytest.approx(plm.lm_loss(prompt, enc.collate(rows)).item())
     assert abs(mixed.item() - plm.loss(prompt, enc.collate(rows), "lm").item()) > 1e-3  # the objectives differ
     # rank+lm: the rank part (weighted by ranked rows) plus the LM loss of all rows, computed
     # here by the separate LM path, while `loss` takes the ranked rows' LM part from their scores.
@@ -269,8 +356,10 @@ def test_t5_rank_plus_lm_loss_matches_its_parts(t5):
     plm = PromptedLM(t5)
     prompt = make_prompt_tensor(t5.hidden_size)
     ranked = [r for r in rows if r.gold >= 0]
-    rank_part = plm.rank_loss(prompt, [r.input_ids for r in ranked], [r.choices for r in ranked], torch.tensor([r.gold for r in ranked]))
-    assert plm.loss(prompt, batch, "rank+lm").item() == pytest.approx(4 / 6 * rank_part.item() + plm.lm_loss(prompt, batch).item(), abs=1e-5)
+    gold = torch.tensor([r.gold for r in ranked])
+    rank_part = plm.rank_loss(prompt, [r.input_ids for r in ranked], [r.choices for r in ranked], gold)
+    expected = 4 / 6 * rank_part.item() + plm.lm_loss(prompt, batch).item()
+    assert plm.loss(prompt, batch, "rank+lm").item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_encoder_gives_ranked_examples_their_candidates_and_gold():
@@ -365,7 +454,8 @@ def test_t5_generation_returns_greedy_token_lists(t5):
             embeds, mask, _ = prepend_prompt(prompt, t5.embed(ids), torch.ones_like(ids))
             dec, new = [t5.model.config.decoder_start_token_id], []
             for _ in range(4):
-                logits = t5.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=torch.tensor([dec])).logits
+                decoder_ids = torch.tensor([dec])
+                logits = t5.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
                 token = logits[0, -1].argmax().item()
                 if token == t5.tokenizer.eos_token_id:
                     break

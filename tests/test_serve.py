@@ -26,8 +26,14 @@ from softprompt.serve.library import make_example
 from softprompt.tasks import saved_task
 from softprompt.serve.scheduler import split_by_length
 
-TOY = {"name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"}, "metrics": ["accuracy"]}
-YN = {"name": "yn", "template": "question: {q}", "verbalizer": {"yes": "yes", "no": "no", "maybe": "maybe sentence"}, "metrics": ["accuracy"]}
+TOY = {
+    "name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"},
+    "metrics": ["accuracy"],
+}
+YN = {
+    "name": "yn", "template": "question: {q}", "verbalizer": {"yes": "yes", "no": "no", "maybe": "maybe sentence"},
+    "metrics": ["accuracy"],
+}
 ECHO = {"name": "echo", "template": "{text} :", "verbalizer": None, "metrics": ["squad_em"]}
 TEXTS = [s for s, _ in toy_rows(12, seed=3)] + ["great", "a b c d e f g awful movie", "no", "yes maybe 7"]
 
@@ -42,7 +48,8 @@ def prompt_tensor(hidden: int, length: int, seed: int) -> torch.Tensor:
 
 def save(lib, name, lm, task, length, seed, accuracy=None):
     metrics = {"accuracy": accuracy} if accuracy is not None else {}
-    save_prompt(lib / name, SavedPrompt(prompt_tensor(lm.hidden_size, length, seed), lm.identity, task, metrics=metrics))
+    weight = prompt_tensor(lm.hidden_size, length, seed)
+    save_prompt(lib / name, SavedPrompt(weight, lm.identity, task, metrics=metrics))
 
 
 # -- per-row prompts --------------------------------------------------------------------------
@@ -61,17 +68,18 @@ def test_per_row_prompts_score_and_generate_as_each_prompt_alone(kind):
         assert [s for s, _ in g] == pytest.approx([s for s, _ in r], abs=1e-5)
     assert plm.generate_rows(rows, INPUTS, 5) == [plm.generate(p, [i], 5)[0] for p, i in zip(rows, INPUTS)]
     # Prompts matter: the same input under another prompt scores differently.
-    assert plm.score_rows([a], INPUTS[:1], CANDIDATES[:1])[0][0][0] != pytest.approx(plm.score_rows([b], INPUTS[:1], CANDIDATES[:1])[0][0][0], abs=1e-4)
+    under_a, under_b = (plm.score_rows([p], INPUTS[:1], CANDIDATES[:1])[0][0][0] for p in (a, b))
+    assert under_a != pytest.approx(under_b, abs=1e-4)
 
 
-def test_per_row_prompts_with_given_caches_and_a_prompt_sharing_batch():
+def test_per_row_prompts_with_prepared_prompts_and_a_prompt_sharing_batch():
     lm = learnable_llama()
     plm = PromptedLM(lm)
     a, b = prompt_tensor(lm.hidden_size, 3, 1), prompt_tensor(lm.hidden_size, 8, 2)
-    caches = {id(a): plm.prompt_states(a), id(b): plm.prompt_states(b)}
+    prepared = {id(a): plm.prepare(a), id(b): plm.prepare(b)}
     rows = [b, a, b, a]
-    got = plm.score_rows(rows, INPUTS, CANDIDATES, [caches[id(p)] for p in rows])
-    shared = plm.score(b, INPUTS[::2], CANDIDATES[::2], prompt_cache=caches[id(b)])
+    got = plm.score_rows([prepared[id(p)] for p in rows], INPUTS, CANDIDATES)
+    shared = plm.score(prepared[id(b)], INPUTS[::2], CANDIDATES[::2])
     assert [s for row in got[::2] for s, _ in row] == pytest.approx([s for row in shared for s, _ in row], abs=1e-5)
 
 
@@ -124,7 +132,8 @@ def offline(lm, library, name, texts, max_new_tokens=None):
 
 def test_concurrent_mixed_task_requests_equal_offline_predict(server, lm, library):
     url, http = server
-    jobs = [("toy-a", t) for t in TEXTS[:6]] + [("toy-b", t) for t in TEXTS[6:12]] + [("yn", t) for t in TEXTS[:8]] + [("toy", t) for t in TEXTS[12:]]
+    jobs = [("toy-a", t) for t in TEXTS[:6]] + [("toy-b", t) for t in TEXTS[6:12]]
+    jobs += [("yn", t) for t in TEXTS[:8]] + [("toy", t) for t in TEXTS[12:]]
     with ThreadPoolExecutor(len(jobs)) as pool:
         replies = list(pool.map(lambda job: http.post("/classify", json={"task": job[0], "input": job[1]}), jobs))
     assert [r.status_code for r in replies] == [200] * len(jobs)
@@ -145,7 +154,7 @@ def test_concurrent_mixed_task_requests_equal_offline_predict(server, lm, librar
 
 
 def _metric(text: str, name: str) -> str:
-    return next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+    return next(line.split()[-1] for line in text.splitlines() if line.startswith((name + " ", name + "{")))
 
 
 def test_many_inputs_in_one_request_and_length_normalisation(server, lm, library):
@@ -154,7 +163,8 @@ def test_many_inputs_in_one_request_and_length_normalisation(server, lm, library
     assert reply.status_code == 200, reply.text
     saved = load_prompt(library / "yn")
     task = saved_task(saved.task)
-    preds, scores = predict(PromptedLM(lm), saved.weight, task, [make_example(task, t) for t in TEXTS[:8]], length_normalize=True)
+    examples = [make_example(task, t) for t in TEXTS[:8]]
+    preds, scores = predict(PromptedLM(lm), saved.weight, task, examples, length_normalize=True)
     results = reply.json()["results"]
     assert [r["label"] for r in results] == preds
     assert [list(r["scores"].values()) for r in results] == [pytest.approx(s, abs=1e-5) for s in scores]
@@ -198,7 +208,8 @@ def test_prompts_health_metrics_and_openapi(server):
     listing = http.get("/prompts").json()
     assert sorted(p["name"] for p in listing["prompts"]) == ["echo", "toy-a", "toy-b", "toy-c", "yn"]
     toy_b = next(p for p in listing["prompts"] if p["name"] == "toy-b")
-    assert toy_b["dev_metrics"] == {"accuracy": 0.9} and toy_b["labels"] == ["neg", "pos"] and toy_b["prompt_length"] == 6
+    assert toy_b["dev_metrics"] == {"accuracy": 0.9} and toy_b["labels"] == ["neg", "pos"]
+    assert toy_b["prompt_length"] == 6
     assert "hidden size 16" in listing["skipped"]["other-model"]
     assert "different labels" in listing["skipped"]["mixed"]
     assert listing["names"]["toy"] == {"kind": "classify", "prompts": ["toy-b"]}
@@ -252,7 +263,8 @@ def test_a_prompt_added_while_serving_is_picked_up(server, lm, library):
 
 
 def test_api_key_is_required_when_set(lm, library):
-    with BackgroundServer(create_app(lm, library, api_key="s3cret")) as url, httpx.Client(base_url=url, timeout=60) as http:
+    app = create_app(lm, library, api_key="s3cret")
+    with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         assert http.post("/classify", json={"task": "toy-a", "input": "great"}).status_code == 401
         assert http.get("/prompts", headers={"X-API-Key": "wrong"}).status_code == 401
         assert http.get("/health").status_code == 200
@@ -312,17 +324,22 @@ def test_predict_through_the_server_prints_what_offline_predict_gives(server, lm
     assert code == 2 and err.startswith("error: --prompt")
 
 
-def test_eval_with_several_prompts_reports_each_the_average_and_the_ensembles(lm, library, monkeypatch, capsys, tmp_path):
+def test_eval_with_several_prompts_reports_each_the_average_and_the_ensembles(
+    lm, library, monkeypatch, capsys, tmp_path
+):
     monkeypatch.setattr(cli, "_load", lambda name, precision: lm)
     dev = write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
     names = ["toy-a", "toy-b", "toy-c"]
-    data = ("--dev-file", dev, "--text-field", "sentence", "--labels", "neg=negative,pos=positive", "--template", TOY["template"])
-    code, out, err = run_cli(capsys, "eval", *[a for n in names for a in ("--prompt", library / n)], *data, "--output", tmp_path / "e.json")
+    data = ("--dev-file", dev, "--text-field", "sentence", "--labels", "neg=negative,pos=positive",
+            "--template", TOY["template"])
+    prompts = [a for n in names for a in ("--prompt", library / n)]
+    code, out, err = run_cli(capsys, "eval", *prompts, *data, "--output", tmp_path / "e.json")
     assert code == 0, err
     report = json.loads((tmp_path / "e.json").read_text())
     singles = []
     for n in names:
-        code, single_out, err = run_cli(capsys, "eval", "--prompt", library / n, *data, "--output", tmp_path / f"{n}.json")
+        args = ("--prompt", library / n, *data, "--output", tmp_path / f"{n}.json")
+        code, single_out, err = run_cli(capsys, "eval", *args)
         assert code == 0, err
         singles.append(json.loads((tmp_path / f"{n}.json").read_text()))
         assert single_out.startswith("toy dev (16 examples): accuracy")

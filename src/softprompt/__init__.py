@@ -8,7 +8,7 @@ Library API, mirroring the CLI:
     ev = evaluate(PromptedLM(lm), result.best.weight, get_task("imdb"), get_task("imdb").load("dev")[:500])
 """
 
-from softprompt.combine import prepend_prompt
+from softprompt.prepend import prepend_prompt
 from softprompt.errors import ConfigError, DataError, ModelError, SoftPromptError
 from softprompt.evaluate import Evaluation, evaluate, predict
 from softprompt.inspect import nearest_tokens

@@ -1,7 +1,7 @@
 """Tokenise examples and collate them into dynamically padded batches.
 
 Decoder-only rows are laid out [input][target][pad] and the prompt goes in front
-(combine.py), so every row's prompt sits at the same positions: that is what lets the
+(prepend.py), so every row's prompt sits at the same positions: that is what lets the
 prompt's key/value states be computed once and shared. Encoder-decoder rows keep input
 and target apart (the target feeds the decoder).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from softprompt.combine import IGNORE
+from softprompt.prepend import IGNORE
 from softprompt.tasks.base import Example, Task
 
 

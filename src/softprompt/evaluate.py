@@ -46,21 +46,20 @@ def predict(
     ranking = task.is_classification or any(e.choices is not None for e in examples)
     preds: list[str] = [""] * len(examples)
     scores: list[list[float]] = [[] for _ in examples]
-    prompt = prompt.detach().to(plm.lm.device)
-    cache = plm.prompt_states(prompt.to(plm.lm.device)) if plm.fast else None
+    prepared = plm.prepare(prompt.detach().to(plm.lm.device))  # once for all batches
     bar = tqdm(total=len(examples), desc=f"eval {task.name}", unit="ex", disable=not progress, leave=False)
     for idx in sorted_batches([len(i) for i in inputs], batch_size):
         batch_inputs = [inputs[i] for i in idx]
         if ranking:
             words = [task.candidates(examples[i]) for i in idx]
             cands = [[enc.target_ids(w) for w in ws] for ws in words]
-            result = plm.score(prompt, batch_inputs, cands, prompt_cache=cache)
+            result = plm.score(prepared, batch_inputs, cands)
             for i, ws, per in zip(idx, words, result):
                 best, values = rank(per, length_normalize)
                 scores[i] = values
                 preds[i] = task.labels[best] if examples[i].choices is None else ws[best]
         else:
-            outs = plm.generate(prompt, batch_inputs, task.max_new_tokens, prompt_cache=cache)
+            outs = plm.generate(prepared, batch_inputs, task.max_new_tokens)
             for i, ids in zip(idx, outs):
                 preds[i] = plm.lm.tokenizer.decode(ids, skip_special_tokens=True).strip()
         bar.update(len(idx))

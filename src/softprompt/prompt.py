@@ -1,6 +1,6 @@
 """The soft prompt: a learned (P, H) matrix, and its initialisers.
 
-Making a prompt is kept apart from combining it with the input (see combine.py).
+Making a prompt is kept apart from combining it with the input (see prepend.py).
 Initialisers follow Lester et al. (2021) §2.1: uniform in [-0.5, 0.5], sampled from the
 embeddings of the 5,000 most common tokens, or class labels (each label's embedding,
 multi-token labels averaged, remaining positions filled with sampled vocabulary); plus
@@ -101,11 +101,10 @@ def make_prompt(
             raise ConfigError("--init file needs --init-from PROMPT_DIR")
         if weight.shape[1] != emb.shape[1]:
             raise ConfigError(f"--init-from: prompt width {weight.shape[1]} != model width {emb.shape[1]}")
-        w = (
-            weight[:length]
-            if weight.shape[0] >= length
-            else torch.cat([weight, init_vocab(length - weight.shape[0], emb, tokenizer, g)])
-        )
+        if weight.shape[0] >= length:
+            w = weight[:length]
+        else:
+            w = torch.cat([weight, init_vocab(length - weight.shape[0], emb, tokenizer, g)])
     else:
         raise ConfigError(f"--init {init!r}: expected one of {', '.join(INITS)}")
     return w.detach().to(torch.float32).clone()

@@ -25,6 +25,7 @@ from softprompt.errors import SoftPromptError
 from softprompt.ensemble import ENSEMBLE_METHODS
 from softprompt.io import META_FILE, PROMPT_FILE, SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
 from softprompt.models.identity import ModelIdentity
+from softprompt.scoring.prepared import PreparedPrompt
 from softprompt.tasks.base import Example, Task, saved_task
 
 log = logging.getLogger("softprompt.serve")
@@ -34,7 +35,8 @@ ENSEMBLES_FILE = "ensembles.json"
 
 @dataclass
 class ServedPrompt:
-    """One loaded prompt. `cache` (its key/value states) is filled by the model thread."""
+    """One loaded prompt. `prepared` (`PromptedLM.prepare` of its weight: the weight plus, on
+    the fast backend, its key/value states) is filled by the model thread on first use."""
 
     name: str
     path: Path
@@ -42,7 +44,7 @@ class ServedPrompt:
     task: Task
     weight: torch.Tensor  # (P, H) on the model's device
     stamp: tuple
-    cache: object = None
+    prepared: PreparedPrompt | None = None
 
     def info(self) -> dict:
         return {
@@ -97,7 +99,7 @@ def scan_library(
     """Load every prompt folder under `root` made for the model `identity`.
 
     Folders whose stamp matches an entry of `known` are reused as they are (with their
-    cache); others are (re)loaded. Folders that fail to load or belong to another model
+    prepared prompt); others are (re)loaded. Folders that fail to load or belong to another model
     are skipped, with the reason.
     """
     known = known or {}
@@ -162,7 +164,8 @@ def ensemble_mismatch(members: list[ServedPrompt]) -> str | None:
     first = members[0]
     for m in members[1:]:
         if m.task.labels != first.task.labels or m.task.is_classification != first.task.is_classification:
-            return f"prompts {first.name!r} and {m.name!r} have different labels ({'/'.join(first.task.labels) or 'generation'} vs {'/'.join(m.task.labels) or 'generation'})"
+            ours, theirs = ("/".join(p.task.labels) or "generation" for p in (first, m))
+            return f"prompts {first.name!r} and {m.name!r} have different labels ({ours} vs {theirs})"
     return None
 
 
@@ -237,7 +240,8 @@ class Library:
         for p in self.scan.prompts.values():
             out[p.name] = {"kind": p.info()["kind"], "prompts": [p.name]}
         for e in self.scan.ensembles.values():
-            out[e.name] = {"kind": self.scan.prompts[e.prompts[0]].info()["kind"], "prompts": list(e.prompts), "combine": e.method}
+            kind = self.scan.prompts[e.prompts[0]].info()["kind"]
+            out[e.name] = {"kind": kind, "prompts": list(e.prompts), "combine": e.method}
         return out
 
 

@@ -144,26 +144,24 @@ class Scheduler:
         over the generation rows, each row with its own prompt."""
         start = time.perf_counter()
         plm = self.plm
-        if plm.fast:
-            for row in rows:
-                if row.prompt.cache is None:
-                    row.prompt.cache = plm.prompt_states(row.prompt.weight)
+        for row in rows:
+            if row.prompt.prepared is None:  # once per served prompt
+                row.prompt.prepared = plm.prepare(row.prompt.weight)
         out: list = [None] * len(rows)
         ranked = [i for i, r in enumerate(rows) if r.candidates is not None]
         cost = self.pass_cost_tokens
-        for group in split_by_length([len(rows[i].input_ids) for i in ranked], cost) if cost else [list(range(len(ranked)))]:
+        groups = split_by_length([len(rows[i].input_ids) for i in ranked], cost) if cost else [list(range(len(ranked)))]
+        for group in groups:
             sel = [rows[ranked[g]] for g in group]
-            scores = plm.score_rows(
-                [r.prompt.weight for r in sel], [r.input_ids for r in sel], [r.candidates for r in sel],
-                [r.prompt.cache for r in sel],
-            )
+            prompts, inputs = [r.prompt.prepared for r in sel], [r.input_ids for r in sel]
+            scores = plm.score_rows(prompts, inputs, [r.candidates for r in sel])
             for g, s in zip(group, scores):
                 out[ranked[g]] = s
         generated = [i for i, r in enumerate(rows) if r.candidates is None]
         if generated:
             sel = [rows[i] for i in generated]
             longest = max(r.max_new_tokens for r in sel)
-            ids = plm.generate_rows([r.prompt.weight for r in sel], [r.input_ids for r in sel], longest, [r.prompt.cache for r in sel])
+            ids = plm.generate_rows([r.prompt.prepared for r in sel], [r.input_ids for r in sel], longest)
             # Greedy decoding is per row, so a shorter budget is a prefix of the longer run.
             for i, r, g in zip(generated, sel, ids):
                 out[i] = g[: r.max_new_tokens]

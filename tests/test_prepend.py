@@ -1,11 +1,11 @@
-"""combine.py: the one place a prompt meets the input."""
+"""prepend.py: where a prompt meets the input."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from softprompt.combine import IGNORE, extend_mask, prepend_prompt
+from softprompt.prepend import IGNORE, extend_mask, prepend_prompt
 
 B, T, P, H = 3, 5, 4, 8
 
@@ -15,7 +15,9 @@ def batch():
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(B, T, H, generator=g)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
-    labels = torch.tensor([[IGNORE, IGNORE, 7, 8, 9], [IGNORE, 4, 5, IGNORE, IGNORE], [3, IGNORE, IGNORE, IGNORE, IGNORE]])
+    labels = torch.tensor(
+        [[IGNORE, IGNORE, 7, 8, 9], [IGNORE, 4, 5, IGNORE, IGNORE], [3, IGNORE, IGNORE, IGNORE, IGNORE]]
+    )
     prompt = torch.randn(P, H, generator=g)
     return prompt, embeds, mask, labels
 

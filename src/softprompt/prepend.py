@@ -1,7 +1,14 @@
-"""The one place a prompt meets the input: prepend, extend the mask, pad the labels.
+"""Where a prompt meets the input: prepend it, extend the mask, pad the labels.
 
-Every code path (training, scoring, generation, serving, the PEFT-equivalence check)
-goes through `prepend_prompt`, after Lester et al.: concat([prompt, x_embed], axis=1).
+After Lester et al.: concat([prompt, x_embed], axis=1). Two ways in:
+  * `prepend_prompt` puts the prompt's embeddings in front of the input's. The plain
+    decoder-only path (training loss, candidate scores, generation), every T5 path
+    (encoder input) and the PEFT-equivalence check go through it.
+  * The fast decoder-only path (scoring/fast.py) never concatenates embeddings: it feeds
+    the prompt's key/value cache in front of the input and widens the attention mask with
+    `extend_mask` (the loss) or with its own per-row prompt mask (scores, generation of
+    mixed-task batches). The prompt sits at the same positions either way, which is why
+    both paths give the same numbers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""`PromptedLM`: a frozen model plus what a soft prompt needs: training loss, label scores, generation.
+
+It picks a backend once (fast.py, plain.py or seq2seq.py; see backends.py) and holds what does
+not depend on it: the loss objectives and the formatting of scores.
+
+Candidate scores are differentiable (`candidate_logprobs`): evaluation ranks with them under
+no_grad (`score`), and the rank-classification training loss (`rank_loss`) is a cross-entropy
+over the same scores, so training optimises what evaluation decides by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from softprompt.batching import Batch
+from softprompt.models.loading import LoadedModel
+from softprompt.prepend import IGNORE
+from softprompt.scoring.backends import Backend, Inputs
+from softprompt.scoring.candidates import Candidates, candidate_lengths, pairs
+from softprompt.scoring.fast import FastBackend
+from softprompt.scoring.plain import PlainBackend
+from softprompt.scoring.prepared import PreparedPrompt
+from softprompt.scoring.seq2seq import Seq2SeqBackend
+
+Prompt = torch.Tensor | PreparedPrompt  # a (P, H) prompt, or one `prepare` made
+
+
+class PromptedLM:
+    """A frozen model plus the computations a soft prompt needs.
+
+    Args:
+        lm: The loaded, frozen model.
+        fast: Use the fast backend where the architecture allows (decoder-only).
+    """
+
+    def __init__(self, lm: LoadedModel, fast: bool = True) -> None:
+        self.lm = lm
+        self.model = lm.model
+        backend = Seq2SeqBackend if lm.is_encoder_decoder else FastBackend if fast else PlainBackend
+        self.backend: Backend = backend(lm)  # chosen once; every operation below delegates to it
+        self.fast = isinstance(self.backend, FastBackend)
+
+    def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
+        """`prompt` (P, H) with what the backend precomputes for it (the fast backend: its
+        key/value cache). Prepare once, pass it to `score`/`generate` for every batch."""
+        return self.backend.prepare(prompt)
+
+    def _prepared(self, prompt: Prompt) -> PreparedPrompt:
+        return prompt if isinstance(prompt, PreparedPrompt) else self.backend.prepare(prompt)
+
+    def _prepared_rows(self, prompts: Sequence[Prompt]) -> list[PreparedPrompt]:
+        """One PreparedPrompt per row; rows passing the same tensor share one (prepared once)."""
+        seen: dict[int, PreparedPrompt] = {}
+        for prompt in prompts:
+            if id(prompt) not in seen:
+                seen[id(prompt)] = self._prepared(prompt)
+        return [seen[id(prompt)] for prompt in prompts]
+
+    # -- training loss --------------------------------------------------------------------
+
+    def loss(self, prompt: Prompt, batch: Batch, objective: str = "lm", length_normalize: bool = False) -> torch.Tensor:
+        """Training loss of `batch` given `prompt` (P, H).
+
+        objective "lm": mean cross-entropy over the target tokens (the paper's text-to-text
+        loss). "rank": rows with candidates (`batch.gold` >= 0) take the cross-entropy over
+        their candidates' scores (`rank_loss`), the other rows (generation) the "lm" loss,
+        weighted by row counts. "rank+lm": the "rank" loss plus the "lm" loss of every row.
+        On ranked rows both come from one scoring pass: the gold candidate is the target.
+        """
+        if objective == "lm" or batch.gold is None:
+            return self.lm_loss(prompt, batch)
+        ranked = (batch.gold >= 0).nonzero().flatten().tolist()
+        if not ranked:
+            return self.lm_loss(prompt, batch)
+        prompt = self._prepared(prompt)
+        inputs, choices = [batch.inputs[i] for i in ranked], [batch.choices[i] for i in ranked]
+        gold = batch.gold[ranked]
+        rank_term, gold_lp, gold_tokens = self._rank_terms(prompt, inputs, choices, gold, length_normalize)
+        rest = sorted(set(range(batch.size)) - set(ranked))
+        rest_term = self.lm_loss(prompt, batch.select(rest)) if rest else rank_term.new_zeros(())
+        if objective == "rank":
+            return (len(ranked) * rank_term + len(rest) * rest_term) / batch.size
+        # "lm" over all rows = token-weighted mean of the ranked rows' gold log-likelihoods and the rest's.
+        rest_tokens = int((batch.labels[rest] != IGNORE).sum()) if rest else 0
+        lm_term = (-gold_lp.sum() + rest_term * rest_tokens) / (gold_tokens.sum() + rest_tokens)
+        return rank_term * len(ranked) / batch.size + lm_term
+
+    def rank_loss(
+        self, prompt: Prompt, inputs: Inputs, candidates: Candidates, gold: torch.Tensor, length_normalize: bool = False
+    ) -> torch.Tensor:
+        """Cross-entropy of the gold candidate `gold[b]` among input b's candidates, each
+        scored by its log-likelihood as rank classification scores it."""
+        return self._rank_terms(prompt, inputs, candidates, gold, length_normalize)[0]
+
+    def _rank_terms(self, prompt: Prompt, inputs, candidates, gold: torch.Tensor, length_normalize: bool):
+        """`rank_loss`, plus each input's gold candidate log-likelihood and token count
+        (its "lm" terms), from one scoring pass."""
+        scores = self.candidate_logprobs(prompt, inputs, candidates)  # (B, K)
+        lengths = candidate_lengths(candidates, scores.device)
+        gold = gold.to(scores.device)
+        rank_term = F.cross_entropy(scores / lengths if length_normalize else scores, gold)
+        picked = torch.arange(len(inputs), device=scores.device)
+        return rank_term, scores[picked, gold], lengths[picked, gold]
+
+    def lm_loss(self, prompt: Prompt, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over target tokens of `batch` given `prompt` (P, H)."""
+        return self.backend.lm_loss(self._prepared(prompt), batch)
+
+    # -- rank classification --------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, prompt: Prompt, inputs: Inputs, candidates: Candidates) -> list[list[tuple[float, int]]]:
+        """Log-likelihood of every candidate continuation of every input.
+
+        Args:
+            prompt: (P, H) soft prompt, or `prepare(prompt)` to reuse across batches.
+            inputs: B token-id lists.
+            candidates: For each input, K_b candidate token-id lists.
+
+        Returns:
+            For each input, a (sum log-prob, token count) pair per candidate.
+        """
+        return pairs(self.candidate_logprobs(prompt, inputs, candidates), candidates)
+
+    def candidate_logprobs(self, prompt: Prompt, inputs: Inputs, candidates: Candidates) -> torch.Tensor:
+        """(B, K) sum log-probabilities of each input's candidates, -inf past its K_b;
+        differentiable in `prompt` (pass the raw prompt, not a prepared one, when training)."""
+        return self.backend.candidate_logprobs(self._prepared(prompt), inputs, candidates)
+
+    @torch.no_grad()
+    def score_rows(
+        self, prompts: Sequence[Prompt], inputs: Inputs, candidates: Candidates
+    ) -> list[list[tuple[float, int]]]:
+        """`score` for a batch whose row b carries its own prompt `prompts[b]` (P_b, H).
+
+        Rows may share a prompt (pass the same tensor or PreparedPrompt) and prompts may
+        differ in length.
+        """
+        scores = self.backend.candidate_logprobs_rows(self._prepared_rows(prompts), inputs, candidates)
+        return pairs(scores, candidates)
+
+    # -- generation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompt: Prompt, inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
+        """Greedy continuations (token ids, EOS excluded) of each input."""
+        return self.backend.generate(self._prepared(prompt), inputs, max_new_tokens)
+
+    @torch.no_grad()
+    def generate_rows(self, prompts: Sequence[Prompt], inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
+        """`generate` for a batch whose row b carries its own prompt `prompts[b]` (P_b, H)."""
+        return self.backend.generate_rows(self._prepared_rows(prompts), inputs, max_new_tokens)
