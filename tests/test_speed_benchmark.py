@@ -23,29 +23,48 @@ def test_benchmark_rows_are_internally_consistent(tmp_path):
     steps, batch, n_eval = 2, 4, 12
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", str(tmp_path / "model"), "--steps", str(steps), "--batch-size",
-         str(batch), "--prompt-length", "4", "--eval-examples", str(n_eval), "--json", str(tmp_path / "r.json")],
+         str(batch), "--prompt-length", "4", "--eval-examples", str(n_eval), "--repeats", "1",
+         "--json", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "r.json").read_text())
-    rows = report["rows"]
-    assert [(r["tool"], r["precision"]) for r in rows][0] == ("peft", "fp32")
-    assert {r["tool"] for r in rows} == {"peft", "softprompt"} and len(rows) == 3
-    for r in rows:
-        assert r["train_examples"] == steps * batch
-        assert r["eval_examples"] == n_eval
-        assert (r["accuracy"] * n_eval) == pytest.approx(round(r["accuracy"] * n_eval))
-        assert r["train_s"] > 0 and r["eval_s"] > 0 and r["peak_mb"] > 0
-        assert r["train_ex_s"] == pytest.approx(steps * batch / r["train_s"], rel=1e-6)
-        assert r["eval_ex_s"] == pytest.approx(n_eval / r["eval_s"], rel=1e-6)
-    assert report["peaks_gflop_s"]["fp32"] > 0
+    rows, runs, plan = report["rows"], report["runs"], report["plan"]
+    assert [(r["tool"], r["setup"]) for r in rows] == [("peft", "documented"), ("peft", "best"), ("softprompt", "best")]
+    assert rows[0]["precision"] == "fp32" and len(runs) == 3 and report["bookkeeping_problems"] == []
+    # The best rows run at one precision, the probe's pick (bf16 for PEFT is autocast).
+    assert rows[1]["precision"].split("-")[0] == rows[2]["precision"] in ("fp32", "bf16")
+    assert report["precision"].startswith(f"precision auto -> {rows[2]['precision']} on ")
 
-    # The printed table: train ratio column = row / PEFT fp32.
+    # Both sides of the comparison processed the same examples in the same batches: the
+    # index lists softprompt's train/evaluate really drew are the ones PEFT was given.
+    peft, sp = rows[1], rows[2]
+    assert sp["train_batches"] == peft["train_batches"] == plan["best"]["train"]
+    assert sp["eval_batches"] == peft["eval_batches"] == plan["best"]["eval"]
+    assert len(sp["train_batches"]) == steps and all(len(b) == batch for b in sp["train_batches"])
+    for r in rows:  # every sampled example exactly once in training and in evaluation
+        assert sorted(i for b in r["train_batches"] for i in b) == list(range(steps * batch))
+        assert sorted(i for b in r["eval_batches"] for i in b) == list(range(n_eval))
+        assert r["train_examples"] == steps * batch and r["eval_examples"] == n_eval
+        assert (r["accuracy"] * n_eval) == pytest.approx(round(r["accuracy"] * n_eval))
+    for run in runs:
+        assert run["train_s"] > 0 and run["eval_s"] > 0 and run["peak_mb"] > 0
+        assert run["train_ex_s"] == pytest.approx(run["train_examples"] / run["train_s"], rel=1e-6)
+        assert run["eval_ex_s"] == pytest.approx(run["eval_examples"] / run["eval_s"], rel=1e-6)
+    for r, run in zip(rows, runs):  # one repeat: the median is the run
+        assert r["train_ex_s"] == r["train_ex_s_min"] == r["train_ex_s_max"] == run["train_ex_s"]
+    assert report["peaks_gflop_s"]["fp32"] > 0 and report["peaks_gflop_s"]["bf16"] > 0
+
+    # The printed table: CPU flags above it; ratio columns = row / PEFT best, row / PEFT documented.
+    assert out.stdout.startswith("cpu flags: ")
     table = [l for l in out.stdout.splitlines() if l.startswith("| softprompt")]
     cells = [c.strip() for c in table[0].strip("|").split("|")]
-    sp, peft = rows[1], rows[0]
-    assert float(cells[3]) == pytest.approx(sp["train_ex_s"] / peft["train_ex_s"], abs=0.006)
-    assert re.fullmatch(r"\d+\.\d%", cells[9])
+    assert cells[2] == sp["precision"]
+    assert float(cells[5]) == pytest.approx(sp["train_ex_s"] / peft["train_ex_s"], abs=0.006)
+    assert float(cells[6]) == pytest.approx(sp["train_ex_s"] / rows[0]["train_ex_s"], abs=0.006)
+    assert float(cells[9]) == pytest.approx(sp["eval_ex_s"] / peft["eval_ex_s"], abs=0.006)
+    assert re.fullmatch(r"\d+\.\d-\d+\.\d", cells[4])
+    assert re.fullmatch(r"\d+\.\d%", cells[12]) and re.fullmatch(r"\d+\.\d%", cells[13])
 
 
 def test_profile_script_accounts_for_the_operator_time(tmp_path):

@@ -29,6 +29,7 @@ from torch import nn
 
 from softprompt.errors import ModelError
 from softprompt.models.identity import ModelIdentity, fingerprint_embeddings
+from softprompt.models.precision import PrecisionChoice, choose, describe
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,15 @@ class LoadedModel:
         tokenizer: Its tokenizer (with a pad token).
         identity: Name + embedding fingerprint, recorded with every saved prompt.
         dtype: Dtype of the frozen weights (bf16 where the hardware runs it fast).
+        precision: How `--precision` resolved to `dtype` (probe rates, reason); None for
+            models built by hand.
     """
 
     model: nn.Module
     tokenizer: object
     identity: ModelIdentity
     dtype: torch.dtype
+    precision: PrecisionChoice | None = None
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -94,24 +98,12 @@ def cache_dir() -> Path:
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively here (AMX / AVX512-BF16 on CPU, Ampere+ GPU)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.backends.cpu.get_cpu_capability()
-    try:
-        return bool(torch._C._cpu._is_amx_tile_supported() or torch._C._cpu._is_avx512_bf16_supported())
-    except AttributeError:  # older torch
-        return cpu == "AMX"
+    """Whether `--precision auto` picks bf16 on `device` (measured once; see precision.py)."""
+    return choose("auto", device).dtype == torch.bfloat16
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto":
-        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
-    raise ModelError(f"--precision {precision!r}: expected auto, bf16 or fp32")
+    return choose(precision, device).dtype
 
 
 def _package_dir(module: str) -> Path | None:
@@ -205,8 +197,9 @@ def load_model(
 
     Args:
         name: See the module docstring; None means the embedded default.
-        precision: "auto" (bf16 where fast, else fp32), "bf16" or "fp32" for the
-            frozen weights. The prompt itself always trains in fp32.
+        precision: "auto" (bf16 where a short matmul probe finds it clearly faster, else
+            fp32), "bf16" or "fp32" for the frozen weights. The prompt itself always
+            trains in fp32.
         device: "cpu", "cuda", ...; default CUDA when available.
         trust_remote_code: Allow model code from the hub (off by default).
     """
@@ -214,7 +207,9 @@ def load_model(
 
     display, source = resolve_source(name)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = resolve_dtype(precision, dev)
+    choice = choose(precision, dev)
+    dtype = choice.dtype
+    log.info(describe(choice))
     offline = Path(source).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
     kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": offline}
     try:
@@ -239,4 +234,4 @@ def load_model(
     model.requires_grad_(False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, dtype=dtype)
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, dtype=dtype, precision=choice)
