@@ -310,7 +310,7 @@ def test_hub_name_offline_is_one_line(no_network):
     with pytest.raises(DataError) as err:
         make("imdb").load("train")
     msg = str(err.value)
-    assert msg.startswith("hub dataset imdb: ConnectionError") and "\n" not in msg
+    assert msg.startswith("imdb: no such local file or folder, and as a hub dataset: ConnectionError") and "\n" not in msg
     assert no_network == [("imdb", None, None)]
 
 

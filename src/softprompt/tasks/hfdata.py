@@ -119,7 +119,7 @@ def load_hub_split(spec: str, split: str) -> tuple[str, Iterator[tuple[int, dict
         data = datasets.load_dataset(path, config, split=chosen) if chosen else datasets.load_dataset(path, config)
     except Exception as err:  # noqa: BLE001
         hint = " (HF offline mode is on)" if offline() else ""
-        raise DataError(f"hub dataset {where}: {_one_line(err)}{hint}") from None
+        raise DataError(f"{spec}: no such local file or folder, and as a hub dataset: {_one_line(err)}{hint}") from None
     if chosen is None:
         chosen, data = pick_split(data, split, where)
     name = f"{where}[{chosen}]"
