@@ -67,12 +67,19 @@ def test_read_json(tmp_path):
 
 
 def test_data_root_from_environment(tmp_path, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network in tests")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SOFTPROMPT_DATA", str(tmp_path))
     assert data_root() == tmp_path
     (tmp_path / "SST-2").mkdir()
     (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\n")
     assert data_file("SST-2", "dev.tsv") == tmp_path / "SST-2" / "dev.tsv"
-    with pytest.raises(DataError, match="train.tsv: file not found"):
+    with pytest.raises(DataError, match="SST-2/train.tsv not found in any data source"):
         data_file("SST-2", "train.tsv")
 
 

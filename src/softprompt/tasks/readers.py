@@ -24,11 +24,12 @@ csv.field_size_limit(sys.maxsize)
 _DATA_ENV = "SOFTPROMPT_DATA"
 
 
-def data_root() -> Path:
-    """The benchmark data folder.
+def local_root() -> Path | None:
+    """The local benchmark data folder, or None.
 
-    `$SOFTPROMPT_DATA` if set, else the first `shared/data` found beside the current
-    directory or the source checkout (the project layout keeps data in ../shared/data).
+    `$SOFTPROMPT_DATA` if set (it then replaces the search), else the first `shared/data`
+    found beside the current directory or the source checkout (the project layout keeps
+    data in ../shared/data).
     """
     if env := os.environ.get(_DATA_ENV):
         return Path(env)
@@ -38,17 +39,50 @@ def data_root() -> Path:
             for candidate in (parent / "shared" / "data", parent / "data"):
                 if (candidate / "SST-2").is_dir():
                     return candidate
-    raise DataError(
-        "benchmark data folder not found: set SOFTPROMPT_DATA to the folder holding SST-2/, "
-        "CB/, ... (in the project layout it is ../shared/data)"
-    )
+    return None
+
+
+def data_root() -> Path:
+    """The local benchmark data folder (`local_root`), or a DataError saying how to give one."""
+    root = local_root()
+    if root is None:
+        raise DataError(
+            "benchmark data folder not found: set SOFTPROMPT_DATA to the folder holding SST-2/, "
+            "CB/, ... (in the project layout it is ../shared/data)"
+        )
+    return root
 
 
 def data_file(*parts: str) -> Path:
-    path = data_root().joinpath(*parts)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    return path
+    """A built-in task's data file, from the first source that has it, in order:
+    `$SOFTPROMPT_DATA`, else ../shared/data; then the Hugging Face hub copy cached under
+    `$SOFTPROMPT_CACHE/data` (fetched and written in the local layout once, by `tasks.hub`).
+
+    Raises:
+        DataError: No source has it; one line naming all three and why each failed.
+    """
+    root = local_root()
+    if root is not None and (path := root.joinpath(*parts)).is_file():
+        return path
+    from softprompt.tasks import hub  # imports nothing heavy; `datasets` only when fetching
+
+    try:
+        return hub.fetch(*parts)
+    except DataError as err:
+        hub_reason = str(err)
+    name = "/".join(parts)
+    env = os.environ.get(_DATA_ENV)
+    first = f"$SOFTPROMPT_DATA={env} has no {name}" if env else "$SOFTPROMPT_DATA is not set"
+    if env:
+        second = "../shared/data not searched (SOFTPROMPT_DATA replaces it)"
+    elif root is not None:
+        second = f"{root} has no {name}"
+    else:
+        second = "no ../shared/data folder beside the project"
+    raise DataError(
+        f"benchmark file {name} not found in any data source: 1) {first}; 2) {second}; "
+        f"3) Hugging Face hub: {hub_reason}"
+    )
 
 
 def _open_text(path: Path):
@@ -120,14 +154,30 @@ def read_json(path: Path):
             raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """Rows of a user data file, by suffix: .jsonl/.jsonl.gz, .tsv, .csv."""
+def read_rows(path: Path, split: str = "train") -> Iterator[tuple[int, dict]]:
+    """Rows of a user data file, by suffix: .jsonl/.jsonl.gz, .tsv, .csv, .parquet, or a folder
+    written by `datasets`' `save_to_disk` (a DatasetDict gives its `split`; dev -> validation).
+
+    Parquet and Arrow need the optional `datasets` package (imported only for them).
+    """
+    from softprompt.tasks import hfdata
+
     name = path.name.lower()
+    if name.endswith(".parquet"):
+        return hfdata.read_parquet(path) if path.is_file() else _missing(path)
+    if path.is_dir():
+        if hfdata.is_arrow_folder(path):
+            return hfdata.read_arrow_folder(path, split)[1]
+        raise DataError(f"{path}: a folder, but not one written by Dataset.save_to_disk (no dataset_info.json, state.json or dataset_dict.json)")
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return read_jsonl(path)
     if name.endswith((".tsv", ".csv", ".tsv.gz", ".csv.gz")):
         return read_delimited(path, "\t" if ".tsv" in name else ",", csv.QUOTE_MINIMAL)
-    raise DataError(f"{path}: unknown file type, expected .csv, .tsv or .jsonl")
+    raise DataError(f"{path}: unknown file type, expected .csv, .tsv, .jsonl or .parquet, or a saved Arrow dataset folder")
+
+
+def _missing(path: Path):
+    raise DataError(f"{path}: file not found")
 
 
 def read_imdb(archive: Path, split: str) -> list[tuple[str, str, str]]:

@@ -1,13 +1,14 @@
-"""Tasks described on the command line over a user's own CSV, TSV or JSONL file."""
+"""Tasks described on the command line (or in Python) over a user's own data: CSV, TSV,
+JSONL or Parquet files, saved Arrow datasets, hub names, `datasets.Dataset`s or lists of dicts
+(`sources.open_source` says which)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from softprompt.errors import ConfigError, DataError
 from softprompt.tasks.base import Example, Task
-from softprompt.tasks.readers import read_rows
+from softprompt.tasks.sources import describe, open_source
 
 
 def parse_label_words(spec: str) -> dict[str, str]:
@@ -31,7 +32,7 @@ def parse_label_words(spec: str) -> dict[str, str]:
 
 def user_task(
     name: str,
-    files: Mapping[str, Path],
+    files: Mapping[str, object],
     text_fields: Sequence[str],
     label_field: str,
     verbalizer: Mapping[str, str] | None,
@@ -41,7 +42,9 @@ def user_task(
 
     Args:
         name: Task name recorded with the prompt.
-        files: Split name -> data file (.csv, .tsv or .jsonl).
+        files: Split name -> its data: a path (.csv, .tsv, .jsonl, .parquet, or a folder written
+            by `Dataset.save_to_disk`), a hub name ("name", "name:split", "name:config:split"),
+            a `datasets.Dataset`/`DatasetDict`, or a list of dicts.
         text_fields: Fields of each row that form the input.
         label_field: Field holding the label (a verbalizer key) or the target text.
         verbalizer: Label -> label words; None makes it a generation task.
@@ -52,10 +55,10 @@ def user_task(
     template = template or " ".join([name, *(f"{f}: {{{f}}}" for f in text_fields)])
 
     def load(split: str) -> list[Example]:
-        path = Path(files[split])
+        name, rows = open_source(files[split], split)
         examples = []
-        for line, row in read_rows(path):
-            where = f"{path}:{line}"
+        for line, row in rows:
+            where = f"{name}:{line}"
             missing = [f for f in (*text_fields, label_field) if f not in row]
             if missing:
                 raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
@@ -70,7 +73,7 @@ def user_task(
                 raise DataError(f"{where}: empty input (field(s) {', '.join(text_fields)} hold no text)")
             examples.append(Example(fields, label, source=where))
         if not examples:
-            raise DataError(f"{path}: no examples")
+            raise DataError(f"{name}: no examples")
         return examples
 
     return Task(
@@ -80,5 +83,5 @@ def user_task(
         metrics=("accuracy",) if verbalizer else ("squad_em", "squad_f1"),
         loader=load,
         splits=tuple(files),
-        description=f"user task over {', '.join(str(p) for p in files.values())}",
+        description=f"user task over {', '.join(describe(v) for v in files.values())}",
     )
