@@ -195,3 +195,24 @@ def test_transfer_matrix_cells_over_two_workers_give_the_grid_of_one_process(two
     # both workers trained: the sources' logs were written by different processes
     assert sorted(p.name for p in (out / "targets" / "spot_target").iterdir()) == \
         ["baseline", "from-spot_a", "from-spot_yes", "transfer.json"]
+
+
+def test_a_killed_worker_ends_the_job_with_one_line_and_the_job_resumes(tmp_path):
+    from softprompt.io import load_prompt
+
+    out = tmp_path / "killed"
+    # rank 1 is SIGKILLed before the all-reduce of step 7; the last evaluation was at step 4
+    done = run_workers([{"do": "train", "out": str(out), "kill_rank": 1, "kill_step": 7}])
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "--resume" in errors[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    best = load_prompt(out / "best")  # the previous best/ is intact
+    assert best.metrics["step"] == 4
+    assert json.loads((out / "checkpoint" / "trainer.json").read_text())["step"] == 4
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no half-written folder
+    train_here(out, resume=True)  # the job resumes (here in one process) from the last checkpoint
+    straight = tmp_path / "straight"
+    train_here(straight)
+    assert torch.allclose(checkpoint_prompt(out), checkpoint_prompt(straight), atol=1e-5, rtol=0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -36,7 +37,21 @@ from softprompt.errors import SoftPromptError
 
 
 class WorkerLost(SoftPromptError):
-    """Another worker of the job died (or the launcher stopped this one): the job ends."""
+    """Another worker of the job died (or the launcher stopped this one): the job ends.
+    Raised on rank 0 only (one line for the job); the other workers exit quietly (`_lost`)."""
+
+
+LOST_EXIT = 75  # exit code of a worker that stops quietly because the job lost another
+LAUNCHER_ENV = "SOFTPROMPT_LAUNCHER"  # set by `launch`: it prints the job's one line itself
+
+
+def _lost(message: str, ctx: "Context", cause: BaseException | None = None):
+    """End this worker after the job lost one: rank 0 raises `WorkerLost` (the CLI prints its
+    one line and exits 2), the others leave quietly (exit code LOST_EXIT). Under `launch`,
+    rank 0 is quiet too: the launcher names the worker that failed."""
+    if ctx.main and not os.environ.get(LAUNCHER_ENV):
+        raise WorkerLost(message) from cause
+    raise SystemExit(LOST_EXIT)
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,7 @@ def shutdown() -> None:
 
 # -- collectives (each a no-op in one process) ------------------------------------------------
 
-def _guard(what: str):
+def _guard(what: str, ctx: "Context"):
     """Turn a failed collective (a peer died: connection closed, timeout) into one line."""
     @contextlib.contextmanager
     def guard():
@@ -115,28 +130,30 @@ def _guard(what: str):
             yield
         except (RuntimeError, dist.DistError) as err:  # gloo: "Connection closed by peer", NCCL: DistBackendError
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise WorkerLost(f"a worker of the job was lost during {what} ({first[:160]}); "
-                             "files written so far are complete: rerun with --resume") from err
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's [source.cc:line] prefix
+            first = first.split(". ")[0]
+            _lost(f"a worker of the job was lost during {what} ({first[:160]}); "
+                  "files written so far are complete: rerun with --resume", ctx, err)
     return guard()
 
 
 def barrier(ctx: Context, what: str = "a barrier") -> None:
     if ctx.active:
-        with _guard(what):
+        with _guard(what, ctx):
             dist.barrier()
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: Context, what: str = "training") -> torch.Tensor:
     """Sum `tensor` over workers, in place (gloo needs it on the CPU, NCCL on the GPU)."""
     if ctx.active:
-        with _guard(what):
+        with _guard(what, ctx):
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def broadcast_(tensor: torch.Tensor, ctx: Context, src: int = 0) -> torch.Tensor:
     if ctx.active:
-        with _guard("start-up"):
+        with _guard("start-up", ctx):
             dist.broadcast(tensor, src)
     return tensor
 
@@ -145,7 +162,7 @@ def broadcast_object(obj, ctx: Context, src: int = 0):
     if not ctx.active:
         return obj
     box = [obj]
-    with _guard("start-up"):
+    with _guard("start-up", ctx):
         dist.broadcast_object_list(box, src)
     return box[0]
 
@@ -155,7 +172,7 @@ def all_gather_object(obj, ctx: Context, what: str = "gathering results") -> lis
     if not ctx.active:
         return [obj]
     out: list = [None] * ctx.world
-    with _guard(what):
+    with _guard(what, ctx):
         dist.all_gather_object(out, obj)
     return out
 
@@ -293,8 +310,8 @@ def stop_on_sigterm(ctx: Context) -> Iterator[None]:
         yield
         return
     def handler(signum, frame):
-        raise WorkerLost("stopped by the launcher (another worker failed); files written so far are complete: "
-                         "rerun with --resume")
+        _lost("the job lost a worker (torchrun stopped the others); files written so far are complete: "
+              "rerun with --resume", ctx)
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -321,7 +338,8 @@ def torchrun_args(nproc: int, argv: Sequence[str], *, module: str | None = "soft
 def launch(nproc: int, argv: Sequence[str], *, quiet: bool = True, **kwargs) -> int:
     """Run `torchrun` in this process (what `softprompt train --nproc N ...` calls) and return
     the job's exit code. On a failure, the launcher's multi-line report is replaced by one
-    line: a worker that already printed its own `error: ...` line (exit 2) is not repeated."""
+    line naming the worker that failed first (a worker's own `error: ...` line, exit code 2,
+    is left alone); the other workers stop quietly."""
     import logging
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -334,12 +352,20 @@ def launch(nproc: int, argv: Sequence[str], *, quiet: bool = True, **kwargs) -> 
     if quiet:
         for lg in loggers:
             lg.setLevel(logging.CRITICAL)
+    previous = os.environ.get(LAUNCHER_ENV)
+    os.environ[LAUNCHER_ENV] = "1"  # inherited by the workers
     try:
         run(args)
         return 0
     except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        if failure.exitcode == 2:  # a worker's own one-line error is already on stderr
+        culprits = sorted(((f.timestamp, r, f) for r, f in err.failures.items() if f.exitcode != LOST_EXIT),
+                          key=lambda t: (t[0], t[1]))
+        if not culprits:
+            print("error: a worker of the job was lost; files written so far are complete: rerun with --resume",
+                  file=sys.stderr)
+            return 1
+        _, rank, failure = culprits[0]
+        if failure.exitcode == 2:  # a user error: the worker printed its one line
             return 2
         how = (f"was killed by {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
                else f"exited with code {failure.exitcode}")
@@ -347,6 +373,10 @@ def launch(nproc: int, argv: Sequence[str], *, quiet: bool = True, **kwargs) -> 
               "complete: rerun with --resume", file=sys.stderr)
         return 1
     finally:
+        if previous is None:
+            os.environ.pop(LAUNCHER_ENV, None)
+        else:
+            os.environ[LAUNCHER_ENV] = previous
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 
