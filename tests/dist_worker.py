@@ -53,7 +53,10 @@ def act(spec: dict, ctx: dp.Context) -> None:
 
             dp.all_reduce_grad = dying
         cfg = TrainConfig(**{**TRAIN, **spec.get("settings", {})})
-        train(learnable_llama(), toy_task(), cfg, out, resume=spec.get("resume", False), progress=False)
+        lm = learnable_llama()
+        if spec.get("fsdp"):
+            dp.shard_model(lm, ctx)  # FSDP2: decoder layers sharded over the 2 workers
+        train(lm, toy_task(), cfg, out, resume=spec.get("resume", False), progress=False)
     elif spec["do"] == "eval":
         from softprompt.scoring import PromptedLM
 

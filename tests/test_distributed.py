@@ -115,6 +115,7 @@ def two_workers(tmp_path_factory):
         {"do": "eval", "out": str(root / "eval.json")},
         {"do": "bench", "out": str(root / "bench")},
         {"do": "matrix", "out": str(root / "matrix" / "grid")},
+        {"do": "train", "out": str(root / "fsdp"), "fsdp": True, "settings": {"steps": 4, "fast": False}},
     ]
     done = run_workers(specs, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -216,3 +217,11 @@ def test_a_killed_worker_ends_the_job_with_one_line_and_the_job_resumes(tmp_path
     straight = tmp_path / "straight"
     train_here(straight)
     assert torch.allclose(checkpoint_prompt(out), checkpoint_prompt(straight), atol=1e-5, rtol=0)
+
+
+def test_fsdp2_sharded_frozen_layers_train_the_prompt_of_one_process(two_workers, tmp_path):
+    """FSDP2 on CPU with gloo: decoder layers sharded over 2 workers (plain path, whole batch
+    on every worker) give the prompt one unsharded process trains."""
+    here = tmp_path / "one"
+    train_here(here, steps=4, fast=False)
+    assert torch.allclose(checkpoint_prompt(two_workers / "fsdp"), checkpoint_prompt(here), atol=1e-5, rtol=0)

@@ -198,7 +198,9 @@ def train(
     enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens)
     per_task = [[enc.encode(t, e) for e in train_set] for t, train_set, _ in parts]  # validates labels up front
     encoded = [e for rows in per_task for e in rows]
-    plm = PromptedLM(lm, fast=cfg.fast)
+    sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
+    split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
+    plm = PromptedLM(lm, fast=cfg.fast and not sharded)
     weight, init = initial_prompt(lm, task, cfg)
     prompt = torch.nn.Parameter(weight.to(lm.device))
     check_trainable(lm, prompt)
@@ -247,7 +249,7 @@ def train(
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
                 rows = next(stream)
-                if ctx.active:  # this worker's rows; its loss is their share of the global batch's loss
+                if split:  # this worker's rows; its loss is their share of the global batch's loss
                     mine = dp.shard(rows, ctx)
                     batch = enc.collate([encoded[i] for i in mine]).to(lm.device) if mine else None
                     total = dp.batch_counts([encoded[i] for i in rows])
@@ -258,7 +260,8 @@ def train(
                 loss.backward()
                 loss_sum += loss.item()
                 seen += len(rows)
-            loss_sum = dp.all_reduce_grad(prompt, loss_sum, ctx)  # the global batch's gradient and loss
+            if split:
+                loss_sum = dp.all_reduce_grad(prompt, loss_sum, ctx)  # the global batch's gradient and loss
             optimizer.step()
             schedule.step()
             if average is not None:
@@ -271,7 +274,7 @@ def train(
             if step == cfg.embed_step and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
                 save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx)
+                metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
                 score = metrics[task.metrics[0]]
                 log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
                 if ctx.main:
