@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from softprompt import distributed as dp
 from softprompt.batching import Encoder, mixture_batches
 from softprompt.errors import ConfigError
-from softprompt.evaluate import evaluate
 from softprompt.io import (
     Checkpoint, SavedPrompt, atomic_write_text, load_checkpoint, load_prompt, resolve_prompt_dir, save_checkpoint, save_prompt,
 )
@@ -172,13 +172,25 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    context: dp.Context | None = None,
 ) -> TrainResult:
-    """Train a prompt for `task` (or a mixture of tasks) on the frozen `lm` and keep the best on dev."""
+    """Train a prompt for `task` (or a mixture of tasks) on the frozen `lm` and keep the best on dev.
+
+    Under torchrun (a process group initialised, see `distributed.init_from_env`) the workers
+    train one prompt data-parallel: each takes its rows of every global batch of
+    `cfg.batch_size`, the prompt gradient is summed, dev evaluation is split and gathered,
+    and rank 0 alone writes the output folder. The result equals one process's with the
+    same settings (up to float rounding), whatever the number of workers; a checkpoint
+    written by N workers resumes with any other number. `context` overrides the job
+    (`distributed.SINGLE`: train alone even in a process group).
+    """
+    ctx = dp.context() if context is None else context
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
     if resume and not (out_dir / "checkpoint").is_dir():
         raise ConfigError(f"{out_dir}: no checkpoint/ to resume from")
+    dp.barrier(ctx, "start-up")  # every worker has checked the folder before rank 0 writes to it
     torch.manual_seed(cfg.seed)
     parts = _task_data(task, cfg, train_examples, dev_examples)  # [(task, train, dev)], one per member task
     n_train, n_dev = sum(len(p[1]) for p in parts), sum(len(p[2]) for p in parts)
@@ -186,7 +198,9 @@ def train(
     enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens)
     per_task = [[enc.encode(t, e) for e in train_set] for t, train_set, _ in parts]  # validates labels up front
     encoded = [e for rows in per_task for e in rows]
-    plm = PromptedLM(lm, fast=cfg.fast)
+    sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
+    split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
+    plm = PromptedLM(lm, fast=cfg.fast and not sharded)
     weight, init = initial_prompt(lm, task, cfg)
     prompt = torch.nn.Parameter(weight.to(lm.device))
     check_trainable(lm, prompt)
@@ -199,8 +213,15 @@ def train(
         start, best_score, best_step, evals_since_best = _restore(
             out_dir / "checkpoint", prompt, optimizer, schedule, average, run
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1)
+    if ctx.active:  # every worker starts from rank 0's prompt (and average), bit for bit
+        with torch.no_grad():
+            dp.broadcast_(prompt.data, ctx)
+            if average is not None:
+                dp.broadcast_(average.value, ctx)
+        dp.barrier(ctx, "start-up")  # every worker has read the checkpoint before rank 0 writes
+    if ctx.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1) if ctx.main else _NoLog()
 
     def kept() -> torch.Tensor:  # the prompt that is evaluated and saved
         return average.value if average is not None else prompt.detach()
@@ -219,50 +240,66 @@ def train(
     stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main))
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
-    for step in range(start + 1, cfg.steps + 1):
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = enc.collate([encoded[i] for i in next(stream)]).to(lm.device)
-            loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize) / cfg.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
-            seen += batch.size
-        optimizer.step()
-        schedule.step()
-        if average is not None:
-            average.update(prompt, step)
-        train_time += time.perf_counter() - started
-        rate = seen / train_time
-        bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
-        bar.update(1)
-        log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
-        if step == cfg.embed_step:  # an early prompt stands for the task (SPoT task embedding)
-            save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics, evaluated = _evaluate(plm, kept(), parts, cfg)
-            score = metrics[task.metrics[0]]
-            log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
-            bar.write(f"step {step}: dev " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
-            if score > best_score:
-                best_score, best_step, evals_since_best = score, step, 0
-                save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}, kept()))
-            else:
-                evals_since_best += 1
-            counters = {"step": step, "best_score": best_score, "best_step": best_step,
-                        "evals_since_best": evals_since_best}
-            save_checkpoint(out_dir / "checkpoint", Checkpoint(
-                snapshot(metrics, prompt.detach()), optimizer.state_dict(), schedule.state_dict(), counters,
-                average.value if average is not None else None,
-            ))
-            if cfg.patience and evals_since_best >= cfg.patience:
-                bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
-                break
+    with dp.stop_on_sigterm(ctx):  # under torchrun: a failed peer ends this worker with one line
+        for step in range(start + 1, cfg.steps + 1):
+            started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                rows = next(stream)
+                if split:  # this worker's rows; its loss is their share of the global batch's loss
+                    mine = dp.shard(rows, ctx)
+                    batch = enc.collate([encoded[i] for i in mine]).to(lm.device) if mine else None
+                    total = dp.batch_counts([encoded[i] for i in rows])
+                    loss = dp.shard_loss(plm, prompt, batch, cfg.loss, cfg.length_normalize, total) / cfg.grad_accum
+                else:
+                    batch = enc.collate([encoded[i] for i in rows]).to(lm.device)
+                    loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize) / cfg.grad_accum
+                loss.backward()
+                loss_sum += loss.item()
+                seen += len(rows)
+            if split:
+                loss_sum = dp.all_reduce_grad(prompt, loss_sum, ctx)  # the global batch's gradient and loss
+            optimizer.step()
+            schedule.step()
+            if average is not None:
+                average.update(prompt, step)
+            train_time += time.perf_counter() - started
+            rate = seen / train_time
+            bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
+            bar.update(1)
+            log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
+            if step == cfg.embed_step and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
+                save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
+                score = metrics[task.metrics[0]]
+                log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
+                if ctx.main:
+                    bar.write(f"step {step}: dev " + ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+                if score > best_score:
+                    best_score, best_step, evals_since_best = score, step, 0
+                    if ctx.main:
+                        save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}, kept()))
+                else:
+                    evals_since_best += 1
+                counters = {"step": step, "best_score": best_score, "best_step": best_step,
+                            "evals_since_best": evals_since_best}
+                if ctx.main:
+                    save_checkpoint(out_dir / "checkpoint", Checkpoint(
+                        snapshot(metrics, prompt.detach()), optimizer.state_dict(), schedule.state_dict(), counters,
+                        average.value if average is not None else None,
+                    ))
+                if cfg.patience and evals_since_best >= cfg.patience:
+                    if ctx.main:
+                        bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
+                    break
     bar.close()
-    plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
+    if ctx.main:
+        plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
+    dp.barrier(ctx, "the end of training")  # best/ is written before any worker reads it
     return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(train_time, 1e-9), out_dir, seen)
 
 
@@ -285,16 +322,23 @@ def _task_data(
     return parts
 
 
-def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig) -> tuple[dict[str, float], int]:
+def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig, ctx: dp.Context = dp.SINGLE) -> tuple[dict[str, float], int]:
     """Dev metrics and the number of examples scored. A mixture reports each task's metrics
     as "task/metric" and, as "mean", the mean of the tasks' primary metrics."""
-    results = [evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize) for t, _, dev in parts]
+    results = [dp.evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx) for t, _, dev in parts]
     if len(results) == 1:
         return results[0].metrics, results[0].examples
     primary = [r.metrics[t.metrics[0]] for r, (t, _, _) in zip(results, parts)]
     metrics = {"mean": sum(primary) / len(primary)}
     metrics.update({f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()})
     return metrics, sum(r.examples for r in results)
+
+
+class _NoLog:
+    """The log of a worker other than rank 0: writes nothing."""
+
+    def write(self, record: dict) -> None:
+        pass
 
 
 class _Log:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from softprompt import distributed as dp
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
 from softprompt.errors import ConfigError
@@ -205,45 +206,73 @@ def run_bench(
     suite: str = "tasks",
     overwrite: bool = False,
     progress: bool = True,
+    context: dp.Context | None = None,
 ) -> dict:
     """Train (or reuse) and evaluate every job for every seed; write and return the table.
 
     Every existing result is checked against this run's settings before anything is
-    written, so a conflicting rerun fails without touching the folder.
+    written, so a conflicting rerun fails without touching the folder. Under torchrun the
+    cells (task, seed) that need work are spread over the workers, round robin: trained
+    cells first, then the evaluations with their prompts; each worker trains its cells alone
+    and writes only their folders, results are gathered, and rank 0 writes the table.
     """
+    ctx = dp.context() if context is None else context
     out = Path(out)
     check_out_folder(out, overwrite)
+    finished = {}
     for job in jobs:
         for seed in cfg.seeds:
-            _finished(out / job.task.name / f"seed{seed}", _expected(job, cfg, lm, seed), overwrite)
-    started, redone, data = time.perf_counter(), set(), _Data(cfg.max_eval)
-    results: dict[str, list[dict]] = {}
-    total = len(jobs) * len(cfg.seeds)
-    for n, (job, seed) in enumerate(((j, s) for j in jobs for s in cfg.seeds), start=1):
-        name, folder = job.task.name, out / job.task.name / f"seed{seed}"
-        expected = _expected(job, cfg, lm, seed)
-        done = _finished(folder, expected, overwrite)
-        if done is not None and (job.source, seed) in redone:
-            done = None  # its source prompt was retrained: evaluate the new one
-        head = f"[{n}/{total}] {name} seed {seed}"
-        if done is None:
-            redone.add((name, seed))
-            tick = time.perf_counter()
-            if job.source is None:
-                done = _train_one(lm, job.task, cfg, seed, folder, data, progress)
+            finished[job.task.name, seed] = _finished(out / job.task.name / f"seed{seed}", _expected(job, cfg, lm, seed), overwrite)
+    dp.barrier(ctx, "start-up")  # every worker has read the results before any is rewritten
+    started, data = time.perf_counter(), _Data(cfg.max_eval)
+    order = [(j, s) for j in jobs for s in cfg.seeds]
+    number = {(j.task.name, s): n for n, (j, s) in enumerate(order, start=1)}
+    outcomes: dict[tuple[str, int], tuple[dict, str]] = {}  # (task, seed) -> (result, how)
+    for phase in ([c for c in order if c[0].source is None], [c for c in order if c[0].source is not None]):
+        redone = {key for key, (_, how) in outcomes.items() if how != "reused"}
+        todo = []
+        for job, seed in phase:
+            done = finished[job.task.name, seed]
+            if done is not None and (job.source, seed) not in redone:  # else: its source prompt was retrained
+                outcomes[job.task.name, seed] = (done, "reused")
             else:
-                done = _transfer_one(lm, job, cfg, seed, out, data, progress)
-            done.update(settings=expected, seconds=round(time.perf_counter() - tick, 1))
-            write_json(folder / RESULT, done)
-            how = f"{'trained' if job.source is None else job.source + ' prompt'}, {done['seconds']:.0f} s"
-        else:
-            how = "reused"
-        shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in done["metrics"].items())
-        _say(f"{head}: {shown} ({done['examples']} dev examples; {how})", progress)
-        results.setdefault(name, []).append(done)
+                todo.append((job, seed))
+        mine = {}
+        with dp.local():  # a cell is one worker's own run
+            for job, seed in dp.cells(todo, ctx):
+                done, how = _run_cell(lm, job, cfg, seed, out, data, progress and ctx.main)
+                mine[job.task.name, seed] = (done, how)
+                _report(number[job.task.name, seed], len(order), job, seed, done, how, progress)
+        outcomes.update(dp.gather_dict(mine, ctx, "the bench cells"))
+    results: dict[str, list[dict]] = {}
+    for job, seed in order:
+        done, how = outcomes[job.task.name, seed]
+        if how == "reused":
+            _report(number[job.task.name, seed], len(order), job, seed, done, how, progress and ctx.main)
+        results.setdefault(job.task.name, []).append(done)
     table = build_table(suite, jobs, results, cfg, lm.identity.to_dict(), time.perf_counter() - started)
-    write_outputs(table, out)
+    if ctx.main:
+        write_outputs(table, out)
+    dp.barrier(ctx, "writing the table")
     return table
+
+
+def _run_cell(lm: LoadedModel, job: Job, cfg: BenchConfig, seed: int, out: Path, data: "_Data", progress: bool) -> tuple[dict, str]:
+    """Train (or evaluate with its source's prompt) one cell and write its result.json."""
+    folder = out / job.task.name / f"seed{seed}"
+    tick = time.perf_counter()
+    if job.source is None:
+        done = _train_one(lm, job.task, cfg, seed, folder, data, progress)
+    else:
+        done = _transfer_one(lm, job, cfg, seed, out, data, progress)
+    done.update(settings=_expected(job, cfg, lm, seed), seconds=round(time.perf_counter() - tick, 1))
+    write_json(folder / RESULT, done)
+    return done, f"{'trained' if job.source is None else job.source + ' prompt'}, {done['seconds']:.0f} s"
+
+
+def _report(n: int, total: int, job: Job, seed: int, done: dict, how: str, progress: bool) -> None:
+    shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in done["metrics"].items())
+    _say(f"[{n}/{total}] {job.task.name} seed {seed}: {shown} ({done['examples']} dev examples; {how})", progress)
 
 
 def _say(line: str, progress: bool) -> None:

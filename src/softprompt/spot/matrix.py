@@ -21,14 +21,15 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from softprompt import distributed as dp
 from softprompt.errors import ConfigError
-from softprompt.io import load_prompt, write_json
+from softprompt.io import load_prompt, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
 from softprompt.tasks.mixture import Mixture
 from softprompt.spot.transfer import (
-    DEFAULT_EMBED_STEP, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
+    BASELINE, DEFAULT_EMBED_STEP, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
 )
 from softprompt.tasks import get_task
 from softprompt.tasks.metrics import pearson_r, spearman_r
@@ -120,23 +121,50 @@ def source_task(name: str, cap: int | None):
 
 
 def prepare_sources(lm: LoadedModel, sources: list[str], cfg: TrainConfig, out_dir: Path, library_dir: Path | None,
-                    cap: int | None = None, progress: bool = False) -> dict[str, tuple[Path, Path]]:
-    """source -> (prompt folder, embedding folder): reused from the library, else trained (and added)."""
+                    cap: int | None = None, progress: bool = False, context: dp.Context | None = None) -> dict[str, tuple[Path, Path]]:
+    """source -> (prompt folder, embedding folder): reused from the library, else trained (and added).
+    Under torchrun the sources to train are spread over the workers (each trains and adds its own)."""
+    ctx = dp.context() if context is None else context
     known = {e.name: e for e in library.entries(library_dir, must_exist=False)} if library_dir else {}
-    found = {}
+    found, todo = {}, []
     for name in sources:
         entry = known.get(name)
         if entry is not None and entry.meta.get("model", {}).get("fingerprint") == lm.identity.fingerprint:
             found[name] = (entry.prompt_dir, entry.embedding_dir)
-            continue
-        run = out_dir / "sources" / name
-        train_once(lm, source_task(name, cap), replace(cfg, init="vocab", init_from=None, seed=0), run, progress)
-        if library_dir:
-            entry = library.add(library_dir, run, name, overwrite=True)
-            found[name] = (entry.prompt_dir, entry.embedding_dir)
         else:
-            found[name] = (run / "best", run / "embedding")
-    return found
+            todo.append(name)
+    dp.barrier(ctx, "start-up")  # every worker has read the library before any entry is replaced
+    mine = {}
+    with dp.local():
+        for name in dp.cells(todo, ctx):
+            run = out_dir / "sources" / name
+            train_once(lm, source_task(name, cap), replace(cfg, init="vocab", init_from=None, seed=0), run, progress and ctx.main)
+            if library_dir:
+                entry = library.add(library_dir, run, name, overwrite=True)
+                mine[name] = (entry.prompt_dir, entry.embedding_dir)
+            else:
+                mine[name] = (run / "best", run / "embedding")
+    found.update(dp.gather_dict(mine, ctx, "training the sources"))
+    return {name: found[name] for name in sources}
+
+
+def _target_cells(lm: LoadedModel, targets: list, cfg: TrainConfig, seeds: list[int], out_dir: Path,
+                  prompts: dict[str, Path], progress: bool, ctx: dp.Context) -> None:
+    """Train every target run of the grid (baseline and from each source, per seed), spread
+    over the workers; `transfer` then finds them finished and reuses them (`train_once`).
+    The settings are the ones `transfer.run_baseline` and `transfer.run_transfers` use."""
+    runs = []
+    for task in targets:
+        t_out = out_dir / "targets" / task.name
+        base = replace(cfg, init="vocab", init_from=None)
+        runs += [(task, replace(base, seed=s), t_out / BASELINE / f"seed{s}") for s in seeds]
+        for name, source in prompts.items():
+            start = replace(cfg, init="file", init_from=str(resolve_prompt_dir(Path(source))))
+            runs += [(task, replace(start, seed=s), t_out / f"from-{name}" / f"seed{s}") for s in seeds]
+    with dp.local():
+        for task, run_cfg, folder in dp.cells(runs, ctx):
+            train_once(lm, task, run_cfg, folder, progress)
+    dp.barrier(ctx, "the target runs")
 
 
 def transfer_matrix(
@@ -151,15 +179,29 @@ def transfer_matrix(
     library_dir: Path | None = None,
     mixture_cap: int | None = None,
     progress: bool = False,
+    context: dp.Context | None = None,
 ) -> MatrixReport:
-    """Train (or reuse) the sources, transfer each to each target, relate gains to similarity."""
+    """Train (or reuse) the sources, transfer each to each target, relate gains to similarity.
+    Under torchrun the source and target runs are spread over the workers (round robin), and
+    rank 0 assembles the grid from the finished runs and writes it."""
     if len(set(sources)) != len(sources) or len(set(targets)) != len(targets):
         raise ConfigError("--sources/--targets: a name is listed twice")
     out_dir = Path(out_dir)
     cfg = replace(cfg, embed_step=cfg.embed_step or min(DEFAULT_EMBED_STEP, cfg.steps))
     target_tasks = [get_task(t) for t in targets]  # unknown names fail before any training
     source_cfg = replace(cfg, steps=source_steps or cfg.steps)
-    prepared = prepare_sources(lm, sources, source_cfg, out_dir, library_dir, mixture_cap, progress)
+    ctx = dp.context() if context is None else context
+    prepared = prepare_sources(lm, sources, source_cfg, out_dir, library_dir, mixture_cap, progress, ctx)
+    if ctx.active:  # spread the target runs; rank 0 then assembles the grid from them and shares it
+        prompts = {s: p for s, (p, _) in prepared.items()}
+        _target_cells(lm, target_tasks, cfg, seeds, out_dir, prompts, progress and ctx.main, ctx)
+        report = None
+        if ctx.main:
+            with dp.local():
+                report = transfer_matrix(lm, sources, targets, cfg, seeds, out_dir, source_steps=source_steps,
+                                         library_dir=library_dir, mixture_cap=mixture_cap, progress=progress,
+                                         context=dp.SINGLE)
+        return dp.broadcast_object(report, ctx)
     reports, sims = {}, {}
     for task in target_tasks:
         t_out = out_dir / "targets" / task.name
