@@ -39,6 +39,7 @@ def work(args) -> None:
     from conftest import toy_task
 
     from softprompt import distributed as dp
+    from softprompt.evaluate import evaluate
     from softprompt.scoring import PromptedLM
     from softprompt.train import TrainConfig, train
 
@@ -51,10 +52,10 @@ def work(args) -> None:
         result = train(lm, task, cfg, Path(out) / "run", progress=False)
         dev = task.load("dev")
         prompt = result.best.weight
-        dp.evaluate(PromptedLM(lm), prompt, task, dev[:8], batch_size=32)  # warm-up
+        evaluate(PromptedLM(lm), prompt, task, dev[:8], batch_size=32, ctx=dp.context())  # warm-up
         dp.barrier(ctx)
         tick = time.perf_counter()
-        dp.evaluate(PromptedLM(lm), prompt, task, dev, batch_size=32)
+        evaluate(PromptedLM(lm), prompt, task, dev, batch_size=32, ctx=dp.context())
         dp.barrier(ctx)
         eval_rate = len(dev) / (time.perf_counter() - tick)
     if ctx.main:

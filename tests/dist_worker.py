@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import learnable_llama, tiny_llama, toy_task  # noqa: E402
 
 from softprompt import distributed as dp  # noqa: E402
+from softprompt.evaluate import evaluate  # noqa: E402
 from softprompt.errors import SoftPromptError  # noqa: E402
 
 TRAIN = dict(steps=12, batch_size=5, grad_accum=2, prompt_length=4, eval_every=4, optimizer="adafactor", embed_step=3)
@@ -61,7 +62,7 @@ def act(spec: dict, ctx: dp.Context) -> None:
         from softprompt.scoring import PromptedLM
 
         lm, task = learnable_llama(), toy_task(n_dev=23)
-        ev = dp.evaluate(PromptedLM(lm), eval_prompt(lm), task, task.load("dev"), batch_size=4)
+        ev = evaluate(PromptedLM(lm), eval_prompt(lm), task, task.load("dev"), batch_size=4, ctx=dp.context())
         if ctx.main:
             out.write_text(json.dumps({"metrics": ev.metrics, "predictions": ev.predictions, "scores": ev.scores}))
     elif spec["do"] == "bench":

@@ -48,6 +48,21 @@ class Batch:
     choices: list[tuple[list[int], ...] | None] | None = None
     gold: torch.Tensor | None = None
 
+    def loss_counts(self) -> "LossCounts":
+        """The normalisers of the training loss over this batch (see `LossCounts`)."""
+        targets = (self.labels != IGNORE).sum(1).tolist()  # (B,) target tokens per row
+        gold = self.gold.tolist() if self.gold is not None else [-1] * self.size
+        ranked = [i for i, g in enumerate(gold) if g >= 0]
+        rest = [i for i, g in enumerate(gold) if g < 0]
+        return LossCounts(
+            rows=self.size,
+            ranked=len(ranked),
+            tokens=sum(targets),
+            gold_tokens=sum(len(self.choices[i][gold[i]]) for i in ranked),
+            rest_rows=len(rest),
+            rest_tokens=sum(targets[i] for i in rest),
+        )
+
     def to(self, device: torch.device) -> "Batch":
         gold = self.gold.to(device) if self.gold is not None else None
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.size,
@@ -59,6 +74,40 @@ class Batch:
         pick = lambda xs: [xs[i] for i in rows] if xs is not None else None
         return Batch(self.input_ids[index], self.attention_mask[index], self.labels[index], len(rows),
                      pick(self.inputs), pick(self.choices), self.gold[index] if self.gold is not None else None)
+
+
+@dataclass(frozen=True)
+class LossCounts:
+    """Rows and target tokens of a batch: the denominators of the training loss's means.
+    Data-parallel workers each hold part of a batch and weight their part by the counts of
+    the whole (`PromptedLM.loss(..., whole=)`), so the parts' losses add up to the whole's.
+
+    Attributes:
+        rows: Rows. ranked: Rows scored by rank classification (a gold candidate).
+        tokens: Target tokens of every row. gold_tokens: Gold-candidate tokens of the ranked rows.
+        rest_rows, rest_tokens: Rows that are not ranked (generation), and their target tokens.
+    """
+
+    rows: int
+    ranked: int
+    tokens: int
+    gold_tokens: int
+    rest_rows: int
+    rest_tokens: int
+
+
+def loss_counts(rows: Sequence[Encoded]) -> LossCounts:
+    """`Batch.loss_counts` of the batch these encoded rows would collate into, without collating."""
+    ranked = [r for r in rows if r.choices is not None and r.gold >= 0]
+    rest = [r for r in rows if not (r.choices is not None and r.gold >= 0)]
+    return LossCounts(
+        rows=len(rows),
+        ranked=len(ranked),
+        tokens=sum(len(r.target_ids) for r in rows),
+        gold_tokens=sum(len(r.choices[r.gold]) for r in ranked),
+        rest_rows=len(rest),
+        rest_tokens=sum(len(r.target_ids) for r in rest),
+    )
 
 
 class Encoder:

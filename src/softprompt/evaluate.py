@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt.batching import Encoder, sorted_batches
+from softprompt.distributed import SINGLE, Context, all_gather_object, shard
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.base import Example, Task
 from softprompt.tasks.metrics import compute_metrics
@@ -83,7 +84,21 @@ def evaluate(
     batch_size: int = 32,
     length_normalize: bool = False,
     progress: bool = False,
+    ctx: Context = SINGLE,
 ) -> Evaluation:
-    """Predict and score `examples` with the task's metrics."""
-    preds, scores = predict(plm, prompt, task, examples, batch_size, length_normalize, progress)
-    return Evaluation(task.name, compute_metrics(task, preds, examples), preds, scores, len(examples))
+    """Predict and score `examples` with the task's metrics.
+
+    With `ctx` a job of several workers (`distributed.context()`), each worker predicts its
+    slice of the examples, the predictions and scores are gathered in order and the metrics
+    computed on the whole list, so every worker gets exactly one process's result.
+    """
+    if not ctx.active:
+        preds, scores = predict(plm, prompt, task, examples, batch_size, length_normalize, progress)
+        return Evaluation(task.name, compute_metrics(task, preds, examples), preds, scores, len(examples))
+    mine = shard(examples, ctx)
+    part = predict(plm, prompt, task, mine, batch_size, length_normalize, progress and ctx.main) if mine else ([], None)
+    parts = all_gather_object(part, ctx, "evaluation")
+    preds = [p for worker_preds, _ in parts for p in worker_preds]
+    ranked = any(s is not None for _, s in parts)
+    scores = [s for _, worker_scores in parts for s in (worker_scores or [])] if ranked else None
+    return Evaluation(task.name, compute_metrics(task, preds, list(examples)), preds, scores, len(examples))

@@ -29,8 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
-from softprompt.batching import Encoder, mixture_batches
+from softprompt.batching import Encoder, loss_counts, mixture_batches
 from softprompt.errors import ConfigError
+from softprompt.evaluate import evaluate
 from softprompt.io import (
     Checkpoint, SavedPrompt, atomic_write_text, load_checkpoint, load_prompt, resolve_prompt_dir, save_checkpoint, save_prompt,
 )
@@ -249,14 +250,13 @@ def train(
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
                 rows = next(stream)
-                if split:  # this worker's rows; its loss is their share of the global batch's loss
-                    mine = dp.shard(rows, ctx)
-                    batch = enc.collate([encoded[i] for i in mine]).to(lm.device) if mine else None
-                    total = dp.batch_counts([encoded[i] for i in rows])
-                    loss = dp.shard_loss(plm, prompt, batch, cfg.loss, cfg.length_normalize, total) / cfg.grad_accum
-                else:
-                    batch = enc.collate([encoded[i] for i in rows]).to(lm.device)
-                    loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize) / cfg.grad_accum
+                # Data-parallel: this worker's rows, their loss weighted as a share of the global batch's.
+                mine, whole = (dp.shard(rows, ctx), loss_counts([encoded[i] for i in rows])) if split else (rows, None)
+                if mine:
+                    batch = enc.collate([encoded[i] for i in mine]).to(lm.device)
+                    loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize, whole) / cfg.grad_accum
+                else:  # fewer rows than workers: a zero share that still gives the prompt a gradient
+                    loss = prompt.sum() * 0.0
                 loss.backward()
                 loss_sum += loss.item()
                 seen += len(rows)
@@ -325,7 +325,7 @@ def _task_data(
 def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig, ctx: dp.Context = dp.SINGLE) -> tuple[dict[str, float], int]:
     """Dev metrics and the number of examples scored. A mixture reports each task's metrics
     as "task/metric" and, as "mean", the mean of the tasks' primary metrics."""
-    results = [dp.evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx) for t, _, dev in parts]
+    results = [evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx) for t, _, dev in parts]
     if len(results) == 1:
         return results[0].metrics, results[0].examples
     primary = [r.metrics[t.metrics[0]] for r, (t, _, _) in zip(results, parts)]

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from softprompt.batching import Batch
+from softprompt.batching import Batch, LossCounts
 from softprompt.models.loading import LoadedModel
-from softprompt.prepend import IGNORE
 from softprompt.scoring.backends import Backend, Inputs
 from softprompt.scoring.candidates import Candidates, candidate_lengths, pairs
 from softprompt.scoring.fast import FastBackend
@@ -61,7 +60,14 @@ class PromptedLM:
 
     # -- training loss --------------------------------------------------------------------
 
-    def loss(self, prompt: Prompt, batch: Batch, objective: str = "lm", length_normalize: bool = False) -> torch.Tensor:
+    def loss(
+        self,
+        prompt: Prompt,
+        batch: Batch,
+        objective: str = "lm",
+        length_normalize: bool = False,
+        whole: LossCounts | None = None,
+    ) -> torch.Tensor:
         """Training loss of `batch` given `prompt` (P, H).
 
         objective "lm": mean cross-entropy over the target tokens (the paper's text-to-text
@@ -69,24 +75,31 @@ class PromptedLM:
         their candidates' scores (`rank_loss`), the other rows (generation) the "lm" loss,
         weighted by row counts. "rank+lm": the "rank" loss plus the "lm" loss of every row.
         On ranked rows both come from one scoring pass: the gold candidate is the target.
+
+        `whole`: the counts (`batching.loss_counts`) of a larger batch that `batch` is a part
+        of. Every mean is then taken over the whole batch, so the losses of its parts add up
+        to the whole batch's loss (data-parallel workers each hold a part). Without it, the
+        scale factors below are exactly 1 and the loss is `batch`'s own.
         """
-        if objective == "lm" or batch.gold is None:
-            return self.lm_loss(prompt, batch)
-        ranked = (batch.gold >= 0).nonzero().flatten().tolist()
-        if not ranked:
-            return self.lm_loss(prompt, batch)
+        own = batch.loss_counts()
+        whole = whole or own
+        if objective == "lm" or batch.gold is None or whole.ranked == 0:
+            return self.lm_loss(prompt, batch) * (own.tokens / whole.tokens)
         prompt = self._prepared(prompt)
-        inputs, choices = [batch.inputs[i] for i in ranked], [batch.choices[i] for i in ranked]
-        gold = batch.gold[ranked]
-        rank_term, gold_lp, gold_tokens = self._rank_terms(prompt, inputs, choices, gold, length_normalize)
+        ranked = (batch.gold >= 0).nonzero().flatten().tolist()
         rest = sorted(set(range(batch.size)) - set(ranked))
+        rank_term = gold_lp_sum = torch.zeros((), device=batch.labels.device)
+        if ranked:
+            inputs, choices = [batch.inputs[i] for i in ranked], [batch.choices[i] for i in ranked]
+            rank_term, gold_lp, _ = self._rank_terms(prompt, inputs, choices, batch.gold[ranked], length_normalize)
+            gold_lp_sum = gold_lp.sum()
         rest_term = self.lm_loss(prompt, batch.select(rest)) if rest else rank_term.new_zeros(())
         if objective == "rank":
-            return (len(ranked) * rank_term + len(rest) * rest_term) / batch.size
+            rest_share = rest_term * (own.rest_tokens / whole.rest_tokens) if rest else rest_term
+            return (len(ranked) * rank_term + whole.rest_rows * rest_share) / whole.rows
         # "lm" over all rows = token-weighted mean of the ranked rows' gold log-likelihoods and the rest's.
-        rest_tokens = int((batch.labels[rest] != IGNORE).sum()) if rest else 0
-        lm_term = (-gold_lp.sum() + rest_term * rest_tokens) / (gold_tokens.sum() + rest_tokens)
-        return rank_term * len(ranked) / batch.size + lm_term
+        lm_term = (-gold_lp_sum + rest_term * own.rest_tokens) / (whole.gold_tokens + whole.rest_tokens)
+        return rank_term * len(ranked) / whole.rows + lm_term
 
     def rank_loss(
         self, prompt: Prompt, inputs: Inputs, candidates: Candidates, gold: torch.Tensor, length_normalize: bool = False
