@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from softprompt.config import embed_step_for
 from softprompt.errors import ConfigError
 from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
@@ -28,7 +29,6 @@ from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
 from softprompt.train import TrainConfig, train
 
-DEFAULT_EMBED_STEP = 10  # fixed, not a fraction of --steps, so runs of any length give comparable embeddings
 BASELINE = "baseline"
 
 
@@ -101,7 +101,8 @@ def train_once(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig, out_dir:
 
 
 def run_baseline(
-    lm: LoadedModel, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: Path, init: str = "vocab", progress: bool = False
+    lm: LoadedModel, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: Path, init: str = "vocab",
+    progress: bool = False,
 ) -> list[float]:
     """Target runs from the default initialisation, one per seed."""
     if init == "file":
@@ -163,7 +164,7 @@ def transfer(
     if bool(sources) == bool(top_k):
         raise ConfigError("give either --source or --top-k/--auto with --library")
     out_dir = Path(out_dir)
-    cfg = replace(cfg, embed_step=cfg.embed_step or min(DEFAULT_EMBED_STEP, cfg.steps))
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
     baseline = run_baseline(lm, task, cfg, seeds, out_dir, baseline_init, progress)
     retrieved: list[tuple[str, dict[str, float]]] = []
     if top_k:
@@ -171,7 +172,8 @@ def transfer(
             raise ConfigError("--top-k/--auto need --library")
         retrieved = retrieve(lm, target_embedding_dir(out_dir, seeds), library_dir, by)
         sources = {name: library.get(library_dir, name).prompt_dir for name, _ in retrieved[:top_k]}
-    report = TransferReport(task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved)
+    report = TransferReport(task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline,
+                            retrieved=retrieved)
     report.sources = run_transfers(lm, task, cfg, seeds, sources or {}, out_dir, progress)
     write_json(out_dir / "transfer.json", report.to_dict())
     return report
