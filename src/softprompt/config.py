@@ -1,9 +1,9 @@
 """Settings, each written once: its type, default, allowed values and help text.
 
 `TrainConfig` is what `train()` takes; the command line derives its flags from these
-fields (softprompt/cli/options.py reads `field.metadata["help"]` and the defaults), so a
-flag's default and help live here and nowhere else. Choices are string enums; the config
-stores their plain string values, so settings compare and serialise as strings.
+fields (cli/options.py reads `field.metadata["help"]` and the defaults), so a flag's
+default and help live here and nowhere else. Choices are string enums; the config stores
+their plain string values, so settings compare and serialise as strings.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ DEFAULT_EMBED_STEP = 10
 TRANSFER_STEPS = 100
 TRANSFER_EVAL_EVERY = 50
 TRANSFER_SEEDS = "0,1,2"
+EVAL_SEED = 1234  # the seeded dev sample of --max-eval (training and bench draw the same)
 AUTO_TOP_K = 3  # `transfer --auto` without --top-k
 SIMILAR_MAX_EVAL = 32  # `similar` evaluates its short embedding run on a small dev sample
 

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
-from softprompt.config import Init, TrainConfig, helped, parse_seeds, same_as  # noqa: F401  (parse_seeds: its API)
+from softprompt.config import (  # noqa: F401  (parse_seeds: part of this module's API)
+    EVAL_SEED, Init, TrainConfig, helped, parse_seeds, same_as,
+)
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
 from softprompt.io import load_prompt, read_json, write_json
@@ -51,7 +53,6 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "anli_r3": ("mnli",),
     "imdb": ("sst2",),
 }
-EVAL_SEED = 1234  # the dev sample `softprompt eval --max-eval` and training draw
 RESULT = "result.json"
 OUTPUTS = ("table.json", "table.md", "table.png")
 

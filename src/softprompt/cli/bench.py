@@ -19,9 +19,12 @@ from softprompt.tasks import get_task
 
 
 def bench(
-    suite: Annotated[str, typer.Argument(help="superglue | glue | comma-separated task names (see `softprompt tasks`).")],
+    suite: Annotated[str, typer.Argument(
+        help="superglue | glue | comma-separated task names (see `softprompt tasks`).",
+    )],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Output folder: one folder per task and seed, table.json/.md/.png. Default: runs/bench-SUITE.",
+        "--out", "-o",
+        help="Output folder: one folder per task and seed, table.json/.md/.png. Default: runs/bench-SUITE.",
     )] = None,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
@@ -34,7 +37,9 @@ def bench(
     batch_size: BatchSizeOpt = BENCH.batch_size,
     lr: LrOpt = BENCH.lr,
     ema: EmaOpt = BENCH.ema,
-    overwrite: Annotated[bool, typer.Option(help="Retrain every task instead of reusing finished ones in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Retrain every task instead of reusing finished ones in --out.",
+    )] = False,
 ):
     """Train one prompt per task of a suite (reusing finished ones in --out) and print a paper-style table."""
     label, names = resolve_suite(suite)

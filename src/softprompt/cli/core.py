@@ -153,7 +153,8 @@ def predict(
     precision: PrecisionOpt = MODEL.precision,
     batch_size: int = 32,
     server: Annotated[Optional[str], typer.Option(
-        help="Ask a running `softprompt serve` at this URL instead (with --task: a task, prompt or ensemble it serves).",
+        help="Ask a running `softprompt serve` at this URL instead (with --task: a task, prompt or ensemble it "
+             "serves).",
     )] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="SOFTPROMPT_API_KEY", help="API key for --server.")] = None,
 ):

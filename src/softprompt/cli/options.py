@@ -54,7 +54,8 @@ BENCH = defaults(BenchConfig)
 ModelOpt = from_field(ModelConfig, "model", "--model", "-m")
 PrecisionOpt = from_field(ModelConfig, "precision")
 TaskOpt = Annotated[Optional[str], typer.Option(
-    "--task", "-t", help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.",
+    "--task", "-t",
+    help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.",
 )]
 TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Your own training data (.csv, .tsv or .jsonl).")]
 DevFileOpt = Annotated[Optional[Path], typer.Option(help="Your own dev/eval data (.csv, .tsv or .jsonl).")]
@@ -103,10 +104,9 @@ BenchSeedsOpt = Annotated[str, typer.Option(help=help_of(BenchConfig, "seeds"))]
 
 # -- SPoT: libraries, seeds, similarity -------------------------------------------------------
 
-LibraryOpt = Annotated[Path, typer.Option("--library", "-l", help="Prompt library folder (see softprompt.spot.library).")]
-OptLibraryOpt = Annotated[Optional[Path], typer.Option(
-    "--library", "-l", help="Prompt library folder (see softprompt.spot.library).",
-)]
+_LIBRARY_HELP = "Prompt library folder (see softprompt.spot.library)."
+LibraryOpt = Annotated[Path, typer.Option("--library", "-l", help=_LIBRARY_HELP)]
+OptLibraryOpt = Annotated[Optional[Path], typer.Option("--library", "-l", help=_LIBRARY_HELP)]
 SeedsOpt = Annotated[str, typer.Option(help="Comma list of seeds; every initialisation runs with each.")]
 TargetStepsOpt = from_field(TrainConfig, "steps", help="Target training steps (the same for every initialisation).")
 MeasureOpt = Annotated[str, typer.Option(

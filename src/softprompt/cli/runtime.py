@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from softprompt.config import EVAL_SEED
 from softprompt.errors import SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
 from softprompt.models import loading
@@ -21,9 +22,6 @@ from softprompt.models.loading import LoadedModel
 from softprompt.tasks import Task, get_task, parse_label_words, saved_task, user_task
 from softprompt.tasks.base import Example
 from softprompt.tasks.mixture import Mixture, parse_tasks
-
-EVAL_SEED = 1234  # the dev sample of --max-eval (training draws the same)
-
 
 def load_model(model: str | None, precision: str) -> LoadedModel:
     """The frozen model for --model/--precision (the seam tests patch; see the module docstring)."""

@@ -49,8 +49,10 @@ def library_list(library: LibraryOpt):
         typer.echo(f"{library}: no entries")
     for e in found:
         metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
-        embedding = f"embedding@{e.meta.get('embed_step')}" if e.meta.get("has_embedding") else "no embedding (best/ used)"
-        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {e.meta['model']['name']:24s} {embedding:26s} {metrics}")
+        has = e.meta.get("has_embedding")
+        embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
+        model = e.meta["model"]["name"]
+        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {metrics}")
 
 
 def library_add(
@@ -88,7 +90,9 @@ def similar(
     lr: LrOpt = TRAIN.lr,
     max_train: MaxTrainOpt = TRAIN.max_train,
     max_eval: MaxEvalOpt = SIMILAR_MAX_EVAL,
-    out: Annotated[Optional[Path], typer.Option(help="Keep the embedding run here (default: a temporary folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Keep the embedding run here (default: a temporary folder).",
+    )] = None,
 ):
     """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
     and rank the library's sources by similarity."""
@@ -96,7 +100,8 @@ def similar(
     similarity.measure(measure)
     lib.entries(library)  # a missing library fails before the model loads
     step = DEFAULT_EMBED_STEP if embed_step is None else embed_step
-    cfg = config_from(TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value, seed=0)
+    cfg = config_from(TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value,
+                      seed=0)
     lm = runtime.load_model(model, precision)
     with tempfile.TemporaryDirectory(prefix="softprompt-embed-") as tmp:
         run = out or Path(tmp) / "run"
@@ -112,7 +117,8 @@ def similar(
 def transfer(
     task: Annotated[str, typer.Option("--task", "-t", help="Target task.")],
     source: Annotated[Optional[list[str]], typer.Option(
-        "--source", "-s", help="Source prompt folder (or a --library entry name); repeat or comma-separate for several.",
+        "--source", "-s",
+        help="Source prompt folder (or a --library entry name); repeat or comma-separate for several.",
     )] = None,
     library: OptLibraryOpt = None,
     top_k: Annotated[Optional[int], typer.Option(
@@ -166,7 +172,8 @@ def transfer(
     report = run_transfer(lm, the_task, cfg, seed_list, out, sources=sources or None, library_dir=library, top_k=top_k,
                           by=measure, baseline_init=baseline_init, progress=True)
     if report.retrieved:
-        typer.echo(f"retrieved by {measure}: " + ", ".join(f"{n} {s[measure]:.3f}" for n, s in report.retrieved[:top_k]))
+        found = ", ".join(f"{n} {s[measure]:.3f}" for n, s in report.retrieved[:top_k])
+        typer.echo(f"retrieved by {measure}: {found}")
     typer.echo(report.table())
     typer.echo(f"-> {out}/transfer.json")
 
