@@ -194,7 +194,7 @@ def _have_data() -> bool:
 
 @pytest.mark.skipif(not _have_data(), reason="benchmark data folder not found")
 def test_cli_bench_on_real_tasks_with_a_tiny_model(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_load", lambda model, precision: tiny_llama())
+    monkeypatch.setattr(cli.runtime, "load_model", lambda model, precision: tiny_llama())
     out = tmp_path / "sg"
     args = ["bench", "cb,rte,axg", "--steps", "1", "--prompt-length", "2", "--batch-size", "2", "--max-eval", "6", "--out", str(out)]
     assert cli.main(args) == 0
@@ -240,7 +240,7 @@ def test_eval_command_scores_a_prompt_on_a_related_task(tmp_path, capsys, monkey
     from softprompt.io import SavedPrompt, save_prompt
 
     lm = tiny_llama()
-    monkeypatch.setattr(cli, "_load", lambda model, precision: lm)
+    monkeypatch.setattr(cli.runtime, "load_model", lambda model, precision: lm)
     import torch
 
     save_prompt(tmp_path / "p", SavedPrompt(torch.zeros(2, lm.hidden_size), lm.identity, meta("reviews", {"negative": "awful", "positive": "great"})))

@@ -19,7 +19,7 @@ LABELS = "neg=negative,pos=positive"
 def model(monkeypatch):
     """Every command loads the same tiny model instead of the embedded one."""
     lm = learnable_llama()
-    monkeypatch.setattr(cli, "_load", lambda name, precision: lm)
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
     return lm
 
 
@@ -166,7 +166,7 @@ def test_unknown_model(data, tmp_path, capsys, monkeypatch):
 def test_prompt_saved_for_another_model_is_refused(trained, monkeypatch, capsys):
     run_dir, _ = trained
     other = tiny_llama(seed=7, hidden_size=32)
-    monkeypatch.setattr(cli, "_load", lambda name, precision: other)
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: other)
     code, _, err = run_cli(capsys, "predict", "--prompt", run_dir, stdin="great\n")
     assert_one_line_error(code, err, "tiny-llama")
 

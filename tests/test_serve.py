@@ -327,7 +327,7 @@ def test_predict_through_the_server_prints_what_offline_predict_gives(server, lm
 def test_eval_with_several_prompts_reports_each_the_average_and_the_ensembles(
     lm, library, monkeypatch, capsys, tmp_path
 ):
-    monkeypatch.setattr(cli, "_load", lambda name, precision: lm)
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
     dev = write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
     names = ["toy-a", "toy-b", "toy-c"]
     data = ("--dev-file", dev, "--text-field", "sentence", "--labels", "neg=negative,pos=positive",

@@ -143,7 +143,7 @@ def test_embed_step_after_the_last_step_is_refused():
 @pytest.fixture
 def model(monkeypatch):
     lm = learnable_llama()
-    monkeypatch.setattr(cli, "_load", lambda name, precision: lm)
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
     return lm
 
 

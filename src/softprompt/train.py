@@ -10,7 +10,7 @@ score swings by 10 points between evaluations; the average sits at the centre of
 `task` may also be a `Mixture` of tasks (SPoT): each example keeps its own task's template
 and verbalizer, and the dev score is the mean of the tasks' primary metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
-  embedding/    the prompt at step --embed-step, when set: a task embedding (SPoT)
+  embedding/    the prompt at step embed_step (default 10; 0: none): a task embedding (SPoT)
   checkpoint/   the latest state, for --resume
   log.jsonl     one JSON line per logged step / evaluation
   curve.png     training loss and dev metric over steps
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
+from softprompt.config import TrainConfig
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -37,66 +38,10 @@ from softprompt.io import (
 )
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
-from softprompt.prompt import INITS, make_prompt
+from softprompt.prompt import make_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
-
-OPTIMIZERS = ("adafactor", "adamw")
-LOSSES = ("rank", "lm", "rank+lm")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; each is a `softprompt train` flag of the same name."""
-
-    steps: int = 500
-    batch_size: int = 16
-    prompt_length: int = 20
-    init: str = "auto"  # auto: class labels for classification tasks, else vocab
-    init_text: str | None = None
-    init_from: str | None = None
-    optimizer: str = "adafactor"
-    loss: str = "rank+lm"  # rank: cross-entropy over the labels as evaluation ranks them; lm: over the vocabulary
-    lr: float = 0.3
-    weight_decay: float = 1e-5
-    warmup_steps: int = 0
-    grad_accum: int = 1
-    seed: int = 0
-    eval_every: int = 100
-    max_eval: int | None = None
-    eval_batch_size: int = 32
-    patience: int | None = None
-    max_train: int | None = None
-    max_input_tokens: int = 256
-    length_normalize: bool = False
-    fast: bool = True
-    ema: float = 0.99  # decay of the prompt average that is evaluated and kept (0: the raw prompt)
-    embed_step: int | None = None  # save the prompt at this step as embedding/ (SPoT task embedding)
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "prompt_length", "grad_accum", "eval_every", "eval_batch_size", "max_input_tokens")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_eval", "max_train", "patience", "embed_step"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"--ema must be in [0, 1), got {self.ema}")
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ConfigError("--warmup-steps and --weight-decay must not be negative")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"--loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
-        if self.init not in (*INITS, "auto"):
-            raise ConfigError(f"--init {self.init!r}: expected auto or one of {', '.join(INITS)}")
-        if self.embed_step is not None and self.embed_step > self.steps:
-            raise ConfigError(f"--embed-step {self.embed_step} is after the last step (--steps {self.steps})")
 
 
 @dataclass
@@ -159,7 +104,9 @@ def check_trainable(lm: LoadedModel, prompt: torch.nn.Parameter) -> None:
     """The model is frozen: exactly P×H numbers train."""
     frozen = sum(p.numel() for p in lm.model.parameters() if p.requires_grad)
     if frozen or prompt.numel() != prompt.shape[0] * lm.hidden_size:
-        raise RuntimeError(f"expected only the {prompt.shape[0]}x{lm.hidden_size} prompt to train; {frozen} model weights would train")
+        raise RuntimeError(
+            f"expected only the {prompt.shape[0]}x{lm.hidden_size} prompt to train; {frozen} model weights would train"
+        )
 
 
 def train(

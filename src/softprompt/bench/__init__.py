@@ -3,7 +3,8 @@ the prompt of their source task, and report a paper-style table (JSON, Markdown,
 
     suite.py     which tasks a run holds, training / reusing / evaluating each one
     table.py     per-task scores, multi-metric and over-seed averages, Markdown and bar chart
-    cli.py       `softprompt bench`
+
+`softprompt bench` is cli/bench.py.
 """
 
 from softprompt.bench.suite import BenchConfig, plan_tasks, resolve_suite, run_bench

@@ -27,13 +27,16 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
+from softprompt.config import (  # noqa: F401  (parse_seeds: part of this module's API)
+    EVAL_SEED, Init, TrainConfig, helped, parse_seeds, same_as,
+)
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
 from softprompt.io import load_prompt, read_json, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.base import Example, Task, task_names
-from softprompt.train import TrainConfig, train
+from softprompt.train import train
 
 SUITES: dict[str, tuple[str, ...]] = {
     # COPA and WiC are not in the data folder; QQP and MNLI-mm neither.
@@ -51,31 +54,35 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "anli_r3": ("mnli",),
     "imdb": ("sst2",),
 }
-EVAL_SEED = 1234  # the dev sample `softprompt eval --max-eval` and training draw
 RESULT = "result.json"
 OUTPUTS = ("table.json", "table.md", "table.png")
 
 
+BENCH_INITS = (Init.AUTO, Init.VOCAB, Init.UNIFORM, Init.LABELS)  # no text or file: one setting for every task
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    """Settings of a bench run; each is a `softprompt bench` flag of the same name."""
+    """Settings of a bench run; each is a `softprompt bench` flag of the same name (help shared with TrainConfig's)."""
 
-    steps: int = 500
-    prompt_length: int = 20
-    init: str = "auto"
-    seeds: tuple[int, ...] = (0,)
-    max_eval: int | None = None
-    max_train: int | None = None
-    batch_size: int = 16
-    lr: float = 0.3
-    ema: float = 0.99
-    eval_batch_size: int = 32
+    steps: int = same_as(TrainConfig, "steps")
+    prompt_length: int = same_as(TrainConfig, "prompt_length")
+    init: str = helped(Init.AUTO.value, "auto | vocab | uniform | labels (as `softprompt train`).")
+    seeds: tuple[int, ...] = helped((0,), "Comma-separated seeds, one prompt per task and seed: '0,1,2' gives "
+                                          "mean ± std.")
+    max_eval: int | None = helped(None, "Evaluate on at most N dev examples per task (seeded sample; whole groups for "
+                                        "MultiRC/AX-g).")
+    max_train: int | None = same_as(TrainConfig, "max_train")
+    batch_size: int = same_as(TrainConfig, "batch_size")
+    lr: float = same_as(TrainConfig, "lr")
+    ema: float = same_as(TrainConfig, "ema")
+    eval_batch_size: int = same_as(TrainConfig, "eval_batch_size")
 
     def __post_init__(self) -> None:
         self.train_config(0)  # rejects bad values with the flag's name
         if self.max_eval is not None and self.max_eval < 1:
             raise ConfigError(f"--max-eval must be at least 1, got {self.max_eval}")
-        if self.init not in ("auto", "vocab", "uniform", "labels"):
+        if self.init not in BENCH_INITS:
             raise ConfigError(f"--init {self.init!r}: expected auto, vocab, uniform or labels")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"--seeds: expected distinct non-negative integers, got {','.join(map(str, self.seeds))}")
@@ -91,16 +98,6 @@ class BenchConfig:
     def settings(self) -> dict:
         """What a finished result must have been made with to be reused (seeds aside)."""
         return {k: v for k, v in asdict(self).items() if k not in ("seeds", "eval_batch_size")}
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
-    if not seeds:
-        raise ConfigError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}")
-    return seeds
 
 
 def resolve_suite(spec: str) -> tuple[str, list[str]]:
@@ -134,7 +131,8 @@ def plan_tasks(tasks: Sequence[Task], sources: Mapping[str, Sequence[str]] = SOU
         candidates = [s for s in sources.get(task.name, ()) if s != task.name]
         source = next((s for s in candidates if s in names), None)
         if source is None and "train" not in task.splits:
-            how = f"with the prompt of {' or '.join(candidates)}; add one to the run" if candidates else "only with another task's prompt"
+            how = (f"with the prompt of {' or '.join(candidates)}; add one to the run" if candidates
+                   else "only with another task's prompt")
             raise ConfigError(f"task {task.name!r} has no train split: it is evaluated {how}")
         jobs.append(Job(task, source))
     return [j for j in jobs if j.source is None] + [j for j in jobs if j.source]
@@ -174,7 +172,9 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
 
     foreign = [p.name for p in out.iterdir() if not ours(p)]
     if foreign and not overwrite:
-        raise ConfigError(f"--out {out}: not a bench output folder (holds {', '.join(sorted(foreign)[:3])}); choose another --out")
+        raise ConfigError(
+            f"--out {out}: not a bench output folder (holds {', '.join(sorted(foreign)[:3])}); choose another --out"
+        )
 
 
 def _expected(job: Job, cfg: BenchConfig, lm: LoadedModel, seed: int) -> dict:
@@ -190,7 +190,8 @@ def _finished(folder: Path, expected: dict, overwrite: bool) -> dict | None:
     done = read_json(path)
     if done.get("settings") != expected:
         theirs = done.get("settings") or {}
-        diff = [f"{k}={theirs.get(k)!r} (now {v!r})" for k, v in expected.items() if theirs.get(k) != v and k != "model"]
+        diff = [f"{k}={theirs.get(k)!r} (now {v!r})"
+                for k, v in expected.items() if theirs.get(k) != v and k != "model"]
         if theirs.get("model") != expected["model"]:
             diff.insert(0, f"model {(theirs.get('model') or {}).get('name')!r} (now {expected['model']['name']!r})")
         raise ConfigError(f"{path}: finished with other settings: {', '.join(diff)}; use --overwrite or another --out")
@@ -294,7 +295,9 @@ class _Data:
         return self.loaded[task.name, split]
 
 
-def _train_one(lm: LoadedModel, task: Task, cfg: BenchConfig, seed: int, folder: Path, data: _Data, progress: bool) -> dict:
+def _train_one(
+    lm: LoadedModel, task: Task, cfg: BenchConfig, seed: int, folder: Path, data: _Data, progress: bool
+) -> dict:
     (folder / RESULT).unlink(missing_ok=True)
     if (folder / "best").exists():
         shutil.rmtree(folder / "best")  # never report a prompt this training did not produce
@@ -304,10 +307,13 @@ def _train_one(lm: LoadedModel, task: Task, cfg: BenchConfig, seed: int, folder:
         overwrite=True, progress=progress,
     )
     metrics = {m: float(result.best.metrics[m]) for m in task.metrics}
-    return {"task": task.name, "seed": seed, "metrics": metrics, "examples": len(dev), "prompt": f"{task.name}/seed{seed}/best"}
+    return {"task": task.name, "seed": seed, "metrics": metrics, "examples": len(dev),
+            "prompt": f"{task.name}/seed{seed}/best"}
 
 
-def _transfer_one(lm: LoadedModel, job: Job, cfg: BenchConfig, seed: int, out: Path, data: _Data, progress: bool) -> dict:
+def _transfer_one(
+    lm: LoadedModel, job: Job, cfg: BenchConfig, seed: int, out: Path, data: _Data, progress: bool
+) -> dict:
     folder = out / job.task.name / f"seed{seed}"
     (folder / RESULT).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -317,4 +323,5 @@ def _transfer_one(lm: LoadedModel, job: Job, cfg: BenchConfig, seed: int, out: P
     task = task_for_prompt(job.task, saved.task, where=f"prompt {prompt_dir}")
     dev = data(task, "dev")
     ev = evaluate(PromptedLM(lm), saved.weight, task, dev, cfg.eval_batch_size, progress=progress)
-    return {"task": task.name, "seed": seed, "metrics": ev.metrics, "examples": len(dev), "prompt": f"{job.source}/seed{seed}/best"}
+    return {"task": task.name, "seed": seed, "metrics": ev.metrics, "examples": len(dev),
+            "prompt": f"{job.source}/seed{seed}/best"}

@@ -23,7 +23,7 @@ import torch
 
 from softprompt.errors import SoftPromptError
 from softprompt.ensemble import ENSEMBLE_METHODS
-from softprompt.io import META_FILE, PROMPT_FILE, SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
+from softprompt.io import META_FILE, PROMPT_FILE, SavedPrompt, import_peft, load_prompt, read_json, resolve_prompt_dir
 from softprompt.models.identity import ModelIdentity
 from softprompt.scoring.prepared import PreparedPrompt
 from softprompt.tasks.base import Example, Task, saved_task
@@ -113,7 +113,7 @@ def scan_library(
             scan.prompts[entry.name] = known[entry.name]
             continue
         try:
-            scan.prompts[entry.name] = _load(entry.name, folder, stamp, identity, device)
+            scan.prompts[entry.name] = _load_served_prompt(entry.name, folder, stamp, identity, device)
         except SoftPromptError as err:
             scan.skipped[entry.name] = str(err)
     scan.ensembles, bad = read_ensembles(Path(root) / ENSEMBLES_FILE, scan.prompts)
@@ -121,7 +121,9 @@ def scan_library(
     return scan
 
 
-def _load(name: str, folder: Path, stamp: tuple, identity: ModelIdentity, device: torch.device) -> ServedPrompt:
+def _load_served_prompt(
+    name: str, folder: Path, stamp: tuple, identity: ModelIdentity, device: torch.device
+) -> ServedPrompt:
     if not any(f == META_FILE or f == "adapter_config.json" for f, _, _ in stamp[1]):
         raise SoftPromptError(f"{folder}: no {META_FILE} (not a prompt folder, or training has not saved one yet)")
     saved = load_prompt(folder)
@@ -164,8 +166,8 @@ def ensemble_mismatch(members: list[ServedPrompt]) -> str | None:
     first = members[0]
     for m in members[1:]:
         if m.task.labels != first.task.labels or m.task.is_classification != first.task.is_classification:
-            ours, theirs = ("/".join(p.task.labels) or "generation" for p in (first, m))
-            return f"prompts {first.name!r} and {m.name!r} have different labels ({ours} vs {theirs})"
+            labels_a, labels_b = "/".join(first.task.labels) or "generation", "/".join(m.task.labels) or "generation"
+            return f"prompts {first.name!r} and {m.name!r} have different labels ({labels_a} vs {labels_b})"
     return None
 
 
@@ -256,3 +258,17 @@ def make_example(task: Task, value: str | dict) -> Example:
             raise ValueError(f"task {task.name!r} needs field(s) {', '.join(missing)} (template {task.template!r})")
         fields = {f: str(value[f]) for f in task.template_fields}
     return Example(fields, task.labels[0] if task.labels else "")
+
+
+def library_model(library: Path) -> str | None:
+    """The model the library's prompts were trained on (the first that names one), else None."""
+    for entry in sorted(Path(library).iterdir()):
+        meta = resolve_prompt_dir(entry) / META_FILE
+        if meta.is_file():
+            try:
+                name = read_json(meta).get("model", {}).get("name")
+            except Exception:  # unreadable: the library scan reports it
+                continue
+            if name:
+                return name
+    return None

@@ -4,7 +4,8 @@
   similarity.py  task similarity from prompts (cosine of average tokens, per-token average)
   transfer.py    target training from source prompts vs the default init; retrieval
   matrix.py      sources x targets transfer grid: heatmap, correlations, retrieval table
-  cli.py         the commands: similar, transfer, transfer-matrix, library list|add|remove
+
+Their commands (similar, transfer, transfer-matrix, library list|add|remove) are in cli/spot.py.
 
 Mixtures of tasks (one prompt on several sources) live with the tasks: tasks/mixture.py.
 """

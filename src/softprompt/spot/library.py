@@ -65,11 +65,8 @@ def entries(library_dir: Path, must_exist: bool = True) -> list[Entry]:
         return []
     found = []
     for path in sorted(library_dir.iterdir()):
-        if (
-            path.name.startswith(".")
-            or not (path / ENTRY_FILE).is_file()
-            or not (path / "best" / PROMPT_FILE).is_file()
-        ):
+        complete = (path / ENTRY_FILE).is_file() and (path / "best" / PROMPT_FILE).is_file()
+        if path.name.startswith(".") or not complete:
             continue
         found.append(Entry(path.name, path, read_json(path / ENTRY_FILE)))
     return found
@@ -144,4 +141,20 @@ def embeddings(
             found.append((entry.name, load_prompt(entry.embedding_dir).weight))
     if not found:
         raise ConfigError(f"--library {library_dir}: no entry was trained on the loaded model {identity.name}")
+    return found
+
+
+def resolve_sources(items: list[str], library_dir: Path | None) -> dict[str, Path]:
+    """Source prompts named on the command line (`transfer --source`): prompt folders, or names
+    of entries of `library_dir`; keyed by a unique name (the folder's, or its run's for best/)."""
+    found = {}
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            name = path.name if path.name != "best" else path.parent.name
+            found[name if name not in found else f"{name}-{len(found)}"] = path
+        elif library_dir is not None:
+            found[item] = get(library_dir, item).prompt_dir
+        else:
+            raise ConfigError(f"--source {item}: prompt folder not found (or give --library to name an entry)")
     return found

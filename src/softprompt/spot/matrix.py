@@ -26,10 +26,11 @@ from softprompt.errors import ConfigError
 from softprompt.io import load_prompt, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
+from softprompt.config import embed_step_for
 from softprompt.spot import library, similarity
 from softprompt.tasks.mixture import Mixture
 from softprompt.spot.transfer import (
-    BASELINE, DEFAULT_EMBED_STEP, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
+    BASELINE, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
 )
 from softprompt.tasks import get_task
 from softprompt.tasks.metrics import pearson_r, spearman_r
@@ -92,8 +93,8 @@ class MatrixReport:
 
     def markdown(self) -> str:
         head = "| target | baseline | " + " | ".join(self.sources) + " |"
-        lines = ["### Target dev score (%, mean ± std over seeds when several) and relative gain over baseline (%)", "", head,
-                 "|" + "---|" * (len(self.sources) + 2)]
+        title = "### Target dev score (%, mean ± std over seeds when several) and relative gain over baseline (%)"
+        lines = [title, "", head, "|" + "---|" * (len(self.sources) + 2)]
         for t in self.targets:
             r = self.reports[t]
             cells = [f"{100 * mean(r.sources[s]):.1f} ({self.relative_gain(t, s):+.1f}%)" for s in self.sources]
@@ -187,7 +188,7 @@ def transfer_matrix(
     if len(set(sources)) != len(sources) or len(set(targets)) != len(targets):
         raise ConfigError("--sources/--targets: a name is listed twice")
     out_dir = Path(out_dir)
-    cfg = replace(cfg, embed_step=cfg.embed_step or min(DEFAULT_EMBED_STEP, cfg.steps))
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
     target_tasks = [get_task(t) for t in targets]  # unknown names fail before any training
     source_cfg = replace(cfg, steps=source_steps or cfg.steps)
     ctx = dp.context() if context is None else context

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from softprompt.config import embed_step_for
 from softprompt.errors import ConfigError
 from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
@@ -28,7 +29,6 @@ from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
 from softprompt.train import TrainConfig, train
 
-DEFAULT_EMBED_STEP = 10  # fixed, not a fraction of --steps, so runs of any length give comparable embeddings
 BASELINE = "baseline"
 
 
@@ -178,7 +178,7 @@ def transfer(
     if bool(sources) == bool(top_k):
         raise ConfigError("give either --source or --top-k/--auto with --library")
     out_dir = Path(out_dir)
-    cfg = replace(cfg, embed_step=cfg.embed_step or min(DEFAULT_EMBED_STEP, cfg.steps))
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
     baseline = run_baseline(lm, task, cfg, seeds, out_dir, baseline_init, progress)
     retrieved: list[tuple[str, dict[str, float]]] = []
     if top_k:

@@ -1,0 +1,67 @@
+"""The `softprompt` command line. Each command is a plain function whose flags are its typed
+parameters (flags that set a config field take their default and help from it: options.py);
+the library API (softprompt/__init__.py) mirrors them.
+
+The command table below is the whole list, in the order `softprompt --help` shows it:
+
+    core.py      train, eval, predict, inspect, tasks      runtime.py  model loading (the test seam),
+    peft_io.py   export-peft, import-peft                               prompt and task resolution
+    bench.py     bench                                     options.py  the shared options
+    spot.py      similar, transfer, transfer-matrix, library list|add|remove
+    serve.py     serve                                     app.py      the typer apps
+"""
+
+from __future__ import annotations
+
+import click
+import typer
+
+from softprompt.cli import bench, core, peft_io, serve, spot
+from softprompt.cli.app import app, library_app
+from softprompt.errors import SoftPromptError
+
+app.command()(core.train)
+app.command("eval")(core.eval_)
+app.command()(core.predict)
+app.command()(core.inspect)
+app.command("export-peft")(peft_io.export_peft)
+app.command("import-peft")(peft_io.import_peft)
+app.command()(core.tasks)
+app.command()(bench.bench)
+app.command()(spot.similar)
+app.command()(spot.transfer)
+app.command("transfer-matrix")(spot.transfer_matrix)
+app.command()(serve.serve)
+app.add_typer(library_app, name="library")
+library_app.command("list")(spot.library_list)
+library_app.command("add")(spot.library_add)
+library_app.command("remove")(spot.library_remove)
+
+# typer >= 0.20 raises its own (vendored click) exceptions, older typer raises click's.
+USAGE_ERRORS = (
+    click.exceptions.ClickException, getattr(typer.exceptions, "TyperException", click.exceptions.ClickException),
+)
+EXITS = (click.exceptions.Exit, typer.Exit)
+ABORTS = (click.exceptions.Abort, typer.Abort)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors are one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SoftPromptError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except EXITS as done:
+        return done.exit_code
+    except ABORTS:
+        typer.echo("aborted", err=True)
+        return 130
+    except USAGE_ERRORS as err:
+        ctx = getattr(err, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx else ""
+        message = " ".join(err.format_message().split())
+        typer.echo(f"error: {message}{where}", err=True)
+        return 2
+    return 0
+

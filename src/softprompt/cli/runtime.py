@@ -1,0 +1,111 @@
+"""What the commands share when they run: loading the model, resolving prompts and tasks,
+reading input lines.
+
+`load_model(model, precision)` is the one place the command line loads a model, and the
+seam tests replace (`monkeypatch.setattr("softprompt.cli.runtime.load_model", ...)`):
+commands call it as `runtime.load_model(...)`, through this module, so the patch applies.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from softprompt.config import EVAL_SEED
+from softprompt.errors import SoftPromptError
+from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
+from softprompt.models import loading
+from softprompt.models.loading import LoadedModel
+from softprompt.tasks import Task, get_task, parse_label_words, saved_task, user_task
+from softprompt.tasks.base import Example
+from softprompt.tasks.mixture import Mixture, parse_tasks
+
+def load_model(model: str | None, precision: str) -> LoadedModel:
+    """The frozen model for --model/--precision (the seam tests patch; see the module docstring)."""
+    return loading.load_model(model, precision)
+
+
+def resolve_task(task, train_file, dev_file, text_field, label_field, labels, template) -> Task:
+    """--task, or a task over the user's --train-file/--dev-file."""
+    if train_file or dev_file:
+        files = {k: v for k, v in (("train", train_file), ("dev", dev_file)) if v}
+        verbalizer = parse_label_words(labels) if labels else None
+        return user_task(task or "custom", files, text_field or [], label_field, verbalizer, template)
+    if not task:
+        raise SoftPromptError("--task: name a built-in task (see `softprompt tasks`) or give --train-file/--dev-file")
+    return get_task(task)
+
+
+def train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template) -> Task | Mixture:
+    """--task for training: one task, or a comma list of built-in tasks trained as one mixture."""
+    if task and "," in task:
+        if train_file or dev_file:
+            raise SoftPromptError("--task: a mixture (a,b,...) takes built-in tasks only, not --train-file/--dev-file")
+        return parse_tasks(task, mixture_cap)
+    if mixture_cap is not None:
+        raise SoftPromptError("--mixture-cap: applies to a mixture of tasks (--task a,b,...)")
+    return resolve_task(task, train_file, dev_file, text_field, label_field, labels, template)
+
+
+def prompt_task(saved: SavedPrompt, task, dev_file=None, text_field=None, label_field="label", labels=None,
+                template=None) -> Task:
+    """The task to use a saved prompt on: --task, else the one it was trained on. A task from
+    the user's files defaults to the template and label words saved with the prompt."""
+    meta = saved.task or {}
+    if dev_file:
+        if not text_field:
+            text_field = template_fields(template or meta.get("template", ""))
+        verbalizer = parse_label_words(labels) if labels else meta.get("verbalizer")
+        name = task or meta.get("name") or "custom"
+        return user_task(name, {"dev": dev_file}, text_field, label_field, verbalizer, template or meta.get("template"))
+    return get_task(task) if task else saved_task(meta)
+
+
+def template_fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def prompt_and_model(prompt: Path, model: str | None, precision: str) -> tuple[SavedPrompt, LoadedModel]:
+    """A prompt folder and the model to use it with: --model, else the one it was trained on."""
+    path = resolve_prompt_dir(prompt)
+    saved = load_prompt(path)
+    lm = load_model(model or (saved.model.name if saved.model.fingerprint != "unknown" else None), precision)
+    if saved.model.fingerprint == "unknown":  # a PEFT adapter: adopt the model after a width check
+        saved = import_peft(path, lm.identity)
+    lm.identity.check_compatible(saved.model, str(prompt))
+    return saved, lm
+
+
+def prompt_for(prompt: Path, lm: LoadedModel) -> SavedPrompt:
+    """A further prompt for the loaded model `lm` (refused if made for another model)."""
+    path = resolve_prompt_dir(prompt)
+    saved = load_prompt(path)
+    if saved.model.fingerprint == "unknown":
+        saved = import_peft(path, lm.identity)
+    lm.identity.check_compatible(saved.model, str(prompt))
+    return saved
+
+
+def read_inputs(input: Path | None) -> list[str]:
+    """The non-blank lines of --input, else of stdin."""
+    if input is not None and not input.is_file():
+        raise SoftPromptError(f"{input}: file not found")
+    texts = [line for line in (input.read_text() if input else sys.stdin.read()).splitlines() if line.strip()]
+    if not texts:
+        raise SoftPromptError(f"{input or 'stdin'}: no input lines")
+    return texts
+
+
+def dev_sample(examples: Sequence[Example], max_eval: int | None) -> list[Example]:
+    """At most `max_eval` examples (a seeded sample), else all."""
+    if max_eval and max_eval < len(examples):
+        return random.Random(EVAL_SEED).sample(list(examples), max_eval)
+    return list(examples)
+
+
+def percents(metrics: dict) -> str:
+    """'accuracy 91.20%, macro_f1 90.80%'."""
+    return ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items())

@@ -1,0 +1,221 @@
+"""SPoT commands: `similar`, `transfer`, `transfer-matrix` and `library list|add|remove`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from softprompt.cli import runtime
+from softprompt.cli.options import (
+    MODEL, TRAIN, BatchSizeOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, LibraryOpt, LrOpt, MaxEvalOpt, MaxTrainOpt,
+    MeasureOpt, MixtureCapOpt, ModelOpt, OptLibraryOpt, OptimizerOpt, PrecisionOpt, PromptLengthOpt, SeedsOpt,
+    TargetStepsOpt, config_from,
+)
+from softprompt.config import (
+    AUTO_TOP_K, DEFAULT_EMBED_STEP, SIMILAR_MAX_EVAL, TRANSFER_EVAL_EVERY, TRANSFER_SEEDS, TRANSFER_STEPS, Init,
+    TrainConfig, embed_step_for, parse_seeds,
+)
+from softprompt.errors import ConfigError
+from softprompt.spot import library as lib
+from softprompt.spot import similarity
+from softprompt.spot.matrix import source_task
+from softprompt.spot.matrix import transfer_matrix as run_matrix
+from softprompt.spot.transfer import retrieve
+from softprompt.spot.transfer import transfer as run_transfer
+from softprompt.tasks import get_task
+from softprompt.train import train
+
+
+def names(text: str, flag: str) -> list[str]:
+    """A comma list of task names given to `flag`."""
+    found = [n.strip() for n in text.split(",") if n.strip()]
+    if not found:
+        raise ConfigError(f"{flag}: expected a comma list of task names")
+    return found
+
+
+# -- library ------------------------------------------------------------------------------
+
+
+def library_list(library: LibraryOpt):
+    """List the entries: task, model, dev metrics, whether a task embedding is stored."""
+    found = lib.entries(library)
+    if not found:
+        typer.echo(f"{library}: no entries")
+    for e in found:
+        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
+        has = e.meta.get("has_embedding")
+        embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
+        model = e.meta["model"]["name"]
+        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {metrics}")
+
+
+def library_add(
+    run: Annotated[Path, typer.Argument(
+        help="A `softprompt train` output folder (best/ and embedding/) or a prompt folder.",
+    )],
+    library: LibraryOpt,
+    name: Annotated[Optional[str], typer.Option(help="Entry name (default: the prompt's task).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an entry of the same name.")] = False,
+):
+    """Copy a trained prompt and its task embedding into the library."""
+    entry = lib.add(library, run, name, overwrite)
+    note = "" if entry.meta["has_embedding"] else " (no embedding/: best/ stands in)"
+    typer.echo(f"added {entry.name} to {library}{note}")
+
+
+def library_remove(name: Annotated[str, typer.Argument(help="Entry to remove.")], library: LibraryOpt):
+    """Remove an entry."""
+    lib.remove(library, name)
+    typer.echo(f"removed {name} from {library}")
+
+
+# -- similarity, transfer, grid --------------------------------------------------------------
+
+
+def similar(
+    task: Annotated[str, typer.Option("--task", "-t", help="The new (target) task.")],
+    library: LibraryOpt,
+    model: ModelOpt = MODEL.model,
+    precision: PrecisionOpt = MODEL.precision,
+    embed_step: EmbedStepOpt = TRAIN.embed_step,
+    measure: MeasureOpt = "avg_cosine",
+    batch_size: BatchSizeOpt = TRAIN.batch_size,
+    prompt_length: PromptLengthOpt = TRAIN.prompt_length,
+    lr: LrOpt = TRAIN.lr,
+    max_train: MaxTrainOpt = TRAIN.max_train,
+    max_eval: MaxEvalOpt = SIMILAR_MAX_EVAL,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Keep the embedding run here (default: a temporary folder).",
+    )] = None,
+):
+    """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
+    and rank the library's sources by similarity."""
+    the_task = get_task(task)
+    similarity.measure(measure)
+    lib.entries(library)  # a missing library fails before the model loads
+    step = DEFAULT_EMBED_STEP if embed_step is None else embed_step
+    cfg = config_from(TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value,
+                      seed=0)
+    lm = runtime.load_model(model, precision)
+    with tempfile.TemporaryDirectory(prefix="softprompt-embed-") as tmp:
+        run = out or Path(tmp) / "run"
+        with contextlib.redirect_stdout(sys.stderr):  # the run's dev line is not part of the ranking
+            train(lm, the_task, cfg, run, overwrite=True, progress=False)
+        ranked = retrieve(lm, run / "embedding", library, measure)
+    typer.echo(f"sources most similar to {the_task.name} (embedding at step {step}), by {measure}")
+    typer.echo(f"{'rank':>4s}  {'source':20s} {'avg_cosine':>10s} {'per_token_cosine':>16s}")
+    for i, (name, scores) in enumerate(ranked, 1):
+        typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}")
+
+
+def transfer(
+    task: Annotated[str, typer.Option("--task", "-t", help="Target task.")],
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", "-s",
+        help="Source prompt folder (or a --library entry name); repeat or comma-separate for several.",
+    )] = None,
+    library: OptLibraryOpt = None,
+    top_k: Annotated[Optional[int], typer.Option(
+        help="Retrieve the K library sources most similar to the target and keep the best on dev.",
+    )] = None,
+    auto: Annotated[bool, typer.Option(
+        help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; needs --library.",
+    )] = False,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output folder: baseline/, from-<source>/, transfer.json.",
+    )] = Path("runs/transfer"),
+    seeds: SeedsOpt = TRANSFER_SEEDS,
+    steps: TargetStepsOpt = TRANSFER_STEPS,
+    model: ModelOpt = MODEL.model,
+    precision: PrecisionOpt = MODEL.precision,
+    batch_size: BatchSizeOpt = TRAIN.batch_size,
+    prompt_length: PromptLengthOpt = TRAIN.prompt_length,
+    lr: LrOpt = TRAIN.lr,
+    optimizer: OptimizerOpt = TRAIN.optimizer,
+    eval_every: EvalEveryOpt = TRANSFER_EVAL_EVERY,
+    max_eval: MaxEvalOpt = TRAIN.max_eval,
+    max_train: MaxTrainOpt = TRAIN.max_train,
+    embed_step: EmbedStepOpt = TRAIN.embed_step,
+    ema: EmaOpt = TRAIN.ema,
+    measure: MeasureOpt = "avg_cosine",
+    baseline_init: Annotated[str, typer.Option(
+        help="Baseline initialisation: vocab (sampled vocabulary), uniform, labels.",
+    )] = Init.VOCAB.value,
+):
+    """Train TASK from source prompt(s) and from the default init, same steps and seeds;
+    print mean ± std of the target dev score for each and the gain."""
+    the_task = get_task(task)
+    seed_list = list(parse_seeds(seeds))
+    similarity.measure(measure)
+    if auto:
+        top_k = top_k or AUTO_TOP_K
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if source and top_k:
+        raise ConfigError("--source and --top-k/--auto: give one (fixed sources, or retrieval from --library)")
+    if not source and not top_k:
+        raise ConfigError("--source DIR, or --library DIR with --top-k K or --auto: name where the source prompts come "
+                          "from")
+    if top_k and library is None:
+        raise ConfigError("--top-k/--auto: retrieval needs --library DIR")
+    sources = lib.resolve_sources([s for item in source or [] for s in item.split(",") if s.strip()], library)
+    cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
+    if top_k:
+        lib.entries(library)
+    lm = runtime.load_model(model, precision)
+    report = run_transfer(lm, the_task, cfg, seed_list, out, sources=sources or None, library_dir=library, top_k=top_k,
+                          by=measure, baseline_init=baseline_init, progress=True)
+    if report.retrieved:
+        found = ", ".join(f"{n} {s[measure]:.3f}" for n, s in report.retrieved[:top_k])
+        typer.echo(f"retrieved by {measure}: {found}")
+    typer.echo(report.table())
+    typer.echo(f"-> {out}/transfer.json")
+
+
+def transfer_matrix(
+    sources: Annotated[str, typer.Option(
+        help="Comma list of source tasks; a+b is a mixture. Library entries of that name are reused.",
+    )],
+    targets: Annotated[str, typer.Option(help="Comma list of target tasks.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output folder: heatmap.png, matrix.md, matrix.json, sources/, targets/.",
+    )] = Path("runs/matrix"),
+    library: OptLibraryOpt = None,
+    steps: TargetStepsOpt = TRANSFER_STEPS,
+    source_steps: Annotated[Optional[int], typer.Option(help="Source training steps (default: --steps).")] = None,
+    seeds: SeedsOpt = "0",
+    model: ModelOpt = MODEL.model,
+    precision: PrecisionOpt = MODEL.precision,
+    batch_size: BatchSizeOpt = TRAIN.batch_size,
+    prompt_length: PromptLengthOpt = TRAIN.prompt_length,
+    lr: LrOpt = TRAIN.lr,
+    optimizer: OptimizerOpt = TRAIN.optimizer,
+    eval_every: EvalEveryOpt = TRANSFER_EVAL_EVERY,
+    max_eval: MaxEvalOpt = TRAIN.max_eval,
+    max_train: MaxTrainOpt = TRAIN.max_train,
+    embed_step: EmbedStepOpt = TRAIN.embed_step,
+    ema: EmaOpt = TRAIN.ema,
+    mixture_cap: MixtureCapOpt = None,
+):
+    """Transfer every source to every target; write a heatmap of relative gain, similarity vs
+    gain correlations and the retrieval table (best of top-k vs oracle and baseline)."""
+    cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
+    if source_steps is not None and source_steps < max(1, cfg.embed_step or 0):
+        raise ConfigError(f"--source-steps {source_steps}: must reach --embed-step {cfg.embed_step}")
+    source_list, target_list = names(sources, "--sources"), names(targets, "--targets")
+    seed_list = list(parse_seeds(seeds))
+    for name in source_list:  # unknown names fail before the model loads
+        source_task(name, mixture_cap)
+    for name in target_list:
+        get_task(name)
+    lm = runtime.load_model(model, precision)
+    report = run_matrix(lm, source_list, target_list, cfg, seed_list, out, source_steps=source_steps,
+                        library_dir=library, mixture_cap=mixture_cap, progress=True)
+    typer.echo(report.markdown())
+    typer.echo(f"-> {out}/heatmap.png, {out}/matrix.md, {out}/matrix.json")

@@ -1,0 +1,184 @@
+"""Settings, each written once: its type, default, allowed values and help text.
+
+`TrainConfig` is what `train()` takes; the command line derives its flags from these
+fields (cli/options.py reads `field.metadata["help"]` and the defaults), so a flag's
+default and help live here and nowhere else. Choices are string enums; the config stores
+their plain string values, so settings compare and serialise as strings.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from softprompt.errors import ConfigError
+
+
+class Optimizer(str, enum.Enum):
+    ADAFACTOR = "adafactor"
+    ADAMW = "adamw"
+
+
+class Loss(str, enum.Enum):
+    RANK = "rank"
+    LM = "lm"
+    RANK_LM = "rank+lm"
+
+
+class Init(str, enum.Enum):
+    AUTO = "auto"  # class labels for classification tasks, else vocab
+    VOCAB = "vocab"
+    UNIFORM = "uniform"
+    LABELS = "labels"
+    TEXT = "text"
+    FILE = "file"
+
+
+class Precision(str, enum.Enum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+# Fixed, not a fraction of --steps, so runs of any length give comparable task embeddings (SPoT);
+# the command line's default (`embed_step_for`). Training from Python writes one only when asked.
+DEFAULT_EMBED_STEP = 10
+# Defaults of the SPoT commands where they differ from TrainConfig's (short target runs).
+TRANSFER_STEPS = 100
+TRANSFER_EVAL_EVERY = 50
+TRANSFER_SEEDS = "0,1,2"
+EVAL_SEED = 1234  # the seeded dev sample of --max-eval (training and bench draw the same)
+AUTO_TOP_K = 3  # `transfer --auto` without --top-k
+SIMILAR_MAX_EVAL = 32  # `similar` evaluates its short embedding run on a small dev sample
+
+
+def helped(default: Any, text: str) -> Any:
+    """A dataclass field with a default and its help text (the flag's help)."""
+    return field(default=default, metadata={"help": text})
+
+
+def help_of(cls: type, name: str) -> str | None:
+    """The help text of field `name` of dataclass `cls`."""
+    return _field(cls, name).metadata.get("help")
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of field `name` of dataclass `cls` (an enum member as its value)."""
+    f = _field(cls, name)
+    value = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+    if value is MISSING:
+        raise TypeError(f"{cls.__name__}.{name} has no default")
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def same_as(cls: type, name: str) -> Any:
+    """A field with the default and help of `cls`'s field `name` (settings shared by two configs)."""
+    return helped(default_of(cls, name), help_of(cls, name))
+
+
+def _field(cls: type, name: str):
+    for f in fields(cls):
+        if f.name == name:
+            return f
+    raise AttributeError(f"{cls.__name__} has no field {name!r}")
+
+
+def choice(kind: type[enum.Enum], value: Any, message: str) -> str:
+    """`value` as the string value of one of `kind`'s members, else ConfigError(message)."""
+    try:
+        return kind(value).value
+    except ValueError:
+        raise ConfigError(message) from None
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """--seeds: a comma list of distinct integers."""
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct integers like 0,1,2, got {text!r}")
+    return seeds
+
+
+@dataclass
+class ModelConfig:
+    """The frozen model: what `load_model(model, precision)` takes (and validates)."""
+
+    model: str | None = helped(None, "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, "
+                                     ".gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.")
+    precision: str = helped(Precision.AUTO.value, "Frozen-weight precision: auto (bf16 where the CPU/GPU runs it "
+                                                  "natively), bf16 or fp32.")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; each is a `softprompt train` flag of the same name."""
+
+    steps: int = helped(500, "Optimizer steps.")
+    batch_size: int = helped(16, "Examples per step (before accumulation).")
+    prompt_length: int = helped(20, "Prompt tokens P (paper: 1, 5, 20, 100, 150).")
+    init: str = helped(Init.AUTO.value, "auto | vocab (5,000 commonest tokens) | uniform | labels | text | file.")
+    init_text: str | None = helped(None, "Text to initialise from (--init text).")
+    init_from: str | None = helped(None, "Saved prompt to start from (transfer).")
+    optimizer: str = helped(Optimizer.ADAFACTOR.value, "adafactor (paper) or adamw.")
+    loss: str = helped(Loss.RANK_LM.value, "rank: cross-entropy over the task's labels, each scored as evaluation "
+                                           "ranks it (generation rows: lm) | lm: cross-entropy of the target over the "
+                                           "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.")
+    lr: float = helped(0.3, "Learning rate (paper: 0.3, constant).")
+    weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
+    warmup_steps: int = helped(0, "Linear warm-up steps.")
+    grad_accum: int = helped(1, "Gradient accumulation micro-batches per step.")
+    seed: int = helped(0, "Seed of the prompt initialisation and the data order.")
+    eval_every: int = helped(100, "Evaluate on dev every N steps (best on dev is kept).")
+    max_eval: int | None = helped(None, "Evaluate on at most N dev examples (seeded sample).")
+    eval_batch_size: int = helped(32, "Examples per dev evaluation batch.")
+    patience: int | None = helped(None, "Early stop after N evaluations without improvement.")
+    max_train: int | None = helped(None, "Train on at most N examples (seeded sample).")
+    max_input_tokens: int = helped(256, "Longest input in tokens; longer ones are truncated.")
+    length_normalize: bool = helped(False, "Rank labels by mean rather than total token log-likelihood.")
+    fast: bool = helped(True, "Use the fast scoring path (prompt KV cache).")
+    ema: float = helped(0.99, "Evaluate and keep an exponential moving average of the prompt over steps, with this "
+                              "decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a "
+                              "constant lr 0.3.")
+    # None or 0: no embedding/ (the library default). The command line's default is `embed_step_for`.
+    embed_step: int | None = helped(None, "Save the prompt at this step as embedding/, the task embedding for "
+                                          f"`softprompt similar` (the same step for every task; default "
+                                          f"{DEFAULT_EMBED_STEP}, or the last step of a shorter run; 0: none).")
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "prompt_length", "grad_accum", "eval_every", "eval_batch_size",
+                    "max_input_tokens")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.embed_step == 0:
+            self.embed_step = None  # 0: no task embedding
+        for name in ("max_eval", "max_train", "patience", "embed_step"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ConfigError("--warmup-steps and --weight-decay must not be negative")
+        self.optimizer = choice(Optimizer, self.optimizer, f"--optimizer {self.optimizer!r}: expected one of "
+                                                           f"{', '.join(o.value for o in Optimizer)}")
+        self.loss = choice(Loss, self.loss, f"--loss {self.loss!r}: expected one of {', '.join(l.value for l in Loss)}")
+        inits = ", ".join(i.value for i in Init if i is not Init.AUTO)
+        self.init = choice(Init, self.init, f"--init {self.init!r}: expected auto or one of {inits}")
+        if self.embed_step is not None and self.embed_step > self.steps:
+            raise ConfigError(f"--embed-step {self.embed_step} is after the last step (--steps {self.steps})")
+
+
+def embed_step_for(steps: int, embed_step: int | None = None) -> int | None:
+    """The step whose prompt is the task embedding: `embed_step` when given (0: none), else
+    DEFAULT_EMBED_STEP, or the last step of a run shorter than that."""
+    return min(DEFAULT_EMBED_STEP, steps) if embed_step is None else embed_step
