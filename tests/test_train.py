@@ -52,7 +52,8 @@ def test_training_lowers_the_loss_and_beats_chance(learned):
 
 def test_output_folder_holds_exactly_the_documented_files(learned):
     out, _, _ = learned
-    assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint", "curve.png", "log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint", "curve.png", "embedding", "log.jsonl"]
+    assert json.loads((out / "embedding" / "prompt.json").read_text())["metrics"] == {"step": 10}
     assert sorted(p.name for p in (out / "best").iterdir()) == ["prompt.json", "prompt.safetensors"]
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["optimizer.safetensors", "prompt", "trainer.json"]
     assert (out / "curve.png").read_bytes()[:8] == PNG_MAGIC

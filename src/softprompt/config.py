@@ -43,7 +43,7 @@ class Precision(str, enum.Enum):
 
 
 # Fixed, not a fraction of --steps, so runs of any length give comparable task embeddings (SPoT);
-# the command line's default (`embed_step_for`). Training from Python writes one only when asked.
+# the default of the command line and of `train()` alike (`embed_step_for`).
 DEFAULT_EMBED_STEP = 10
 # Defaults of the SPoT commands where they differ from TrainConfig's (short target runs).
 TRANSFER_STEPS = 100
@@ -146,7 +146,7 @@ class TrainConfig:
     ema: float = helped(0.99, "Evaluate and keep an exponential moving average of the prompt over steps, with this "
                               "decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a "
                               "constant lr 0.3.")
-    # None or 0: no embedding/ (the library default). The command line's default is `embed_step_for`.
+    # None: the default step (`embed_step_for`: DEFAULT_EMBED_STEP, or the last step of a shorter run); 0: none.
     embed_step: int | None = helped(None, "Save the prompt at this step as embedding/, the task embedding for "
                                           f"`softprompt similar` (the same step for every task; default "
                                           f"{DEFAULT_EMBED_STEP}, or the last step of a shorter run; 0: none).")
@@ -157,9 +157,9 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.embed_step == 0:
-            self.embed_step = None  # 0: no task embedding
-        for name in ("max_eval", "max_train", "patience", "embed_step"):
+        if self.embed_step is not None and self.embed_step < 0:
+            raise ConfigError(f"--embed-step must be 0 (none) or a step, got {self.embed_step}")
+        for name in ("max_eval", "max_train", "patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -174,11 +174,11 @@ class TrainConfig:
         self.loss = choice(Loss, self.loss, f"--loss {self.loss!r}: expected one of {', '.join(l.value for l in Loss)}")
         inits = ", ".join(i.value for i in Init if i is not Init.AUTO)
         self.init = choice(Init, self.init, f"--init {self.init!r}: expected auto or one of {inits}")
-        if self.embed_step is not None and self.embed_step > self.steps:
+        if self.embed_step and self.embed_step > self.steps:
             raise ConfigError(f"--embed-step {self.embed_step} is after the last step (--steps {self.steps})")
 
 
-def embed_step_for(steps: int, embed_step: int | None = None) -> int | None:
+def embed_step_for(steps: int, embed_step: int | None = None) -> int:
     """The step whose prompt is the task embedding: `embed_step` when given (0: none), else
     DEFAULT_EMBED_STEP, or the last step of a run shorter than that."""
     return min(DEFAULT_EMBED_STEP, steps) if embed_step is None else embed_step

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
-from softprompt.config import TrainConfig
+from softprompt.config import TrainConfig, embed_step_for
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -188,6 +188,7 @@ def train(
     stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
+    embed_at = embed_step_for(cfg.steps, cfg.embed_step)  # 0: no task embedding
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main))
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
     with dp.stop_on_sigterm(ctx):  # under torchrun: a failed peer ends this worker with one line
@@ -218,7 +219,7 @@ def train(
             bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
             bar.update(1)
             log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
-            if step == cfg.embed_step and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
+            if step == embed_at and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
                 save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)

@@ -4,7 +4,7 @@ the library API (softprompt/__init__.py) mirrors them.
 
 The command table below is the whole list, in the order `softprompt --help` shows it:
 
-    core.py      train, eval, predict, inspect, tasks      runtime.py  model loading (the test seam),
+    core.py      train, eval, predict, inspect, tasks, info  runtime.py  model loading (the test seam),
     peft_io.py   export-peft, import-peft                               prompt and task resolution
     bench.py     bench                                     options.py  the shared options
     spot.py      similar, transfer, transfer-matrix, library list|add|remove
@@ -13,10 +13,13 @@ The command table below is the whole list, in the order `softprompt --help` show
 
 from __future__ import annotations
 
+import sys
+
 import click
 import typer
 
-from softprompt.cli import bench, core, peft_io, serve, spot
+from softprompt import distributed as dp
+from softprompt.cli import bench, core, peft_io, runtime, serve, spot
 from softprompt.cli.app import app, library_app
 from softprompt.errors import SoftPromptError
 
@@ -27,6 +30,7 @@ app.command()(core.inspect)
 app.command("export-peft")(peft_io.export_peft)
 app.command("import-peft")(peft_io.import_peft)
 app.command()(core.tasks)
+app.command()(core.info)
 app.command()(bench.bench)
 app.command()(spot.similar)
 app.command()(spot.transfer)
@@ -46,11 +50,14 @@ ABORTS = (click.exceptions.Abort, typer.Abort)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors are one line on stderr and exit code 2."""
+    """Entry point: user errors are one line on stderr and exit code 2 (under torchrun, printed
+    by rank 0 only; every worker exits 2)."""
+    runtime.ARGV[:] = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         app(args=argv, standalone_mode=False)
     except SoftPromptError as err:
-        typer.echo(f"error: {err}", err=True)
+        if dp.context().main:
+            typer.echo(f"error: {err}", err=True)
         return 2
     except EXITS as done:
         return done.exit_code
@@ -63,5 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(err.format_message().split())
         typer.echo(f"error: {message}{where}", err=True)
         return 2
+    finally:
+        dp.shutdown()
     return 0
 

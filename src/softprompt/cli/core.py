@@ -8,19 +8,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
     MODEL, TRAIN, BatchSizeOpt, DevFileOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, GradAccumOpt, InitFromOpt, InitOpt,
     InitTextOpt, LabelFieldOpt, LabelsOpt, LossOpt, LrOpt, MaxEvalOpt, MaxTrainOpt, MixtureCapOpt, ModelOpt,
     OptimizerOpt, PatienceOpt, PrecisionOpt, PromptLengthOpt, PromptOpt, SeedOpt, StepsOpt, TaskOpt, TemplateOpt,
-    TextFieldOpt, TrainFileOpt, WarmupStepsOpt, WeightDecayOpt, config_from,
+    TextFieldOpt, TrainFileOpt, WarmupStepsOpt, WeightDecayOpt, NprocOpt, ShardModelOpt, config_from,
 )
-from softprompt.config import Precision, TrainConfig, embed_step_for
+from softprompt.config import Precision, TrainConfig
 from softprompt.ensemble import evaluate_ensemble
 from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
+from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
 from softprompt.tasks import get_task, task_names
 from softprompt.tasks.base import Example
@@ -66,15 +68,23 @@ def train(
     label_field: LabelFieldOpt = "label",
     labels: LabelsOpt = None,
     template: TemplateOpt = None,
+    nproc: NprocOpt = 1,
+    shard_model: ShardModelOpt = False,
 ):
     """Train a soft prompt on a frozen model and print its best dev score."""
-    cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
+    cfg = config_from(TrainConfig, locals())
     the_task = runtime.train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template)
+    code = runtime.relaunch(nproc)  # settings and data are checked above, before any worker starts
+    if code is not None:
+        raise typer.Exit(code)
     lm = runtime.load_model(model, precision)
+    if shard_model:
+        dp.shard_model(lm)
     result = run_train(lm, the_task, cfg, out, resume=resume, overwrite=overwrite)
-    shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
-    typer.echo(f"{the_task.name} dev {shown} (best at step {result.best_step}, "
-               f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best")
+    if dp.context().main:
+        shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
+        typer.echo(f"{the_task.name} dev {shown} (best at step {result.best_step}, "
+                   f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best")
 
 
 def eval_(
@@ -208,3 +218,9 @@ def tasks():
         else:
             kind = "rank" if t.verbalizer else "generate"
         typer.echo(f"{name:18s} {','.join(t.metrics):24s} {kind:40s} {t.description}")
+
+
+def info():
+    """This machine as softprompt sees it: torch, device, CPU flags, threads, and what
+    --precision auto picks here with the two measured matmul rates."""
+    typer.echo(precision_report())

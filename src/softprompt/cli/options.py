@@ -112,3 +112,15 @@ TargetStepsOpt = from_field(TrainConfig, "steps", help="Target training steps (t
 MeasureOpt = Annotated[str, typer.Option(
     help="Similarity: avg_cosine (cosine of average tokens) or per_token_cosine.",
 )]
+
+# -- several processes (torchrun) -----------------------------------------------------------
+
+NprocOpt = Annotated[int, typer.Option(
+    help="Data-parallel workers on this machine: runs the same command under torchrun (gloo on CPU, NCCL with "
+         "one GPU each); every worker takes its share of each batch and the result equals one process's. "
+         "Under torchrun itself leave it at 1.",
+)]
+ShardModelOpt = Annotated[bool, typer.Option(
+    help="Under torchrun: shard the frozen model's layers over the workers (FSDP2) so a model larger than one "
+         "device fits; every worker then runs every row (no speed-up).",
+)]

@@ -8,12 +8,14 @@ commands call it as `runtime.load_model(...)`, through this module, so the patch
 
 from __future__ import annotations
 
+import os
 import random
 import string
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from softprompt import distributed as dp
 from softprompt.config import EVAL_SEED
 from softprompt.errors import SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
@@ -23,9 +25,34 @@ from softprompt.tasks import Task, get_task, parse_label_words, saved_task, user
 from softprompt.tasks.base import Example
 from softprompt.tasks.mixture import Mixture, parse_tasks
 
+# The command line as the user typed it (set by `main`): `--nproc` relaunches it under torchrun.
+ARGV: list[str] = []
+
+
 def load_model(model: str | None, precision: str) -> LoadedModel:
-    """The frozen model for --model/--precision (the seam tests patch; see the module docstring)."""
-    return loading.load_model(model, precision)
+    """The frozen model for --model/--precision (the seam tests patch; see the module docstring).
+    Under torchrun it first joins the job (a no-op in one process) and loads on this worker's
+    device (cuda:LOCAL_RANK with NCCL)."""
+    ctx = dp.init_from_env()
+    return loading.load_model(model, precision, device=str(dp.device_for(ctx)))
+
+
+def relaunch(nproc: int) -> int | None:
+    """`--nproc N` (N > 1) outside a torchrun job: run this same command on N local workers
+    through torchrun and return the job's exit code; None when this process should do the work."""
+    if nproc < 1:
+        raise SoftPromptError(f"--nproc {nproc}: expected 1 or more workers")
+    if nproc == 1 or dp.context().active or "WORLD_SIZE" in os.environ:
+        return None
+    argv, skip = [], False
+    for arg in ARGV:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    return dp.launch(nproc, argv)
 
 
 def resolve_task(task, train_file, dev_file, text_field, label_field, labels, template) -> Task:

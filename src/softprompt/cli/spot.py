@@ -10,10 +10,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
     MODEL, TRAIN, BatchSizeOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, LibraryOpt, LrOpt, MaxEvalOpt, MaxTrainOpt,
-    MeasureOpt, MixtureCapOpt, ModelOpt, OptLibraryOpt, OptimizerOpt, PrecisionOpt, PromptLengthOpt, SeedsOpt,
+    MeasureOpt, MixtureCapOpt, ModelOpt, NprocOpt, OptLibraryOpt, OptimizerOpt, PrecisionOpt, PromptLengthOpt, SeedsOpt,
     TargetStepsOpt, config_from,
 )
 from softprompt.config import (
@@ -202,9 +203,11 @@ def transfer_matrix(
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     ema: EmaOpt = TRAIN.ema,
     mixture_cap: MixtureCapOpt = None,
+    nproc: NprocOpt = 1,
 ):
     """Transfer every source to every target; write a heatmap of relative gain, similarity vs
-    gain correlations and the retrieval table (best of top-k vs oracle and baseline)."""
+    gain correlations and the retrieval table (best of top-k vs oracle and baseline).
+    Under torchrun (or --nproc N) the workers share out the source and target runs."""
     cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
     if source_steps is not None and source_steps < max(1, cfg.embed_step or 0):
         raise ConfigError(f"--source-steps {source_steps}: must reach --embed-step {cfg.embed_step}")
@@ -214,8 +217,13 @@ def transfer_matrix(
         source_task(name, mixture_cap)
     for name in target_list:
         get_task(name)
+    code = runtime.relaunch(nproc)
+    if code is not None:
+        raise typer.Exit(code)
     lm = runtime.load_model(model, precision)
     report = run_matrix(lm, source_list, target_list, cfg, seed_list, out, source_steps=source_steps,
                         library_dir=library, mixture_cap=mixture_cap, progress=True)
+    if not dp.context().main:
+        return
     typer.echo(report.markdown())
     typer.echo(f"-> {out}/heatmap.png, {out}/matrix.md, {out}/matrix.json")
