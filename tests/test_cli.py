@@ -156,6 +156,32 @@ def test_empty_dataset(model, data, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: bad input must be refused before the slow part."""
+    def refuse(name, precision):
+        raise AssertionError("the model was loaded before the bad input was found")
+
+    monkeypatch.setattr(cli.runtime, "load_model", refuse)
+
+
+@pytest.mark.parametrize("split", ["--train-file", "--dev-file"])
+def test_bad_data_files_fail_before_the_model_loads(no_model, data, tmp_path, capsys, split):
+    bad = write_csv(tmp_path / "bad.csv", toy_rows(4) + [("c great", "meh")])
+    args = list(train_args(data, tmp_path / "run"))
+    args[args.index(split) + 1] = bad
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, "bad.csv:6", "'meh'")
+
+
+def test_eval_data_fails_before_the_model_loads(trained, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: pytest.fail("model loaded first"))
+    bad = write_csv(tmp_path / "dev.csv", [("a great", "pos"), ("b", "meh")])
+    code, _, err = run_cli(capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", bad, "--text-field",
+                           "sentence")
+    assert_one_line_error(code, err, "dev.csv:3", "'meh'")
+
+
 def test_unknown_model(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", "--model", "no-such-model-xyz"))

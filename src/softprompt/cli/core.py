@@ -74,13 +74,15 @@ def train(
     """Train a soft prompt on a frozen model and print its best dev score."""
     cfg = config_from(TrainConfig, locals())
     the_task = runtime.train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template)
+    train_examples, dev_examples = runtime.training_data(the_task)  # a bad file fails before the model loads
     code = runtime.relaunch(nproc)  # settings and data are checked above, before any worker starts
     if code is not None:
         raise typer.Exit(code)
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)
-    result = run_train(lm, the_task, cfg, out, resume=resume, overwrite=overwrite)
+    result = run_train(lm, the_task, cfg, out, train_examples=train_examples, dev_examples=dev_examples,
+                       resume=resume, overwrite=overwrite)
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
         typer.echo(f"{the_task.name} dev {shown} (best at step {result.best_step}, "
@@ -110,16 +112,17 @@ def eval_(
 ):
     """Score a prompt with the task's metrics (default task: the one it was trained on).
     Several --prompt: each prompt, their average and their ensembles (mean probability, vote)."""
-    first, lm = runtime.prompt_and_model(prompt[0], model, precision)
-    members = [first] + [runtime.prompt_for(p, lm) for p in prompt[1:]]
-    for path, saved in zip(prompt[1:], members[1:]):
-        if (saved.task or {}).get("verbalizer") != (first.task or {}).get("verbalizer"):
+    read = [runtime.read_prompt(p) for p in prompt]  # prompts, task and data are checked before the model loads
+    for path, saved in zip(prompt[1:], read[1:]):
+        if (saved.task or {}).get("verbalizer") != (read[0].task or {}).get("verbalizer"):
             raise SoftPromptError(f"--prompt {path}: trained with other label words than --prompt {prompt[0]}; "
                                   "an ensemble needs the same labels")
-    the_task = runtime.prompt_task(first, task, dev_file, text_field, label_field, labels, template)
+    the_task = runtime.prompt_task(read[0], task, dev_file, text_field, label_field, labels, template)
     if task and not dev_file:  # another task's data: the prompt keeps its label words (tasks/crosstask.py)
-        the_task = task_for_prompt(the_task, first.task, where=f"prompt {prompt[0]}")
+        the_task = task_for_prompt(the_task, read[0].task, where=f"prompt {prompt[0]}")
     examples = runtime.dev_sample(the_task.load("dev" if dev_file else split), max_eval)
+    first, lm = runtime.model_for(prompt[0], read[0], model, precision)
+    members = [first] + [runtime.adopt(p, saved, lm) for p, saved in zip(prompt[1:], read[1:])]
     plm = PromptedLM(lm)
     if len(prompt) == 1:
         result = evaluate(plm, first.weight, the_task, examples, batch_size, length_normalize, progress=True)

@@ -57,8 +57,10 @@ TaskOpt = Annotated[Optional[str], typer.Option(
     "--task", "-t",
     help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.",
 )]
-TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Your own training data (.csv, .tsv or .jsonl).")]
-DevFileOpt = Annotated[Optional[Path], typer.Option(help="Your own dev/eval data (.csv, .tsv or .jsonl).")]
+_DATA_FORMATS = ("a .csv, .tsv, .jsonl or .parquet file, a `datasets` save_to_disk folder, or a Hugging Face "
+                 "dataset name[:config][:split] (needs `pip install 'softprompt[data]'` and the network)")
+TrainFileOpt = Annotated[Optional[Path], typer.Option(help=f"Your own training data: {_DATA_FORMATS}.")]
+DevFileOpt = Annotated[Optional[Path], typer.Option(help=f"Your own dev/eval data: {_DATA_FORMATS}.")]
 TextFieldOpt = Annotated[Optional[list[str]], typer.Option(
     "--text-field", help="Input field(s) of your data file; repeat for several.",
 )]

@@ -95,25 +95,43 @@ def template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
+def read_prompt(prompt: Path) -> SavedPrompt:
+    """The prompt folder --prompt names (a training output folder stands for its best/), read
+    without loading any model, so bad input is refused before the slow part."""
+    return load_prompt(resolve_prompt_dir(prompt))
+
+
+def adopt(prompt: Path, saved: SavedPrompt, lm: LoadedModel) -> SavedPrompt:
+    """`saved` checked against the loaded model: refused if made for another model; a PEFT
+    adapter (no fingerprint) adopts the model after a width check."""
+    if saved.model.fingerprint == "unknown":
+        saved = import_peft(resolve_prompt_dir(prompt), lm.identity)
+    lm.identity.check_compatible(saved.model, str(prompt))
+    return saved
+
+
+def model_for(prompt: Path, saved: SavedPrompt, model: str | None, precision: str) -> tuple[SavedPrompt, LoadedModel]:
+    """The model to use `saved` with (--model, else the one it was trained on), and the prompt checked against it."""
+    lm = load_model(model or (saved.model.name if saved.model.fingerprint != "unknown" else None), precision)
+    return adopt(prompt, saved, lm), lm
+
+
 def prompt_and_model(prompt: Path, model: str | None, precision: str) -> tuple[SavedPrompt, LoadedModel]:
     """A prompt folder and the model to use it with: --model, else the one it was trained on."""
-    path = resolve_prompt_dir(prompt)
-    saved = load_prompt(path)
-    lm = load_model(model or (saved.model.name if saved.model.fingerprint != "unknown" else None), precision)
-    if saved.model.fingerprint == "unknown":  # a PEFT adapter: adopt the model after a width check
-        saved = import_peft(path, lm.identity)
-    lm.identity.check_compatible(saved.model, str(prompt))
-    return saved, lm
+    return model_for(prompt, read_prompt(prompt), model, precision)
 
 
 def prompt_for(prompt: Path, lm: LoadedModel) -> SavedPrompt:
     """A further prompt for the loaded model `lm` (refused if made for another model)."""
-    path = resolve_prompt_dir(prompt)
-    saved = load_prompt(path)
-    if saved.model.fingerprint == "unknown":
-        saved = import_peft(path, lm.identity)
-    lm.identity.check_compatible(saved.model, str(prompt))
-    return saved
+    return adopt(prompt, read_prompt(prompt), lm)
+
+
+def training_data(task: Task | Mixture) -> tuple[list[Example] | None, list[Example] | None]:
+    """A task's train and dev examples, read before the model loads so that a bad data file
+    costs no model load (a mixture's tasks are read by `train` itself)."""
+    if isinstance(task, Mixture):
+        return None, None
+    return task.load("train"), task.load("dev")
 
 
 def read_inputs(input: Path | None) -> list[str]:
