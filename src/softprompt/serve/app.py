@@ -34,6 +34,7 @@ from softprompt.serve import API_KEY_HEADER
 from softprompt.serve.library import Library, ServedPrompt, ensemble_mismatch, make_example
 from softprompt.serve.metrics import ServeMetrics
 from softprompt.serve.scheduler import QueueFull, Row, Scheduler
+from softprompt.serve.web import web_router
 
 Input = Union[str, dict[str, str]]
 
@@ -269,6 +270,7 @@ def create_app(
         metrics.prompts.set(len(library.scan.prompts))
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
+    app.include_router(web_router(server, guarded))  # the page at / and its /web/ data (web.py)
     return app
 
 
