@@ -139,6 +139,8 @@ class TrainConfig:
     max_eval: int | None = helped(None, "Evaluate on at most N dev examples (seeded sample).")
     eval_batch_size: int = helped(32, "Examples per dev evaluation batch.")
     patience: int | None = helped(None, "Early stop after N evaluations without improvement.")
+    checkpoint_every: int = helped(25, "Write OUT/checkpoint every N steps (and at every evaluation, and when "
+                                       "stopped by Ctrl-C or SIGTERM), so a crash loses at most N-1 steps.")
     max_train: int | None = helped(None, "Train on at most N examples (seeded sample).")
     max_input_tokens: int = helped(256, "Longest input in tokens; longer ones are truncated.")
     length_normalize: bool = helped(False, "Rank labels by mean rather than total token log-likelihood.")
@@ -153,7 +155,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "prompt_length", "grad_accum", "eval_every", "eval_batch_size",
-                    "max_input_tokens")
+                    "max_input_tokens", "checkpoint_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

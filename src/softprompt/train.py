@@ -18,9 +18,12 @@ and verbalizer, and the dev score is the mean of the tasks' primary metrics. The
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,10 +34,11 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
 from softprompt.config import TrainConfig, embed_step_for
-from softprompt.errors import ConfigError
+from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
-    Checkpoint, SavedPrompt, atomic_write_text, load_checkpoint, load_prompt, resolve_prompt_dir, save_checkpoint, save_prompt,
+    Checkpoint, SavedPrompt, atomic_write_text, load_checkpoint, load_prompt, recover_dir, resolve_prompt_dir,
+    save_checkpoint, save_prompt,
 )
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
@@ -136,6 +140,10 @@ def train(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
+    if resume and ctx.main:  # a kill inside a folder swap left the last complete version aside: put it back
+        for name in ("checkpoint", "best", "embedding"):
+            recover_dir(out_dir / name)
+    dp.barrier(ctx, "start-up")
     if resume and not (out_dir / "checkpoint").is_dir():
         raise ConfigError(f"{out_dir}: no checkpoint/ to resume from")
     dp.barrier(ctx, "start-up")  # every worker has checked the folder before rank 0 writes to it
@@ -189,9 +197,11 @@ def train(
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
     embed_at = embed_step_for(cfg.steps, cfg.embed_step)  # 0: no task embedding
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main))
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step",
+               disable=not (progress and ctx.main))
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
-    with dp.stop_on_sigterm(ctx):  # under torchrun: a failed peer ends this worker with one line
+    stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
+    with dp.stop_on_sigterm(ctx), (stop.catch() if not ctx.active else contextlib.nullcontext()):
         for step in range(start + 1, cfg.steps + 1):
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -221,7 +231,8 @@ def train(
             log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
             if step == embed_at and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
                 save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = None
+            if (step % cfg.eval_every == 0 or step == cfg.steps) and not stop.signal:
                 metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
                 score = metrics[task.metrics[0]]
                 log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
@@ -230,20 +241,25 @@ def train(
                 if score > best_score:
                     best_score, best_step, evals_since_best = score, step, 0
                     if ctx.main:
-                        save_prompt(out_dir / "best", snapshot({**metrics, "step": step, "dev_examples": evaluated}, kept()))
+                        best_meta = {**metrics, "step": step, "dev_examples": evaluated}
+                        save_prompt(out_dir / "best", snapshot(best_meta, kept()))
                 else:
                     evals_since_best += 1
+            if ctx.main and (metrics is not None or step % cfg.checkpoint_every == 0 or stop.signal):
                 counters = {"step": step, "best_score": best_score, "best_step": best_step,
                             "evals_since_best": evals_since_best}
+                save_checkpoint(out_dir / "checkpoint", Checkpoint(
+                    snapshot(metrics or {}, prompt.detach()), optimizer.state_dict(), schedule.state_dict(), counters,
+                    average.value if average is not None else None,
+                ))
+            if stop.signal:
+                bar.close()
+                raise Interrupted(f"stopped by {stop.signal} after step {step}; {out_dir}/checkpoint holds it "
+                                  "(continue with --resume)")
+            if metrics is not None and cfg.patience and evals_since_best >= cfg.patience:
                 if ctx.main:
-                    save_checkpoint(out_dir / "checkpoint", Checkpoint(
-                        snapshot(metrics, prompt.detach()), optimizer.state_dict(), schedule.state_dict(), counters,
-                        average.value if average is not None else None,
-                    ))
-                if cfg.patience and evals_since_best >= cfg.patience:
-                    if ctx.main:
-                        bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
-                    break
+                    bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
+                break
     bar.close()
     if ctx.main:
         plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
@@ -270,7 +286,9 @@ def _task_data(
     return parts
 
 
-def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig, ctx: dp.Context = dp.SINGLE) -> tuple[dict[str, float], int]:
+def _evaluate(
+    plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig, ctx: dp.Context = dp.SINGLE
+) -> tuple[dict[str, float], int]:
     """Dev metrics and the number of examples scored. A mixture reports each task's metrics
     as "task/metric" and, as "mean", the mean of the tasks' primary metrics."""
     results = [evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx) for t, _, dev in parts]
@@ -280,6 +298,36 @@ def _evaluate(plm: PromptedLM, prompt: torch.Tensor, parts, cfg: TrainConfig, ct
     metrics = {"mean": sum(primary) / len(primary)}
     metrics.update({f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()})
     return metrics, sum(r.examples for r in results)
+
+
+class Interrupted(SoftPromptError):
+    """Training was stopped by Ctrl-C or SIGTERM after writing a checkpoint (one line; exit 2)."""
+
+
+class _StopRequest:
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a request the loop honours after the current
+    step: checkpoint, then stop. A second signal while stopping ends the process at once."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    @contextlib.contextmanager
+    def catch(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def handler(signum, frame):
+            if self.signal:  # asked twice: stop now
+                raise KeyboardInterrupt
+            self.signal = signal.Signals(signum).name
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 class _NoLog:
@@ -313,7 +361,9 @@ RESUME_MUST_MATCH = (
 )
 
 
-def _restore(path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict) -> tuple[int, float, int, int]:
+def _restore(
+    path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict
+) -> tuple[int, float, int, int]:
     """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run,
     after checking that `run` (this run's settings) matches the interrupted run's."""
     checkpoint = load_checkpoint(path)

@@ -11,7 +11,8 @@ import typer
 from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
-    MODEL, TRAIN, BatchSizeOpt, DevFileOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, GradAccumOpt, InitFromOpt, InitOpt,
+    MODEL, TRAIN, BatchSizeOpt, CheckpointEveryOpt, DevFileOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, GradAccumOpt,
+    InitFromOpt, InitOpt,
     InitTextOpt, LabelFieldOpt, LabelsOpt, LossOpt, LrOpt, MaxEvalOpt, MaxTrainOpt, MixtureCapOpt, ModelOpt,
     OptimizerOpt, PatienceOpt, PrecisionOpt, PromptLengthOpt, PromptOpt, SeedOpt, StepsOpt, TaskOpt, TemplateOpt,
     TextFieldOpt, TrainFileOpt, WarmupStepsOpt, WeightDecayOpt, NprocOpt, ShardModelOpt, config_from,
@@ -58,6 +59,7 @@ def train(
     max_eval: MaxEvalOpt = TRAIN.max_eval,
     max_train: MaxTrainOpt = TRAIN.max_train,
     patience: PatienceOpt = TRAIN.patience,
+    checkpoint_every: CheckpointEveryOpt = TRAIN.checkpoint_every,
     mixture_cap: MixtureCapOpt = None,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.")] = False,

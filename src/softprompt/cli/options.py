@@ -94,6 +94,7 @@ MaxEvalOpt = from_field(TrainConfig, "max_eval")
 MaxTrainOpt = from_field(TrainConfig, "max_train")
 PatienceOpt = from_field(TrainConfig, "patience")
 EmbedStepOpt = from_field(TrainConfig, "embed_step")
+CheckpointEveryOpt = from_field(TrainConfig, "checkpoint_every")
 MixtureCapOpt = Annotated[Optional[int], typer.Option(
     help="Mixture: a task counts for at most K examples in the examples-proportional mixing rates.",
 )]
