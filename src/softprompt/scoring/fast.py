@@ -98,7 +98,8 @@ class FastBackend:
             src = rows[multi]
             full_mask = torch.cat([full[src], feed_mask], dim=1)
             positions = (plens[src] + lengths[src]).unsqueeze(1) + torch.arange(feed.shape[1], device=device)
-            hidden, _ = self.decoder.run(feed, full_mask, select_cache(grown, src, self.config), positions)  # (M, L-1, H)
+            rows_cache = select_cache(grown, src, self.config)
+            hidden, _ = self.decoder.run(feed, full_mask, rows_cache, positions)  # (M, L-1, H)
             # hidden[m, j] predicts token j+1 of continuation m: score every such position at once.
             targets, valid = pad_right([c[1:] for c in conts], 0)
             targets, valid = targets.to(device), valid.to(device).bool()
