@@ -10,7 +10,12 @@ import torch
 from conftest import learnable_llama, run_cli, tiny_llama, toy_rows, write_csv, write_jsonl
 
 import softprompt.cli as cli
+from softprompt.evaluate import predict
 from softprompt.io import load_prompt
+from softprompt.scoring import PromptedLM
+from softprompt.tasks import get_task
+from softprompt.tasks.base import Example
+from softprompt.tasks.crosstask import task_for_prompt
 
 LABELS = "neg=negative,pos=positive"
 
@@ -77,6 +82,33 @@ def test_predict_from_a_file(trained, tmp_path, capsys):
     (tmp_path / "in.txt").write_text("a great\nd awful\n")
     code, out, _ = run_cli(capsys, "predict", "--prompt", run_dir, "--input", tmp_path / "in.txt")
     assert code == 0 and len(out.splitlines()) == 2
+
+
+def test_predict_with_another_task_keeps_the_prompts_label_words(model, tmp_path, capsys):
+    # A prompt trained on labels negative/positive, answering with the words swapped, used on
+    # sst2 (same label names, its own words): as `eval --task`, the prompt's words score each
+    # label (tasks/crosstask.py), so every prediction is the opposite of sst2's own words'.
+    rows = [(s, {"pos": "positive", "neg": "negative"}[label]) for s, label in toy_rows(16)]
+    train_csv = write_csv(tmp_path / "train.csv", rows)
+    code, _, err = run_cli(capsys, "train", "--task", "swapped", "--train-file", train_csv, "--dev-file", train_csv,
+                           "--text-field", "sentence", "--labels", "negative=positive,positive=negative",
+                           "--template", "{sentence}", "--steps", "2", "--batch-size", "8", "--prompt-length", "4",
+                           "--out", tmp_path / "run")
+    assert code == 0, err
+    texts = ["the movie great", "so awful", "b c great", "a sentence awful", "maybe great"]
+    code, out, err = run_cli(capsys, "predict", "--prompt", tmp_path / "run", "--task", "sst2",
+                             stdin="\n".join(texts) + "\n")
+    assert code == 0, err
+    saved = load_prompt(tmp_path / "run" / "best")
+    sst2 = get_task("sst2")
+    examples = [Example({"sentence": t}, "negative") for t in texts]
+    mapped, _ = predict(PromptedLM(model), saved.weight, task_for_prompt(sst2, saved.task), examples)
+    own_words, _ = predict(PromptedLM(model), saved.weight, sst2, examples)
+    assert out.splitlines() == mapped
+    assert mapped == [{"negative": "positive", "positive": "negative"}[p] for p in own_words]
+    # A task sharing neither a label nor a label word: the one-line error eval gives.
+    code, _, err = run_cli(capsys, "predict", "--prompt", tmp_path / "run", "--task", "rte", stdin="a\n")
+    assert code == 2 and "no label or label word in common" in err
 
 
 def test_inspect_lists_neighbours_of_every_position(trained, capsys):

@@ -13,7 +13,7 @@ from softprompt.batching import Encoded, Encoder
 from softprompt.prepend import prepend_prompt
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PreparedPrompt, PromptedLM
-from softprompt.scoring.kv_cache import cat_caches, expand_cache, pad_cache, select_cache
+from softprompt.scoring.kv_cache import cat_caches, expand_cache, layer_tensors, pad_cache, select_cache
 from softprompt.tasks.base import Example
 
 # Inputs of different lengths (1, 3, 6 tokens); per input, single- and multi-token candidates,
@@ -216,30 +216,39 @@ def test_a_prepared_prompt_gives_what_the_raw_prompt_gives(kind):
 def test_kv_cache_helpers_move_the_right_rows_and_positions(llama):
     plm = PromptedLM(llama, fast=True)
     caches = [plm.prepare(make_prompt_tensor(llama.hidden_size, 3, seed)).cache for seed in (1, 2)]
-    before = [[(layer.keys.clone(), layer.values.clone()) for layer in c.layers] for c in caches]
-    assert len(caches[0].layers) == 2 and caches[0].layers[0].keys.shape[0] == 1  # batch 1, 2 layers
+    before = [[(k.clone(), v.clone()) for k, v, *_ in layer_tensors(c)] for c in caches]
+    assert len(before[0]) == 2 and before[0][0][0].shape[0] == 1  # batch 1, 2 layers
 
-    def rows_of(cache, which):  # per layer, (keys, values) of row `which`
-        return [(layer.keys[which], layer.values[which]) for layer in cache.layers]
+    def kv(cache):  # per layer, (keys, values)
+        return [(k, v) for k, v, *_ in layer_tensors(cache)]
 
-    expanded = expand_cache(caches[0], 4)
+    expanded = expand_cache(caches[0], 4, llama.model.config)
     stacked = select_cache(cat_caches(caches), torch.tensor([1, 0, 1]))
     padded = pad_cache(caches[1], 5)
-    for layer, (k, v) in zip(expanded.layers, before[0]):
-        assert layer.keys.shape[0] == 4 and all(torch.equal(layer.keys[r], k[0]) for r in range(4))
-        assert all(torch.equal(layer.values[r], v[0]) for r in range(4))
+    for (keys, values), (k, v) in zip(kv(expanded), before[0]):
+        assert keys.shape[0] == 4 and all(torch.equal(keys[r], k[0]) for r in range(4))
+        assert all(torch.equal(values[r], v[0]) for r in range(4))
     for r, source in enumerate([1, 0, 1]):
-        for (k, v), (ref_k, ref_v) in zip(rows_of(stacked, r), before[source]):
-            assert torch.equal(k, ref_k[0]) and torch.equal(v, ref_v[0])
+        for (k, v), (ref_k, ref_v) in zip(kv(stacked), before[source]):
+            assert torch.equal(k[r], ref_k[0]) and torch.equal(v[r], ref_v[0])
     assert not torch.equal(before[0][0][0], before[1][0][0])  # the two prompts' caches differ
-    for layer, (k, v) in zip(padded.layers, before[1]):
-        assert layer.keys.shape[-2] == 5
-        assert torch.equal(layer.keys[..., :3, :], k) and torch.equal(layer.values[..., :3, :], v)
-        assert not layer.keys[..., 3:, :].any() and not layer.values[..., 3:, :].any()
+    for (keys, values), (k, v) in zip(kv(padded), before[1]):
+        assert keys.shape[-2] == 5 and values.shape[-2] == 5
+        assert torch.equal(keys[..., :3, :], k) and torch.equal(values[..., :3, :], v)
+        assert not keys[..., 3:, :].any() and not values[..., 3:, :].any()
     # The helpers make new caches: the originals keep their rows and positions.
     for cache, layers in zip(caches, before):
-        for layer, (k, v) in zip(cache.layers, layers):
-            assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)
+        for (keys, values), (k, v) in zip(kv(cache), layers):
+            assert torch.equal(keys, k) and torch.equal(values, v)
+
+
+def test_kv_cache_helpers_keep_the_prompt_differentiable(llama):
+    plm = PromptedLM(llama, fast=True)
+    prompt = make_prompt_tensor(llama.hidden_size, 3, 1).requires_grad_(True)
+    cache = plm.prepare(prompt).cache
+    moved = select_cache(pad_cache(expand_cache(cache, 2), 4), torch.tensor([1]))
+    sum(k.sum() + v.sum() for k, v, *_ in layer_tensors(moved)).backward()
+    assert prompt.grad is not None and prompt.grad.abs().sum() > 0
 
 
 def test_prompt_changes_the_scores(llama):

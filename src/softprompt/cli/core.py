@@ -178,6 +178,8 @@ def predict(
         return _predict_remote(server, task, prompt, input, api_key)
     saved, lm = runtime.prompt_and_model(prompt, model, precision)
     the_task = runtime.prompt_task(saved, task)
+    if task:  # another task's template: the prompt keeps its label words, as in `eval --task`
+        the_task = task_for_prompt(the_task, saved.task, where=f"prompt {prompt}")
     texts = runtime.read_inputs(input)
     field = the_task.template_fields[0]
     label = the_task.labels[0] if the_task.labels else ""

@@ -7,6 +7,8 @@ decode greedily with the same loop, so they produce the same tokens.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from softprompt.models.loading import LoadedModel
@@ -21,6 +23,11 @@ class DecoderBody:
         self.body = getattr(model, model.base_model_prefix)
         self.head = model.get_output_embeddings()
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        # transformers 5.24 renamed the forward's `past_key_values` argument (and output field)
+        # to `cache` and warns on the old name; earlier releases know only `past_key_values`.
+        # Read the name from the body's signature, once.
+        params = inspect.signature(self.body.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, H) hidden states -> (N, V) fp32 logits, as the model's own head computes them."""
@@ -34,9 +41,10 @@ class DecoderBody:
         (B, T, H) hidden states and the grown cache. `mask` (B, cached+T) covers cache and
         new positions; `position_ids` (B, T) default to counting on from the cache."""
         out = self.body(
-            inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, position_ids=position_ids, use_cache=True
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
+            **{self.cache_arg: cache},
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, getattr(out, self.cache_arg)
 
     def run(self, ids: torch.Tensor, mask: torch.Tensor, cache, position_ids=None):
         """`run_embeds` over token ids (B, T)."""

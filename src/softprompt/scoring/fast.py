@@ -34,6 +34,7 @@ class FastBackend:
     def __init__(self, lm: LoadedModel) -> None:
         self.lm = lm
         self.decoder = DecoderBody(lm)
+        self.config = lm.model.config  # new caches get the layer kinds the model gives its own
 
     def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
         """The prompt with its key/value cache, batch 1: (P, H) -> cache over P positions.
@@ -49,7 +50,7 @@ class FastBackend:
     # -- training loss --------------------------------------------------------------------
 
     def lm_loss(self, prompt: PreparedPrompt, batch: Batch) -> torch.Tensor:
-        cache = expand_cache(self._cache(prompt), batch.size)
+        cache = expand_cache(self._cache(prompt), batch.size, self.config)
         mask = extend_mask(batch.attention_mask, prompt.length)
         hidden, _ = self.decoder.run(batch.input_ids, mask, cache)  # (B, T, H)
         # hidden at t predicts token t+1: pick only the positions before a target token.
@@ -97,7 +98,8 @@ class FastBackend:
             src = rows[multi]
             full_mask = torch.cat([full[src], feed_mask], dim=1)
             positions = (plens[src] + lengths[src]).unsqueeze(1) + torch.arange(feed.shape[1], device=device)
-            hidden, _ = self.decoder.run(feed, full_mask, select_cache(grown, src), positions)  # (M, L-1, H)
+            rows_cache = select_cache(grown, src, self.config)
+            hidden, _ = self.decoder.run(feed, full_mask, rows_cache, positions)  # (M, L-1, H)
             # hidden[m, j] predicts token j+1 of continuation m: score every such position at once.
             targets, valid = pad_right([c[1:] for c in conts], 0)
             targets, valid = targets.to(device), valid.to(device).bool()
@@ -133,7 +135,7 @@ class FastBackend:
         """One prompt's batch-1 cache viewed as `n` rows, with its (n, P) prefix mask and (n,) lengths."""
         device = self.lm.device
         prefix = torch.ones(n, prompt.length, dtype=torch.long, device=device)
-        return expand_cache(self._cache(prompt), n), prefix, torch.full((n,), prompt.length, device=device)
+        return expand_cache(self._cache(prompt), n, self.config), prefix, torch.full((n,), prompt.length, device=device)
 
     def _row_states(self, prompts: Sequence[PreparedPrompt]):
         """Cache for a batch whose row b carries `prompts[b]` (P_b, H).
@@ -153,7 +155,7 @@ class FastBackend:
                 distinct.append(prompt)
         lengths = torch.tensor([p.length for p in distinct], device=device)  # (U,)
         longest = int(lengths.max())
-        padded = [pad_cache(self._cache(p), longest) for p in distinct]
+        padded = [pad_cache(self._cache(p), longest, self.config) for p in distinct]
         rows = torch.tensor([slot[id(p)] for p in prompts], device=device)  # (B,)
         prefix = (torch.arange(longest, device=device) < lengths.unsqueeze(1)).long()  # (U, C)
-        return select_cache(cat_caches(padded), rows), prefix[rows], lengths[rows]
+        return select_cache(cat_caches(padded, self.config), rows, self.config), prefix[rows], lengths[rows]
