@@ -81,3 +81,31 @@ def by_prompt_length(
         for b, result in zip(rows, run(stacked, [inputs[b] for b in rows], cands)):
             out[b] = result
     return out
+
+
+class StackedPromptBackend:
+    """The half of a backend without a prompt cache (plain, seq2seq): a prompt is only its
+    weight, and mixed-task rows run once per prompt length with the prompts stacked (G, P, H).
+    Subclasses implement `_candidates(prompt, inputs, candidates)` and
+    `_generate(prompt, inputs, max_new_tokens)` for a (P, H) or (B, P, H) prompt."""
+
+    def __init__(self, lm) -> None:
+        self.lm = lm
+        self.model = lm.model
+
+    def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
+        return PreparedPrompt(prompt)  # nothing to precompute
+
+    def candidate_logprobs(self, prompt: PreparedPrompt, inputs: Inputs, candidates: Candidates) -> torch.Tensor:
+        return self._candidates(prompt.weight, inputs, candidates)
+
+    def candidate_logprobs_rows(
+        self, prompts: Sequence[PreparedPrompt], inputs: Inputs, candidates: Candidates
+    ) -> list[torch.Tensor]:
+        return by_prompt_length(prompts, inputs, candidates, self._candidates)
+
+    def generate(self, prompt: PreparedPrompt, inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
+        return self._generate(prompt.weight, inputs, max_new_tokens)
+
+    def generate_rows(self, prompts: Sequence[PreparedPrompt], inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
+        return by_prompt_length(prompts, inputs, None, lambda p, i, _: self._generate(p, i, max_new_tokens))

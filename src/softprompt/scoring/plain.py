@@ -7,7 +7,6 @@ takes. Mixed-task rows are grouped by prompt length, one pass per length.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,22 +14,18 @@ import torch.nn.functional as F
 from softprompt.batching import Batch, pad_right
 from softprompt.models.loading import LoadedModel
 from softprompt.prepend import IGNORE, prepend_prompt
-from softprompt.scoring.backends import Inputs, by_prompt_length
+from softprompt.scoring.backends import Inputs, StackedPromptBackend
 from softprompt.scoring.candidates import Candidates, flat_index, grid
 from softprompt.scoring.decoding import DecoderBody
 from softprompt.scoring.prepared import PreparedPrompt
 
 
-class PlainBackend:
+class PlainBackend(StackedPromptBackend):
     """Decoder-only scoring with the prompt prepended to every row's embeddings."""
 
     def __init__(self, lm: LoadedModel) -> None:
-        self.lm = lm
-        self.model = lm.model
+        super().__init__(lm)
         self.decoder = DecoderBody(lm)
-
-    def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
-        return PreparedPrompt(prompt)  # nothing to precompute
 
     def lm_loss(self, prompt: PreparedPrompt, batch: Batch) -> torch.Tensor:
         embeds = self.lm.embed(batch.input_ids)
@@ -39,14 +34,6 @@ class PlainBackend:
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
 
     # -- rank classification --------------------------------------------------------------
-
-    def candidate_logprobs(self, prompt: PreparedPrompt, inputs: Inputs, candidates: Candidates) -> torch.Tensor:
-        return self._candidates(prompt.weight, inputs, candidates)
-
-    def candidate_logprobs_rows(
-        self, prompts: Sequence[PreparedPrompt], inputs: Inputs, candidates: Candidates
-    ) -> list[torch.Tensor]:
-        return by_prompt_length(prompts, inputs, candidates, self._candidates)
 
     def _candidates(self, prompt: torch.Tensor, inputs: Inputs, candidates: Candidates) -> torch.Tensor:
         """Candidate log-likelihoods with one full forward per (input, candidate) row: (B, K).
@@ -72,12 +59,6 @@ class PlainBackend:
         return grid(totals, rows, ks, len(inputs))
 
     # -- generation -----------------------------------------------------------------------
-
-    def generate(self, prompt: PreparedPrompt, inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
-        return self._generate(prompt.weight, inputs, max_new_tokens)
-
-    def generate_rows(self, prompts: Sequence[PreparedPrompt], inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
-        return by_prompt_length(prompts, inputs, None, lambda p, i, _: self._generate(p, i, max_new_tokens))
 
     def _generate(self, prompt: torch.Tensor, inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
         """Greedy continuations; `prompt` is (P, H), or (B, P, H) one per input."""

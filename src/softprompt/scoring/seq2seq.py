@@ -7,29 +7,20 @@ per length.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from softprompt.batching import Batch, pad_right
-from softprompt.models.loading import LoadedModel
 from softprompt.prepend import IGNORE, prepend_prompt
-from softprompt.scoring.backends import Inputs, by_prompt_length
+from softprompt.scoring.backends import Inputs, StackedPromptBackend
 from softprompt.scoring.candidates import Candidates, flat_index, grid
 from softprompt.scoring.decoding import until_eos
 from softprompt.scoring.prepared import PreparedPrompt
 
 
-class Seq2SeqBackend:
+class Seq2SeqBackend(StackedPromptBackend):
     """Encoder-decoder scoring: prompt + input into the encoder, targets through the decoder."""
-
-    def __init__(self, lm: LoadedModel) -> None:
-        self.lm = lm
-        self.model = lm.model
-
-    def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
-        return PreparedPrompt(prompt)  # nothing to precompute
 
     def lm_loss(self, prompt: PreparedPrompt, batch: Batch) -> torch.Tensor:
         embeds = self.lm.embed(batch.input_ids)
@@ -38,14 +29,6 @@ class Seq2SeqBackend:
         return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
 
     # -- rank classification --------------------------------------------------------------
-
-    def candidate_logprobs(self, prompt: PreparedPrompt, inputs: Inputs, candidates: Candidates) -> torch.Tensor:
-        return self._candidates(prompt.weight, inputs, candidates)
-
-    def candidate_logprobs_rows(
-        self, prompts: Sequence[PreparedPrompt], inputs: Inputs, candidates: Candidates
-    ) -> list[torch.Tensor]:
-        return by_prompt_length(prompts, inputs, candidates, self._candidates)
 
     def _candidates(self, prompt: torch.Tensor, inputs: Inputs, candidates: Candidates) -> torch.Tensor:
         """Encoder once per input, decoder once per (input, candidate) row: (B, K).
@@ -63,12 +46,6 @@ class Seq2SeqBackend:
         return grid(token_lp.sum(1), rows, ks, len(inputs))
 
     # -- generation -----------------------------------------------------------------------
-
-    def generate(self, prompt: PreparedPrompt, inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
-        return self._generate(prompt.weight, inputs, max_new_tokens)
-
-    def generate_rows(self, prompts: Sequence[PreparedPrompt], inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
-        return by_prompt_length(prompts, inputs, None, lambda p, i, _: self._generate(p, i, max_new_tokens))
 
     def _generate(self, prompt: torch.Tensor, inputs: Inputs, max_new_tokens: int) -> list[list[int]]:
         """Greedy continuations by Hugging Face's `generate`; `prompt` is (P, H) or (B, P, H)."""
