@@ -229,7 +229,10 @@ def test_prompt_saved_for_another_model_is_refused(trained, monkeypatch, capsys)
     assert_one_line_error(code, err, "tiny-llama")
 
 
-@pytest.mark.parametrize("flag,value", [("--steps", "ten"), ("--lr", "fast"), ("--steps", "0"), ("--lr", "-1")])
+@pytest.mark.parametrize("flag,value", [
+    ("--steps", "ten"), ("--lr", "fast"), ("--steps", "0"), ("--lr", "-1"), ("--lr", "inf"),
+    ("--weight-decay", "nan"), ("--ema", "nan"), ("--checkpoint-every", "0"),
+])
 def test_bad_numeric_setting(model, data, tmp_path, capsys, flag, value):
     code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", flag, value))
     assert_one_line_error(code, err, flag.lstrip("-"))
@@ -259,3 +262,34 @@ def test_every_command_has_help(capsys):
     for command in ("train", "eval", "predict", "inspect", "export-peft", "import-peft", "tasks"):
         code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "Usage" in out and "--help" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (("eval", "--batch-size", "0"), "--batch-size"),
+    (("eval", "--max-eval", "-3"), "--max-eval"),
+    (("predict", "--batch-size", "0"), "--batch-size"),
+    (("inspect", "--top-k", "0"), "--top-k"),
+    (("eval", "--output", "no/such/folder/out.json"), "no/such/folder"),
+])
+def test_bad_eval_predict_inspect_flags_fail_before_the_model_loads(trained, tmp_path, capsys, monkeypatch,
+                                                                    argv, needle):
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: pytest.fail("model loaded first"))
+    code, _, err = run_cli(capsys, argv[0], "--prompt", tmp_path / "run", *argv[1:], stdin="a great movie\n")
+    assert_one_line_error(code, err, needle)
+
+
+def test_non_utf8_input_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: pytest.fail("model loaded first"))
+    bad = tmp_path / "in.txt"
+    bad.write_bytes("great movie\n".encode("utf-16"))
+    code, _, err = run_cli(capsys, "predict", "--prompt", tmp_path / "run", "--input", bad)
+    assert_one_line_error(code, err, "in.txt", "not UTF-8")
+
+
+def test_eval_output_is_written_whole(trained, data, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", data[1], "--text-field",
+                           "sentence", "--output", tmp_path / "ev.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "ev.json").read_text())
+    assert set(report) == {"task", "split", "metrics", "predictions"} and len(report["predictions"]) == 16
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ev.json")] == []

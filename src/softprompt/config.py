@@ -167,6 +167,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        for name in ("weight_decay", "ema"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be in [0, 1), got {self.ema}")
         if self.warmup_steps < 0 or self.weight_decay < 0:

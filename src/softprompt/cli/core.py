@@ -23,6 +23,7 @@ from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
+from softprompt.io import atomic_write_text
 from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
 from softprompt.tasks import get_task, task_names
@@ -114,6 +115,8 @@ def eval_(
 ):
     """Score a prompt with the task's metrics (default task: the one it was trained on).
     Several --prompt: each prompt, their average and their ensembles (mean probability, vote)."""
+    runtime.at_least_one(batch_size=batch_size, max_eval=max_eval)
+    runtime.writable_output(output)
     read = [runtime.read_prompt(p) for p in prompt]  # prompts, task and data are checked before the model loads
     for path, saved in zip(prompt[1:], read[1:]):
         if (saved.task or {}).get("verbalizer") != (read[0].task or {}).get("verbalizer"):
@@ -133,7 +136,7 @@ def eval_(
     else:
         report = _eval_ensemble(plm, prompt, members, the_task, split, examples, batch_size, length_normalize)
     if output:
-        output.write_text(json.dumps(report, indent=2))
+        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
 
 
 def _eval_ensemble(plm, prompts, members, the_task, split, examples, batch_size, length_normalize) -> dict:
@@ -176,11 +179,13 @@ def predict(
     """Predict a label (or generate text) for each input line; one output per line."""
     if server or prompt is None:
         return _predict_remote(server, task, prompt, input, api_key)
-    saved, lm = runtime.prompt_and_model(prompt, model, precision)
+    runtime.at_least_one(batch_size=batch_size)
+    saved = runtime.read_prompt(prompt)  # prompt, task and input lines are checked before the model loads
     the_task = runtime.prompt_task(saved, task)
     if task:  # another task's template: the prompt keeps its label words, as in `eval --task`
         the_task = task_for_prompt(the_task, saved.task, where=f"prompt {prompt}")
     texts = runtime.read_inputs(input)
+    saved, lm = runtime.model_for(prompt, saved, model, precision)
     field = the_task.template_fields[0]
     label = the_task.labels[0] if the_task.labels else ""
     examples = [Example({f: t if f == field else "" for f in the_task.template_fields}, label) for t in texts]
@@ -211,6 +216,7 @@ def inspect(
     top_k: Annotated[int, typer.Option(help="Nearest tokens per prompt position.")] = 5,
 ):
     """Nearest vocabulary tokens (cosine similarity) of each prompt position."""
+    runtime.at_least_one(top_k=top_k)
     saved, lm = runtime.prompt_and_model(prompt, model, Precision.FP32.value)
     for position, neighbours in enumerate(nearest_tokens(saved.weight, lm, top_k)):
         typer.echo(f"{position:3d}  " + "  ".join(f"{tok!r} {sim:.2f}" for tok, sim in neighbours))

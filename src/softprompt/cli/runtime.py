@@ -135,13 +135,31 @@ def training_data(task: Task | Mixture) -> tuple[list[Example] | None, list[Exam
 
 
 def read_inputs(input: Path | None) -> list[str]:
-    """The non-blank lines of --input, else of stdin."""
+    """The non-blank lines of --input, else of stdin (UTF-8; a byte-order mark is allowed)."""
+    where = str(input) if input is not None else "stdin"
     if input is not None and not input.is_file():
         raise SoftPromptError(f"{input}: file not found")
-    texts = [line for line in (input.read_text() if input else sys.stdin.read()).splitlines() if line.strip()]
+    try:
+        text = input.read_bytes().decode("utf-8-sig") if input is not None else sys.stdin.read()
+    except UnicodeDecodeError as err:
+        raise SoftPromptError(f"{where}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    texts = [line for line in text.lstrip("\ufeff").splitlines() if line.strip()]
     if not texts:
-        raise SoftPromptError(f"{input or 'stdin'}: no input lines")
+        raise SoftPromptError(f"{where}: no input lines")
     return texts
+
+
+def at_least_one(**flags: int | None) -> None:
+    """Refuse a count flag below 1 (None means unset): one line naming it."""
+    for name, value in flags.items():
+        if value is not None and value < 1:
+            raise SoftPromptError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def writable_output(output: Path | None) -> None:
+    """Refuse --output into a folder that does not exist, before any work is done."""
+    if output is not None and not output.parent.is_dir():
+        raise SoftPromptError(f"--output {output}: folder {output.parent} does not exist")
 
 
 def dev_sample(examples: Sequence[Example], max_eval: int | None) -> list[Example]:
