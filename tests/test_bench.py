@@ -135,7 +135,7 @@ def test_run_writes_the_table_and_rerun_reuses_finished_tasks(tmp_path, toy_jobs
     lm, out = tiny_llama(), tmp_path / "bench"
     table = run_bench(lm, toy_jobs, CFG, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["shift", "table.json", "table.md", "table.png", "toy"]
-    assert sorted(p.name for p in (out / "toy" / "seed0").iterdir()) == ["best", "checkpoint", "curve.png", "log.jsonl", "result.json"]
+    assert sorted(p.name for p in (out / "toy" / "seed0").iterdir()) == ["best", "checkpoint", "curve.png", "embedding", "log.jsonl", "result.json"]
     assert sorted(p.name for p in (out / "shift" / "seed1").iterdir()) == ["result.json"]
     assert (out / "table.png").read_bytes()[:8] == PNG_MAGIC
     assert json.loads((out / "table.json").read_text()) == json.loads(json.dumps(table))
