@@ -17,7 +17,12 @@ from softprompt.errors import ConfigError, ModelError
 from softprompt.io import SavedPrompt, export_peft, import_peft, load_prompt, save_prompt
 from softprompt.scoring import PromptedLM
 
-peft = pytest.importorskip("peft")
+
+
+@pytest.fixture
+def peft():
+    """The PEFT library, for the tests that compare with it (they alone skip without it)."""
+    return pytest.importorskip("peft")
 
 TASK = {"name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"}}
 IDS = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0], [13, 0, 0, 0, 0]])
@@ -292,7 +297,7 @@ def test_unreadable_or_wrong_safetensors(llama, tmp_path):
 # -- PEFT interop ----------------------------------------------------------------------------------
 
 
-def peft_model(model, path):
+def peft_model(peft, model, path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return peft.PeftModel.from_pretrained(model, str(path))
@@ -310,12 +315,12 @@ def test_export_writes_a_peft_adapter(llama, tmp_path):
     assert back.task == TASK
 
 
-def test_exported_adapter_gives_peft_the_same_logits(llama, tmp_path):
+def test_exported_adapter_gives_peft_the_same_logits(llama, tmp_path, peft):
     saved = make_saved(llama)
     export_peft(saved, tmp_path / "a")
     with torch.no_grad():
         ours = plain_logits(llama, saved.weight)  # (B, T, V)
-        model = peft_model(tiny_llama().model, tmp_path / "a")
+        model = peft_model(peft, tiny_llama().model, tmp_path / "a")
         theirs = model(input_ids=IDS, attention_mask=MASK).logits  # (B, P+T, V)
     assert theirs.shape == (3, 4 + 5, ours.shape[-1])
     theirs = theirs[:, 4:]
@@ -327,7 +332,7 @@ def test_exported_adapter_gives_peft_the_same_logits(llama, tmp_path):
     assert not torch.allclose(bare[real], theirs[real], atol=1e-3)
 
 
-def test_peft_prompt_imports_with_the_same_scores(llama, tmp_path):
+def test_peft_prompt_imports_with_the_same_scores(llama, tmp_path, peft):
     base = tiny_llama()
     cfg = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
     with warnings.catch_warnings():
@@ -374,13 +379,13 @@ def test_bare_peft_prompt_adopts_the_identity_it_is_given(llama, tmp_path):
     assert import_peft(tmp_path, llama.identity).model == llama.identity
 
 
-def test_t5_export_gives_peft_the_same_logits(t5, tmp_path):
+def test_t5_export_gives_peft_the_same_logits(t5, tmp_path, peft):
     saved = make_saved(t5)
     export_peft(saved, tmp_path / "a", task_type="SEQ_2_SEQ_LM")
     labels = torch.tensor([[45, 1], [46, 1], [47, 1]])
     with torch.no_grad():
         embeds, mask, _ = prepend_prompt(saved.weight, t5.embed(IDS), MASK)
         ours = t5.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).logits
-        theirs = peft_model(tiny_t5().model, tmp_path / "a")(input_ids=IDS, attention_mask=MASK, labels=labels).logits
+        theirs = peft_model(peft, tiny_t5().model, tmp_path / "a")(input_ids=IDS, attention_mask=MASK, labels=labels).logits
     assert theirs.shape == ours.shape
     assert torch.allclose(ours, theirs, atol=1e-5)

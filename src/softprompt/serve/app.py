@@ -10,20 +10,30 @@
 Answers are those of `softprompt.evaluate.predict` for the same prompt and input: the same
 task formatting, tokenisation, label ranking and ensemble combination, computed in a
 mixed-task batch (scheduler.py). Bad requests get a 4xx with a message, never a 500.
+
+Limits and guards: the body is capped (`max_body_bytes`, 413) before it is parsed; every list
+and string of a request has a ceiling (422); a request waits at most `deadline_s` (504); the
+Host header must name the server (`allowed_hosts`, 421: DNS-rebinding protection for a
+keyless loopback server); tokenisation and library rescans run on a worker thread, never on
+the event loop; a prompt that cannot run fails only its own rows, with a message naming it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from softprompt.batching import Encoder
 from softprompt.ensemble import combine_members, softmax
@@ -31,20 +41,35 @@ from softprompt.evaluate import rank
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
 from softprompt.serve import API_KEY_HEADER
-from softprompt.serve.library import Library, ServedPrompt, ensemble_mismatch, make_example
+from softprompt.serve.library import Library, ServedPrompt, ensemble_mismatch, make_example, public_message
 from softprompt.serve.metrics import ServeMetrics
-from softprompt.serve.scheduler import QueueFull, Row, Scheduler
+from softprompt.serve.scheduler import PromptFailed, QueueFull, Row, Scheduler
 from softprompt.serve.web import web_router
 
-Input = Union[str, dict[str, str]]
+# Ceilings of the request schema (422 beyond); the server's own, usually smaller, limits
+# (max_inputs, max_input_chars: 413) are checked after parsing.
+MAX_NAME = 256  # characters of a task, prompt or field name
+MAX_TEXT = 100_000  # characters of one input text
+MAX_LIST = 1024  # items of `inputs`
+MAX_FIELDS = 32  # fields of one input object
+MAX_PROMPTS = 64  # members of an ad-hoc ensemble
+MAX_LABELS = 64  # per-request label words
+MAX_LABEL = 100  # characters of one label word
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+Input = Union[Text, Annotated[dict[Name, Text], Field(max_length=MAX_FIELDS)]]
 
 
 class _Request(BaseModel):
-    task: str | None = Field(None, description="A task, prompt (library folder) or ensemble name.", examples=["sst2"])
-    prompts: list[str] | None = Field(None, description="An ad-hoc ensemble: prompt names whose answers are combined.")
+    task: Name | None = Field(None, description="A task, prompt (library folder) or ensemble name.", examples=["sst2"])
+    prompts: list[Name] | None = Field(
+        None, max_length=MAX_PROMPTS, description="An ad-hoc ensemble: prompt names whose answers are combined."
+    )
     combine: Literal["mean", "vote"] | None = Field(None, description="Ensemble combination (default: the ensemble's, else mean).")
     input: Input | None = Field(None, description="One input: text for the task's first field, or an object of fields.")
-    inputs: list[Input] | None = Field(None, description="Several inputs (answered in order).")
+    inputs: list[Input] | None = Field(None, max_length=MAX_LIST, description="Several inputs (answered in order).")
 
     @model_validator(mode="after")
     def _one_target_and_input(self):
@@ -62,6 +87,23 @@ class _Request(BaseModel):
 
 class ClassifyRequest(_Request):
     length_normalize: bool = Field(False, description="Rank labels by mean rather than total token log-likelihood.")
+    labels: list[Annotated[str, StringConstraints(max_length=MAX_LABEL)]] | None = Field(
+        None, min_length=2, max_length=MAX_LABELS,
+        description="Rank these words instead of the task's label words (2 to 64 distinct, non-empty); "
+        "the answer is one of them.", examples=[["good", "bad"]],
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_words(cls, words: list[str] | None) -> list[str] | None:
+        if words is None:
+            return None
+        words = [w.strip() for w in words]
+        if not all(words):
+            raise ValueError("'labels' holds an empty word")
+        if len(set(words)) != len(words):
+            raise ValueError(f"'labels' repeats a word ({', '.join(sorted({w for w in words if words.count(w) > 1}))})")
+        return words
 
 
 class GenerateRequest(_Request):
@@ -101,14 +143,24 @@ class GenerateResponse(BaseModel):
 
 
 class Server:
-    """What the endpoints share: model, library, scheduler, tokeniser, limits, metrics."""
+    """What the endpoints share: model, library, scheduler, tokeniser, limits, metrics, and
+    the one worker thread for blocking request work (library rescans, tokenising, decoding)."""
 
     def __init__(self, plm: PromptedLM, library: Library, scheduler: Scheduler, metrics: ServeMetrics,
-                 max_inputs: int, max_input_chars: int, max_tokens: int, rescan_s: float) -> None:
+                 max_inputs: int, max_input_chars: int, max_tokens: int, rescan_s: float,
+                 deadline_s: float = 30.0) -> None:
         self.plm, self.library, self.scheduler, self.metrics = plm, library, scheduler, metrics
         self.encoder = Encoder(plm.lm.tokenizer, plm.lm.is_encoder_decoder)
         self.max_inputs, self.max_input_chars, self.max_tokens, self.rescan_s = max_inputs, max_input_chars, max_tokens, rescan_s
+        self.deadline_s = deadline_s
         self._scanned = 0.0
+        self.worker: ThreadPoolExecutor | None = None
+
+    async def off_loop(self, fn, *args):
+        """Run blocking `fn(*args)` on the worker thread (one thread: the tokeniser is not shared between threads)."""
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="softprompt-prep")
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
 
     def refresh(self) -> None:
         now = time.monotonic()
@@ -155,11 +207,46 @@ class Server:
                 raise HTTPException(422, f"input {n}: {err}") from None
         return out
 
+    def classify_rows(self, req: ClassifyRequest):
+        """On the worker thread: (name, members, method, label words, per-input members, rows)."""
+        name, members, method = self.targets(req)
+        if req.labels is None and not members[0].task.is_classification:
+            raise HTTPException(400, f"{name!r} is a generation task: use POST /generate (or give 'labels' to rank)")
+        per_input = self.examples(req, members)
+        enc = self.encoder
+        if req.labels is not None:
+            words = list(req.labels)
+            targets = [enc.target_ids(w) for w in words]
+            if not all(targets):
+                raise HTTPException(422, "a word of 'labels' has no tokens")
+            rows = [Row(m, enc.input_ids(m.task.format(ex)), targets) for row in per_input for m, ex in row]
+        else:
+            words = list(members[0].task.labels)
+            rows = [
+                Row(m, enc.input_ids(m.task.format(ex)), [enc.target_ids(w) for w in m.task.candidates(ex)])
+                for row in per_input for m, ex in row
+            ]
+        return name, members, method, words, per_input, rows
+
+    def generate_rows(self, req: GenerateRequest):
+        """On the worker thread: (name, members, per-input members, rows)."""
+        name, members, _ = self.targets(req)
+        budget = req.max_tokens or members[0].task.max_new_tokens
+        if budget > self.max_tokens:
+            raise HTTPException(422, f"max_tokens {budget}: at most {self.max_tokens}")
+        per_input = self.examples(req, members)
+        rows = [Row(m, self.encoder.input_ids(m.task.format(ex)), None, budget) for row in per_input for m, ex in row]
+        return name, members, per_input, rows
+
     async def submit(self, rows: list[Row]) -> list:
         try:
-            return await self.scheduler.submit(rows)
+            return await asyncio.wait_for(self.scheduler.submit(rows), self.deadline_s)
         except QueueFull as err:
             raise HTTPException(503, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from None
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"no answer within the deadline of {self.deadline_s:g} s; retry later or send fewer inputs") from None
+        except PromptFailed as err:
+            raise HTTPException(err.status, public_message(str(err), self.library.root)) from None
 
 
 def create_app(
@@ -174,6 +261,9 @@ def create_app(
     max_input_chars: int = 8000,
     max_tokens: int = 256,
     rescan_s: float = 0.5,
+    max_body_bytes: int = 1 << 20,
+    deadline_s: float = 30.0,
+    allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """The server app over an already loaded model (tests inject a tiny one).
 
@@ -182,20 +272,30 @@ def create_app(
         library_dir: Folder of prompt folders (see library.py).
         max_batch, max_wait_ms, queue_size: Batching (see scheduler.py).
         api_key: If set, /classify, /generate, /prompts and /metrics need header X-API-Key.
+            An empty key is refused (ValueError): it must not silently turn auth off.
         max_inputs, max_input_chars, max_tokens: Per-request limits (413/422 beyond).
         rescan_s: Check the library folder for changes at most this often (per request).
+        max_body_bytes: Largest request body (413 beyond, before it is parsed).
+        deadline_s: Longest a request waits for the model (504 beyond).
+        allowed_hosts: Host header names (port aside) the server answers to (421 otherwise);
+            None answers any (for a server beyond loopback, behind its API key).
     """
+    if api_key is not None and not api_key.strip():
+        raise ValueError("api_key is empty: give a real key, or None for no key")
     plm = lm if isinstance(lm, PromptedLM) else PromptedLM(lm)
     metrics = ServeMetrics()
     library = Library(Path(library_dir), plm.lm.identity, plm.lm.device)
     scheduler = Scheduler(plm, max_batch, max_wait_ms, queue_size, on_batch=metrics.observe_batch)
-    server = Server(plm, library, scheduler, metrics, max_inputs, max_input_chars, max_tokens, rescan_s)
+    server = Server(plm, library, scheduler, metrics, max_inputs, max_input_chars, max_tokens, rescan_s, deadline_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await scheduler.start()
         yield
         await scheduler.stop()
+        if server.worker is not None:
+            server.worker.shutdown(wait=True)
+            server.worker = None
 
     app = FastAPI(title="softprompt", description="Soft prompts over one frozen model: mixed-task batched classification and generation.", lifespan=lifespan)
     app.state.server = server
@@ -213,44 +313,35 @@ def create_app(
             route = request.url.path if request.url.path in _ROUTES else "other"
             metrics.observe_request(route, status, time.perf_counter() - start)
 
+    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
+
     @app.post("/classify", response_model=ClassifyResponse, dependencies=guarded)
     async def classify(req: ClassifyRequest) -> ClassifyResponse:
-        """Rank the task's labels for each input (one prompt, or an ensemble's combined answer)."""
-        name, members, method = server.targets(req)
-        if not members[0].task.is_classification:
-            raise HTTPException(400, f"{name!r} is a generation task: use POST /generate")
-        per_input = server.examples(req, members)
-        enc = server.encoder
-        rows = [
-            Row(m, enc.input_ids(m.task.format(ex)), [enc.target_ids(w) for w in m.task.candidates(ex)])
-            for row in per_input for m, ex in row
-        ]
+        """Rank the task's labels (or the request's `labels`) for each input (one prompt, or an ensemble's combined answer)."""
+        name, members, method, words, per_input, rows = await server.off_loop(server.classify_rows, req)
         answers = iter(await server.submit(rows))
-        results = [_classification([(m, next(answers)) for m, _ in row], method, req.length_normalize) for row in per_input]
+        results = [_classification(words, [(m, next(answers)) for m, _ in row], method, req.length_normalize) for row in per_input]
         return ClassifyResponse(task=name, prompts=[m.name for m in members], combine=method, results=results)
 
     @app.post("/generate", response_model=GenerateResponse, dependencies=guarded)
     async def generate(req: GenerateRequest) -> GenerateResponse:
         """Greedy text for each input (an ensemble answers by majority vote)."""
-        name, members, _ = server.targets(req)
-        budget = req.max_tokens or members[0].task.max_new_tokens
-        if budget > server.max_tokens:
-            raise HTTPException(422, f"max_tokens {budget}: at most {server.max_tokens}")
-        per_input = server.examples(req, members)
-        rows = [Row(m, server.encoder.input_ids(m.task.format(ex)), None, budget) for row in per_input for m, ex in row]
-        answers = iter(await server.submit(rows))
+        name, members, per_input, rows = await server.off_loop(server.generate_rows, req)
+        answers = await server.submit(rows)
         decode = plm.lm.tokenizer.decode
+        texts = await server.off_loop(lambda: [decode(a, skip_special_tokens=True).strip() for a in answers])
+        texts = iter(texts)
         results = []
         for row in per_input:
-            texts = [decode(next(answers), skip_special_tokens=True).strip() for _ in row]
-            text, _ = combine_members(None, texts, None, "vote")
-            results.append(Generation(text=text, members=[{"prompt": m.name, "text": t} for (m, _), t in zip(row, texts)] if len(row) > 1 else None))
+            row_texts = [next(texts) for _ in row]
+            text, _ = combine_members(None, row_texts, None, "vote")
+            results.append(Generation(text=text, members=[{"prompt": m.name, "text": t} for (m, _), t in zip(row, row_texts)] if len(row) > 1 else None))
         return GenerateResponse(task=name, prompts=[m.name for m in members], results=results)
 
     @app.get("/prompts", dependencies=guarded)
     async def prompts() -> dict:
-        """Served prompts (task, labels, dev metrics), ensembles, request names, skipped folders."""
-        server.refresh()
+        """Served prompts (task, labels, dev metrics), ensembles, request names, skipped folders (paths relative to the library)."""
+        await server.off_loop(server.refresh)
         scan = library.scan
         return {
             "model": plm.lm.identity.to_dict(),
@@ -274,6 +365,68 @@ def create_app(
     return app
 
 
+class _Guard:
+    """ASGI middleware run before anything reads a request: the Host header must be one the
+    server answers to (421), and the body at most `max_body_bytes` (413), counted as it arrives
+    (a Content-Length beyond the cap is refused before any byte is read)."""
+
+    def __init__(self, app, max_body_bytes: int, allowed_hosts: Sequence[str] | None) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+        self.allowed = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.allowed is not None:
+            host = _host_name(headers.get("host", ""))
+            if host not in self.allowed:
+                return await _reply(send, 421, f"Host header {host!r} is not a name this server answers to "
+                                    f"({', '.join(sorted(self.allowed))}); DNS-rebinding protection")
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await _reply(send, 400, "Content-Length is not a number")
+            if int(length) > self.max_body_bytes:
+                return await _reply(send, 413, f"request body of {int(length)} bytes; at most {self.max_body_bytes}")
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                return await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header, without its port: 'localhost:8000' -> 'localhost', '[::1]:80' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 _ROUTES = {"/classify", "/generate", "/prompts", "/health", "/metrics", "/docs", "/openapi.json"}
 
 
@@ -281,15 +434,17 @@ def _auth(key: str | None):
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     async def check(given: str | None = Security(header)) -> None:
-        if key and (given is None or not secrets.compare_digest(given.encode(), key.encode())):
+        # compare_digest: constant time, so the key cannot be guessed byte by byte from timings.
+        if key is not None and (given is None or not secrets.compare_digest(given.encode(), key.encode())):
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})", headers={"WWW-Authenticate": "ApiKey"})
 
     return check
 
 
-def _classification(answers: list[tuple[ServedPrompt, list]], method: str | None, length_normalize: bool) -> Classification:
-    """One input's answer from its members' `score_rows` output, ranked as `evaluate.predict` ranks."""
-    labels = list(answers[0][0].task.labels)
+def _classification(
+    labels: list[str], answers: list[tuple[ServedPrompt, list]], method: str | None, length_normalize: bool
+) -> Classification:
+    """One input's answer from its members' `score_rows` output over `labels`, ranked as `evaluate.predict` ranks."""
     ranked = [(m, *rank(per, length_normalize)) for m, per in answers]
     if len(ranked) == 1:
         _, best, values = ranked[0]

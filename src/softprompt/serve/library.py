@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class ServedPrompt:
             "model": self.saved.model.name,
             "init": self.saved.init,
             "dev_metrics": self.saved.metrics,
-            "path": str(self.path),
+            "path": self.name if self.path.name != "best" else f"{self.name}/best",  # never the server's absolute path
         }
 
     def dev_score(self) -> float:
@@ -99,26 +100,45 @@ def scan_library(
     """Load every prompt folder under `root` made for the model `identity`.
 
     Folders whose stamp matches an entry of `known` are reused as they are (with their
-    prepared prompt); others are (re)loaded. Folders that fail to load or belong to another model
-    are skipped, with the reason.
+    prepared prompt); others are (re)loaded. Folders that fail to load for any reason (a
+    malformed file, a folder removed mid-scan, a bug in a reader) or belong to another model
+    are skipped, with the reason: one bad folder never stops the others being served.
+    Reasons name files relative to `root` (clients see them; the server's paths stay private).
     """
     known = known or {}
     scan = Scan()
-    for entry in sorted(Path(root).iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        folder = resolve_prompt_dir(entry)
-        stamp = _stamp(folder)
-        if entry.name in known and known[entry.name].stamp == stamp:
-            scan.prompts[entry.name] = known[entry.name]
-            continue
+    try:
+        entries = sorted(Path(root).iterdir())
+    except OSError as err:
+        scan.skipped["."] = f"library folder unreadable ({err.strerror or type(err).__name__})"
+        return scan
+    for entry in entries:
         try:
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            folder = resolve_prompt_dir(entry)
+            stamp = _stamp(folder)
+            if entry.name in known and known[entry.name].stamp == stamp:
+                scan.prompts[entry.name] = known[entry.name]
+                continue
             scan.prompts[entry.name] = _load_served_prompt(entry.name, folder, stamp, identity, device)
-        except SoftPromptError as err:
-            scan.skipped[entry.name] = str(err)
-    scan.ensembles, bad = read_ensembles(Path(root) / ENSEMBLES_FILE, scan.prompts)
-    scan.skipped.update(bad)
+        except Exception as err:  # noqa: BLE001 - any failure skips this folder only
+            scan.skipped[entry.name] = public_message(err, root)
+    try:
+        scan.ensembles, bad = read_ensembles(Path(root) / ENSEMBLES_FILE, scan.prompts)
+    except Exception as err:  # noqa: BLE001
+        scan.ensembles, bad = {}, {ENSEMBLES_FILE: public_message(err, root)}
+    scan.skipped.update({name: public_message(reason, root) for name, reason in bad.items()})
     return scan
+
+
+def public_message(err: BaseException | str, root: Path) -> str:
+    """One line for clients: `err` with the library folder's absolute path cut to names
+    inside it (SoftPromptError text as is; other exceptions as their type and text)."""
+    text = err if isinstance(err, str) else str(err) if isinstance(err, SoftPromptError) else f"{type(err).__name__}: {err}"
+    for prefix in {str(Path(root).resolve()), str(Path(root)), str(Path(root).absolute())}:
+        text = text.replace(prefix + os.sep, "").replace(prefix, ".")
+    return " ".join(text.split())
 
 
 def _load_served_prompt(
@@ -138,8 +158,8 @@ def read_ensembles(path: Path, prompts: dict[str, ServedPrompt]) -> tuple[dict[s
     if not path.exists():
         return {}, {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return {}, {ENSEMBLES_FILE: f"{path}: unreadable ({err})"}
     if not isinstance(data, dict):
         return {}, {ENSEMBLES_FILE: f"{path}: expected an object of name -> {{prompts, combine}}"}
@@ -150,7 +170,7 @@ def read_ensembles(path: Path, prompts: dict[str, ServedPrompt]) -> tuple[dict[s
         method = spec.get("combine", "mean") if isinstance(spec, dict) else None
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
             skipped[name] = f"{path}: ensemble {name!r} needs a non-empty list 'prompts'"
-        elif method not in ENSEMBLE_METHODS:
+        elif not isinstance(method, str) or method not in ENSEMBLE_METHODS:
             skipped[name] = f"{path}: ensemble {name!r}: combine {method!r} is not one of {', '.join(ENSEMBLE_METHODS)}"
         elif missing := [m for m in members if m not in prompts]:
             skipped[name] = f"{path}: ensemble {name!r}: prompt(s) {', '.join(missing)} not loaded"
@@ -186,6 +206,7 @@ class Library:
         self.device = device
         self.scan = Scan()
         self._marker: tuple | None = None
+        self._lock = threading.Lock()  # one rescan at a time (requests may ask from several threads)
         self.refresh()
 
     def _current_marker(self) -> tuple:
@@ -203,9 +224,16 @@ class Library:
         return tuple((name, _stamp(resolve_prompt_dir(self.root / name))) for name in entries) + (ensembles,)
 
     def refresh(self) -> bool:
-        """Rescan if anything changed; True if it did."""
-        marker = self._current_marker()
-        if marker == self._marker:
+        """Rescan if anything changed; True if it did. Blocking (file reads): call it off the event loop."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
+        try:
+            marker = self._current_marker()
+        except Exception:  # noqa: BLE001 - an entry vanished mid-listing: rescan
+            marker = None
+        if marker is not None and marker == self._marker:
             return False
         scan = scan_library(self.root, self.identity, self.device, self.scan.prompts)
         for name, reason in scan.skipped.items():

@@ -27,6 +27,15 @@ class QueueFull(Exception):
     """The queue has no room for a request's rows."""
 
 
+class PromptFailed(Exception):
+    """One prompt could not answer a row: it raised on the model (`status` 500) or gave
+    non-finite scores (422). Only that prompt's rows fail; the rest of the batch is answered."""
+
+    def __init__(self, prompt: str, reason: str, status: int = 500) -> None:
+        super().__init__(f"prompt {prompt!r} {reason}")
+        self.prompt, self.reason, self.status = prompt, reason, status
+
+
 @dataclass
 class Row:
     """One input under one prompt: rank `candidates` (token-id lists), or generate
@@ -128,16 +137,35 @@ class Scheduler:
             batch = [i for i in batch if not i.future.done()]  # requests cancelled meanwhile
             if not batch:
                 continue
+            rows = [i.row for i in batch]
             try:
-                results = await loop.run_in_executor(self._executor, self._run, [i.row for i in batch])
-            except Exception as err:  # a bug: fail this batch's requests, keep serving
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(err)
-                continue
+                results = await loop.run_in_executor(self._executor, self._run, rows)
+            except Exception:  # noqa: BLE001 - one prompt (or a bug) broke the pass: find out whose
+                results = await loop.run_in_executor(self._executor, self._run_each_prompt, rows)
             for item, result in zip(batch, results):
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
                     item.future.set_result(result)
+
+    def _run_each_prompt(self, rows: list[Row]) -> list:
+        """After a failed pass: the rows again, one prompt at a time, so a prompt that cannot
+        run fails its own rows (PromptFailed naming it) and the others are answered."""
+        out: list = [None] * len(rows)
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(id(row.prompt), []).append(i)
+        for idx in groups.values():
+            try:
+                answers = self._run([rows[i] for i in idx])
+            except Exception as err:  # noqa: BLE001
+                name = rows[idx[0]].prompt.name
+                answers = [PromptFailed(name, f"failed on the model ({type(err).__name__}: {err})")] * len(idx)
+            for i, answer in zip(idx, answers):
+                out[i] = answer
+        return out
 
     def _run(self, rows: list[Row]) -> list:
         """On the model thread: one ranking pass over the ranking rows, one greedy decode
@@ -155,8 +183,9 @@ class Scheduler:
             sel = [rows[ranked[g]] for g in group]
             prompts, inputs = [r.prompt.prepared for r in sel], [r.input_ids for r in sel]
             scores = plm.score_rows(prompts, inputs, [r.candidates for r in sel])
-            for g, s in zip(group, scores):
-                out[ranked[g]] = s
+            for g, s, r in zip(group, scores, sel):
+                finite = all(math.isfinite(float(v)) for v, _ in s)
+                out[ranked[g]] = s if finite else PromptFailed(r.prompt.name, "gives non-finite (NaN or inf) scores for this input", 422)
         generated = [i for i, r in enumerate(rows) if r.candidates is None]
         if generated:
             sel = [rows[i] for i in generated]

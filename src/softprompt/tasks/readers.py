@@ -121,11 +121,16 @@ def read_delimited(
                 if len(row) != len(header):
                     raise DataError(
                         f"{path}:{line}: expected {len(header)} fields "
-                        f"({', '.join(header)}), found {len(row)}"
+                        f"({', '.join(map(_shown, header))}), found {len(row)}"
                     )
                 yield line, dict(zip(header, row))
         except (UnicodeDecodeError, csv.Error) as err:
             raise DataError(f"{path}: unreadable as text ({err})") from None
+
+
+def _shown(name: str) -> str:
+    """A field name for a one-line message: as is when printable, else escaped ('a\\nb')."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
