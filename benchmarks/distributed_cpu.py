@@ -27,9 +27,19 @@ def model(hidden: int, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(WORDS), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0,
-                      eos_token_id=1, bos_token_id=1, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(WORDS),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        tie_word_embeddings=False,
+    )
     return _wrap(LlamaForCausalLM(cfg), make_tokenizer(), f"bench-llama-{hidden}x{layers}")
 
 
@@ -79,15 +89,28 @@ def main() -> None:
 
     from softprompt.distributed import launch
 
-    common = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--hidden", str(args.hidden),
-              "--layers", str(args.layers), "--eval-examples", str(args.eval_examples)]
+    common = [
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--hidden",
+        str(args.hidden),
+        "--layers",
+        str(args.layers),
+        "--eval-examples",
+        str(args.eval_examples),
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(sys.path[:2])}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for threads in (2, 1):  # 1 x 1: what one worker alone does, for reference
             one = Path(tmp) / f"one{threads}.json"
-            subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--report", str(one), *common],
-                           check=True, env={**env, "OMP_NUM_THREADS": str(threads)})
+            subprocess.run(
+                [sys.executable, __file__, "--worker", "--threads", str(threads), "--report", str(one), *common],
+                check=True,
+                env={**env, "OMP_NUM_THREADS": str(threads)},
+            )
             rows[f"1 process x {threads} thread{'s' if threads > 1 else ''}"] = json.loads(one.read_text())
         two = Path(tmp) / "two.json"
         os.environ.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
@@ -95,17 +118,24 @@ def main() -> None:
         if code:
             sys.exit(code)
         rows["2 workers x 1 thread"] = json.loads(two.read_text())
-    flags = subprocess.run("grep -o 'amx_bf16\\|avx512_bf16' /proc/cpuinfo | sort -u", shell=True,
-                           capture_output=True, text=True).stdout.split()
-    print(f"CPU: {os.cpu_count()} cores, flags: {', '.join(flags) or 'none of amx_bf16/avx512_bf16'}; "
-          f"random Llama H={args.hidden}, {args.layers} layers, fp32; prompt 20; batch {args.batch_size}; "
-          f"{args.steps} steps; eval {args.eval_examples} examples (2 labels)")
+    flags = subprocess.run(
+        "grep -o 'amx_bf16\\|avx512_bf16' /proc/cpuinfo | sort -u", shell=True, capture_output=True, text=True
+    ).stdout.split()
+    print(
+        f"CPU: {os.cpu_count()} cores, flags: {', '.join(flags) or 'none of amx_bf16/avx512_bf16'}; "
+        f"random Llama H={args.hidden}, {args.layers} layers, fp32; prompt 20; batch {args.batch_size}; "
+        f"{args.steps} steps; eval {args.eval_examples} examples (2 labels)"
+    )
     base = rows["1 process x 2 threads"]
-    print(f"| {'setup':24s} | {'train ex/s':>10s} | {'eval ex/s':>9s} | {'train speed-up':>14s} | {'eval speed-up':>13s} |")
+    print(
+        f"| {'setup':24s} | {'train ex/s':>10s} | {'eval ex/s':>9s} | {'train speed-up':>14s} | {'eval speed-up':>13s} |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name:24s} | {r['train']:10.1f} | {r['eval']:9.1f} | {r['train'] / base['train']:13.2f}x | "
-              f"{r['eval'] / base['eval']:12.2f}x |")
+        print(
+            f"| {name:24s} | {r['train']:10.1f} | {r['eval']:9.1f} | {r['train'] / base['train']:13.2f}x | "
+            f"{r['eval'] / base['eval']:12.2f}x |"
+        )
 
 
 if __name__ == "__main__":

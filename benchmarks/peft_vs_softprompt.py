@@ -110,7 +110,9 @@ def make_plan(args, tokenizer) -> dict:
             "eval": sorted_batches(eval_lengths, EVAL_BATCH),
         },
         "documented": {
-            "train": [list(range(i, min(i + args.batch_size, n_train))) for i in range(0, n_train, args.batch_size)][: args.steps],
+            "train": [list(range(i, min(i + args.batch_size, n_train))) for i in range(0, n_train, args.batch_size)][
+                : args.steps
+            ],
             "eval": [list(range(i, min(i + EVAL_BATCH, n_dev))) for i in range(0, n_dev, EVAL_BATCH)],
         },
     }
@@ -161,10 +163,19 @@ def run_softprompt(args, plan) -> dict:
 
     sp_train.mixture_batches, sp_evaluate.sorted_batches = recording_stream, recording_sorted
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, prompt_length=args.prompt_length, init="text",
-        init_text=INIT_TEXT, optimizer=args.optimizer, lr=args.lr, weight_decay=0.0 if args.optimizer == "adamw" else 1e-5,
-        seed=args.seed, eval_every=10**9, eval_batch_size=EVAL_BATCH,
-        ema=0.0, loss="lm",  # PEFT's objective and its raw last prompt: the same training path on both sides
+        steps=args.steps,
+        batch_size=args.batch_size,
+        prompt_length=args.prompt_length,
+        init="text",
+        init_text=INIT_TEXT,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=0.0 if args.optimizer == "adamw" else 1e-5,
+        seed=args.seed,
+        eval_every=10**9,
+        eval_batch_size=EVAL_BATCH,
+        ema=0.0,
+        loss="lm",  # PEFT's objective and its raw last prompt: the same training path on both sides
     )
     warm = dev_ex[:WARM_EVAL]  # train() evaluates these after its last step (untimed)
     with tempfile.TemporaryDirectory() as out:
@@ -183,18 +194,24 @@ def run_softprompt(args, plan) -> dict:
     inputs = [enc.input_ids(task.format(e)) for e in dev_ex]
     P = args.prompt_length
     # The fast path runs the prompt once per batch and the head only where a target is scored.
-    train_tokens = sum(len(b) * max(len(rows[i].input_ids) + len(rows[i].target_ids) for i in b) + P for b in used_train)
+    train_tokens = sum(
+        len(b) * max(len(rows[i].input_ids) + len(rows[i].target_ids) for i in b) + P for b in used_train
+    )
     train_heads = sum(len(rows[i].target_ids) for b in used_train for i in b)
     eval_tokens = P + sum(len(b) * max(len(inputs[i]) for i in b) for b in used_eval[0])
     eval_heads = sum(max(len(c) for c in rows[0].choices) for b in used_eval[0] for _ in b)
     body, head = body_params(lm.model), lm.model.get_output_embeddings().weight.numel()
     return {
-        "train_examples": result.examples_seen, "train_s": result.examples_seen / result.train_examples_per_s,
-        "eval_examples": ev.examples, "eval_s": eval_s,
-        "accuracy": ev.metrics["accuracy"], "peak_mb": peak_memory_mb(),
+        "train_examples": result.examples_seen,
+        "train_s": result.examples_seen / result.train_examples_per_s,
+        "eval_examples": ev.examples,
+        "eval_s": eval_s,
+        "accuracy": ev.metrics["accuracy"],
+        "peak_mb": peak_memory_mb(),
         "train_gflop": gflop(body, head, train_tokens, train_heads, True),
         "eval_gflop": gflop(body, head, eval_tokens, eval_heads, False),
-        "train_batches": used_train, "eval_batches": used_eval[0],
+        "train_batches": used_train,
+        "eval_batches": used_eval[0],
         "dtype": "bf16" if lm.dtype == torch.bfloat16 else "fp32",
     }
 
@@ -213,15 +230,22 @@ def run_peft(args, plan) -> dict:
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     dev = device()
     config = PromptTuningConfig(
-        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.prompt_length,
-        prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=INIT_TEXT, tokenizer_name_or_path=source,
+        task_type=TaskType.CAUSAL_LM,
+        num_virtual_tokens=args.prompt_length,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text=INIT_TEXT,
+        tokenizer_name_or_path=source,
     )
     model = get_peft_model(model, config).to(dev)
     task, train_ex, dev_ex = sample_data(args)
     batches = plan[args.setup]
     autocast = args.precision == "bf16"
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0) if args.optimizer == "adamw" else _adafactor(params, args.lr)
+    opt = (
+        torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+        if args.optimizer == "adamw"
+        else _adafactor(params, args.lr)
+    )
     P = args.prompt_length
 
     def encode(e, with_label):
@@ -292,13 +316,17 @@ def run_peft(args, plan) -> dict:
     base = model.get_base_model()
     body, head = body_params(base), base.get_output_embeddings().weight.numel()
     return {
-        "train_examples": seen, "train_s": train_s,
-        "eval_examples": scored, "eval_s": eval_s, "accuracy": correct / scored,
+        "train_examples": seen,
+        "train_s": train_s,
+        "eval_examples": scored,
+        "eval_s": eval_s,
+        "accuracy": correct / scored,
         "peak_mb": peak_memory_mb(),
         # the LM head over every position in training (labels -> full logits)
         "train_gflop": gflop(body, head, tokens, tokens, True),
         "eval_gflop": gflop(body, head, eval_tokens, eval_heads, False),
-        "train_batches": batches["train"], "eval_batches": batches["eval"],
+        "train_batches": batches["train"],
+        "eval_batches": batches["eval"],
         "dtype": "bf16-autocast" if autocast else "fp32",
     }
 
@@ -313,7 +341,9 @@ def _adafactor(params, lr):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="softprompt model name (default: embedded SmolLM2-135M)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -322,9 +352,15 @@ def parse_args(argv=None):
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "adafactor"])
     parser.add_argument("--lr", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration, alternating (median and min-max reported)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="precision of the 'best' rows (auto: the matmul probe decides)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each configuration, alternating (median and min-max reported)"
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="precision of the 'best' rows (auto: the matmul probe decides)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     parser.add_argument("--child", choices=["peft", "softprompt"], help=argparse.SUPPRESS)
     parser.add_argument("--setup", choices=["best", "documented"], default="best", help=argparse.SUPPRESS)
@@ -336,17 +372,52 @@ def parse_args(argv=None):
 
 
 def child_argv(args, tool, setup, precision, plan_path) -> list[str]:
-    argv = [sys.executable, __file__, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-            "--prompt-length", str(args.prompt_length), "--eval-examples", str(args.eval_examples),
-            "--optimizer", args.optimizer, "--lr", str(args.lr), "--seed", str(args.seed),
-            "--child", tool, "--setup", setup, "--precision", precision, "--plan", plan_path]
+    argv = [
+        sys.executable,
+        __file__,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--prompt-length",
+        str(args.prompt_length),
+        "--eval-examples",
+        str(args.eval_examples),
+        "--optimizer",
+        args.optimizer,
+        "--lr",
+        str(args.lr),
+        "--seed",
+        str(args.seed),
+        "--child",
+        tool,
+        "--setup",
+        setup,
+        "--precision",
+        precision,
+        "--plan",
+        plan_path,
+    ]
     return argv + (["--model", args.model] if args.model else [])
 
 
 def aggregate(runs: list[dict]) -> dict:
     """One table row from the repeated runs of one configuration."""
-    row = {k: runs[0][k] for k in ("tool", "setup", "precision", "train_examples", "eval_examples", "accuracy",
-                                    "train_gflop", "eval_gflop", "train_batches", "eval_batches")}
+    row = {
+        k: runs[0][k]
+        for k in (
+            "tool",
+            "setup",
+            "precision",
+            "train_examples",
+            "eval_examples",
+            "accuracy",
+            "train_gflop",
+            "eval_gflop",
+            "train_batches",
+            "eval_batches",
+        )
+    }
     for kind in ("train", "eval"):
         rates = [r[f"{kind}_ex_s"] for r in runs]
         row[f"{kind}_ex_s"] = statistics.median(rates)
@@ -366,9 +437,15 @@ def check_bookkeeping(rows: list[dict], plan: dict, args) -> list[str]:
         expected = plan[r["setup"]]
         if r["train_batches"] != expected["train"] or r["eval_batches"] != expected["eval"]:
             problems.append(f"{r['tool']} {r['setup']}: batches differ from the plan")
-        if r["train_examples"] != sum(len(b) for b in r["train_batches"]) or r["train_examples"] != args.steps * args.batch_size:
+        if (
+            r["train_examples"] != sum(len(b) for b in r["train_batches"])
+            or r["train_examples"] != args.steps * args.batch_size
+        ):
             problems.append(f"{r['tool']} {r['setup']}: {r['train_examples']} training examples")
-        if sorted(i for b in r["eval_batches"] for i in b) != list(range(args.eval_examples)) or r["eval_examples"] != args.eval_examples:
+        if (
+            sorted(i for b in r["eval_batches"] for i in b) != list(range(args.eval_examples))
+            or r["eval_examples"] != args.eval_examples
+        ):
             problems.append(f"{r['tool']} {r['setup']}: evaluated {r['eval_examples']} of {args.eval_examples}")
     return problems
 
@@ -381,8 +458,11 @@ def main(argv=None) -> None:
         started = time.perf_counter()
         result = run_peft(args, plan) if args.child == "peft" else run_softprompt(args, plan)
         result.update(
-            tool=args.child, setup=args.setup, precision=result.pop("dtype"),
-            train_ex_s=result["train_examples"] / result["train_s"], eval_ex_s=result["eval_examples"] / result["eval_s"],
+            tool=args.child,
+            setup=args.setup,
+            precision=result.pop("dtype"),
+            train_ex_s=result["train_examples"] / result["train_s"],
+            eval_ex_s=result["eval_examples"] / result["eval_s"],
             wall_s=time.perf_counter() - started,
         )
         print("RESULT " + json.dumps(result), flush=True)
@@ -393,8 +473,17 @@ def main(argv=None) -> None:
 
     dev = torch.device(device())
     flags = precision.cpu_flags()
-    print("cpu flags: " + (" ".join(f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")) or "none of amx_bf16/avx512_bf16")
-          if flags is not None else "cpu flags: unknown (no /proc/cpuinfo)", f"| torch {torch.__version__} | {torch.get_num_threads()} threads | {dev}", flush=True)
+    print(
+        "cpu flags: "
+        + (
+            " ".join(f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f"))
+            or "none of amx_bf16/avx512_bf16"
+        )
+        if flags is not None
+        else "cpu flags: unknown (no /proc/cpuinfo)",
+        f"| torch {torch.__version__} | {torch.get_num_threads()} threads | {dev}",
+        flush=True,
+    )
     choice = precision.choose(args.precision, dev)
     print(precision.describe(choice), flush=True)
     # Warm the model cache (GGUF dequantisation) here, once, not inside the first child.
@@ -424,9 +513,20 @@ def main(argv=None) -> None:
         print("BOOKKEEPING: " + p, file=sys.stderr)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"peaks_gflop_s": peaks, "cpu_flags": list(flags or ()), "precision": precision.describe(choice),
-                       "rows": rows, "runs": [r for c in configs for r in runs[c]], "plan": plan,
-                       "bookkeeping_problems": problems, "settings": vars(args)}, handle, indent=2)
+            json.dump(
+                {
+                    "peaks_gflop_s": peaks,
+                    "cpu_flags": list(flags or ()),
+                    "precision": precision.describe(choice),
+                    "rows": rows,
+                    "runs": [r for c in configs for r in runs[c]],
+                    "plan": plan,
+                    "bookkeeping_problems": problems,
+                    "settings": vars(args),
+                },
+                handle,
+                indent=2,
+            )
     if problems:
         sys.exit(1)
 
@@ -439,21 +539,45 @@ def print_table(rows, peaks, args) -> None:
     """Markdown table: one row per configuration, medians (min-max), ratios against the PEFT rows."""
     best = next(r for r in rows if r["tool"] == "peft" and r["setup"] == "best")
     doc = next(r for r in rows if r["tool"] == "peft" and r["setup"] == "documented")
-    print(f"\nSST-2, {args.steps} steps x batch {args.batch_size}, prompt {args.prompt_length}, {args.optimizer} lr {args.lr}, "
-          f"{args.eval_examples} dev examples, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs; "
-          f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s\n")
-    cols = ["tool", "setup", "precision", "train ex/s", "(min-max)", "x PEFT best", "x PEFT doc", "eval ex/s", "(min-max)",
-            "x PEFT best", "x PEFT doc", "peak MB", "dev acc", "train % peak", "eval % peak"]
+    print(
+        f"\nSST-2, {args.steps} steps x batch {args.batch_size}, prompt {args.prompt_length}, {args.optimizer} lr {args.lr}, "
+        f"{args.eval_examples} dev examples, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs; "
+        f"matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s\n"
+    )
+    cols = [
+        "tool",
+        "setup",
+        "precision",
+        "train ex/s",
+        "(min-max)",
+        "x PEFT best",
+        "x PEFT doc",
+        "eval ex/s",
+        "(min-max)",
+        "x PEFT best",
+        "x PEFT doc",
+        "peak MB",
+        "dev acc",
+        "train % peak",
+        "eval % peak",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join("---:" if i > 2 else "---" for i in range(len(cols))) + "|")
     for r in rows:
         cells = [
-            r["tool"], r["setup"], r["precision"],
-            f"{r['train_ex_s']:.1f}", f"{r['train_ex_s_min']:.1f}-{r['train_ex_s_max']:.1f}",
-            f"{r['train_ex_s'] / best['train_ex_s']:.2f}", f"{r['train_ex_s'] / doc['train_ex_s']:.2f}",
-            f"{r['eval_ex_s']:.1f}", f"{r['eval_ex_s_min']:.1f}-{r['eval_ex_s_max']:.1f}",
-            f"{r['eval_ex_s'] / best['eval_ex_s']:.2f}", f"{r['eval_ex_s'] / doc['eval_ex_s']:.2f}",
-            f"{r['peak_mb']:.0f}", f"{100 * r['accuracy']:.1f}%",
+            r["tool"],
+            r["setup"],
+            r["precision"],
+            f"{r['train_ex_s']:.1f}",
+            f"{r['train_ex_s_min']:.1f}-{r['train_ex_s_max']:.1f}",
+            f"{r['train_ex_s'] / best['train_ex_s']:.2f}",
+            f"{r['train_ex_s'] / doc['train_ex_s']:.2f}",
+            f"{r['eval_ex_s']:.1f}",
+            f"{r['eval_ex_s_min']:.1f}-{r['eval_ex_s_max']:.1f}",
+            f"{r['eval_ex_s'] / best['eval_ex_s']:.2f}",
+            f"{r['eval_ex_s'] / doc['eval_ex_s']:.2f}",
+            f"{r['peak_mb']:.0f}",
+            f"{100 * r['accuracy']:.1f}%",
             f"{100 * peak_share(r['train_gflop_s'], r['precision'], peaks):.1f}%",
             f"{100 * peak_share(r['eval_gflop_s'], r['precision'], peaks):.1f}%",
         ]

@@ -30,9 +30,26 @@ from peft_vs_softprompt import matmul_peak  # noqa: E402
 KINDS = {  # kind: substrings of aten op names (self time is counted, so nesting is not double counted)
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::_mkldnn", "aten::baddbmm"),
     "attention": ("scaled_dot_product", "flash_attention", "aten::_softmax", "aten::softmax"),
-    "norm / element-wise": ("aten::mul", "aten::add", "aten::pow", "aten::mean", "aten::rsqrt", "aten::silu",
-                            "aten::neg", "aten::cat", "aten::sub", "aten::div", "aten::exp", "aten::copy_",
-                            "aten::to", "aten::_to_copy", "aten::where", "aten::index", "aten::sum", "aten::fill_"),
+    "norm / element-wise": (
+        "aten::mul",
+        "aten::add",
+        "aten::pow",
+        "aten::mean",
+        "aten::rsqrt",
+        "aten::silu",
+        "aten::neg",
+        "aten::cat",
+        "aten::sub",
+        "aten::div",
+        "aten::exp",
+        "aten::copy_",
+        "aten::to",
+        "aten::_to_copy",
+        "aten::where",
+        "aten::index",
+        "aten::sum",
+        "aten::fill_",
+    ),
 }
 
 
@@ -59,8 +76,10 @@ def summarise(prof, label: str, peak: float, top: int) -> None:
     for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"{kind:22s} {100 * t / total:6.1f}%")
     if flops and mm_s:
-        print(f"matrix multiplies: {flops / 1e9:.1f} GFLOP in {mm_s:.2f} s = {flops / 1e9 / mm_s:.0f} GFLOP/s "
-              f"(matmul peak measured now: {peak:.0f} GFLOP/s)")
+        print(
+            f"matrix multiplies: {flops / 1e9:.1f} GFLOP in {mm_s:.2f} s = {flops / 1e9 / mm_s:.0f} GFLOP/s "
+            f"(matmul peak measured now: {peak:.0f} GFLOP/s)"
+        )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
 
 

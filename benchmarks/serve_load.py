@@ -84,7 +84,9 @@ def offline_answers(lm, root: Path, requests) -> list[str]:
         saved = load_prompt(root / prompt)
         task = saved_task(saved.task)
         idx = [i for i, (name, _) in enumerate(requests) if prompt in members[name]]
-        preds, scores = predict(plm, saved.weight, task, [make_example(task, requests[i][1]) for i in idx], batch_size=32)
+        preds, scores = predict(
+            plm, saved.weight, task, [make_example(task, requests[i][1]) for i in idx], batch_size=32
+        )
         answers[prompt] = {i: (p, s) for i, p, s in zip(idx, preds, scores)}
     out = []
     for i, (name, fields) in enumerate(requests):
@@ -104,10 +106,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, max_batch: int, max_wait_ms: float, model: str | None, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    root: Path, max_batch: int, max_wait_ms: float, model: str | None, threads: int
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "softprompt", "serve", "--library", str(root), "--port", str(port),
-           "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--queue-size", "4096", "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "softprompt",
+        "serve",
+        "--library",
+        str(root),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+        "--queue-size",
+        "4096",
+        "--threads",
+        str(threads),
+    ]
     if model:
         cmd += ["--model", model]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -186,7 +206,12 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=20)
     parser.add_argument("--model", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in the server (1: fastest on a busy 2-core machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads, here and in the server (1: fastest on a busy 2-core machine)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -39,14 +39,32 @@ from softprompt.serve.library import make_example
 from softprompt.tasks import saved_task
 
 TASKS = {
-    "cls-a": {"name": "soak-a", "template": "review: {text} verdict:", "verbalizer": {"neg": "negative", "pos": "positive"},
-              "metrics": ["accuracy"]},
-    "cls-b": {"name": "soak-b", "template": "question: {text} answer:", "verbalizer": {"y": "yes", "n": "no", "m": "maybe"},
-              "metrics": ["accuracy"]},
+    "cls-a": {
+        "name": "soak-a",
+        "template": "review: {text} verdict:",
+        "verbalizer": {"neg": "negative", "pos": "positive"},
+        "metrics": ["accuracy"],
+    },
+    "cls-b": {
+        "name": "soak-b",
+        "template": "question: {text} answer:",
+        "verbalizer": {"y": "yes", "n": "no", "m": "maybe"},
+        "metrics": ["accuracy"],
+    },
     "gen": {"name": "soak-gen", "template": "{text} :", "verbalizer": None, "metrics": ["squad_em"]},
 }
-TEXTS = ["great movie", "awful", "a b c great", "no", "yes maybe", "the movie is so awful", "d e f", "really great really",
-         "what is it ?", "7 8 9 movie"]
+TEXTS = [
+    "great movie",
+    "awful",
+    "a b c great",
+    "no",
+    "yes maybe",
+    "the movie is so awful",
+    "d e f",
+    "really great really",
+    "what is it ?",
+    "7 8 9 movie",
+]
 GEN_TOKENS = 4
 
 
@@ -121,13 +139,17 @@ def _faults(lm, root: Path, stop: threading.Event, url: str, counts: dict, seed:
             elif action == 4:  # a client sends half a request and hangs up
                 with socket.create_connection((host, int(port)), timeout=5) as sock:
                     body = json.dumps({"task": "cls-a", "inputs": TEXTS}).encode()
-                    sock.sendall(b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n" % len(body) + body[: rng.randrange(len(body))])
+                    sock.sendall(
+                        b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body[: rng.randrange(len(body))]
+                    )
             else:  # a client sends a whole request and hangs up before the answer
                 with socket.create_connection((host, int(port)), timeout=5) as sock:
                     body = json.dumps({"task": "gen", "inputs": TEXTS[:4], "max_tokens": GEN_TOKENS}).encode()
-                    sock.sendall(b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                    sock.sendall(
+                        b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body
+                    )
             counts["faults"] += 1
         except OSError:
             counts["fault_errors"] += 1
@@ -188,8 +210,10 @@ def soak(lm, seconds: float = 60.0, clients: int = 8, seed: int = 0, workdir: Pa
             rss_start = rss_bytes()
             stop = threading.Event()
             threads = [threading.Thread(target=_faults, args=(lm, root, stop, url, counts, seed))]
-            threads += [threading.Thread(target=_client, args=(url, expected, stop, counts, lock, seed + c))
-                        for c in range(clients)]
+            threads += [
+                threading.Thread(target=_client, args=(url, expected, stop, counts, lock, seed + c))
+                for c in range(clients)
+            ]
             for t in threads:
                 t.start()
             time.sleep(seconds)
@@ -198,19 +222,30 @@ def soak(lm, seconds: float = 60.0, clients: int = 8, seed: int = 0, workdir: Pa
                 t.join(timeout=180)
             status = httpx.get(f"{url}/metrics", timeout=30).text
         gc.collect()
-        served_500 = sum(float(line.split()[-1]) for line in status.splitlines()
-                         if line.startswith("softprompt_requests_total{") and 'status="5' in line)
-        return {**counts, "clients": clients, "seconds": seconds, "server_5xx": int(served_500),
-                "rss_start_mb": rss_start / 2**20, "rss_end_mb": rss_bytes() / 2**20}
+        served_500 = sum(
+            float(line.split()[-1])
+            for line in status.splitlines()
+            if line.startswith("softprompt_requests_total{") and 'status="5' in line
+        )
+        return {
+            **counts,
+            "clients": clients,
+            "seconds": seconds,
+            "server_5xx": int(served_500),
+            "rss_start_mb": rss_start / 2**20,
+            "rss_end_mb": rss_bytes() / 2**20,
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def report(figures: dict) -> str:
-    return (f"soak: {figures['requests']} requests from {figures['clients']} concurrent clients over "
-            f"{figures['seconds']:g} s; {figures['faults']} faults injected; {figures['500s']} answered 500 "
-            f"(server counted {figures['server_5xx']} 5xx); {figures['lost']} lost, {figures['wrong']} wrong answers; "
-            f"RSS {figures['rss_start_mb']:.0f} MiB at start, {figures['rss_end_mb']:.0f} MiB at end")
+    return (
+        f"soak: {figures['requests']} requests from {figures['clients']} concurrent clients over "
+        f"{figures['seconds']:g} s; {figures['faults']} faults injected; {figures['500s']} answered 500 "
+        f"(server counted {figures['server_5xx']} 5xx); {figures['lost']} lost, {figures['wrong']} wrong answers; "
+        f"RSS {figures['rss_start_mb']:.0f} MiB at start, {figures['rss_end_mb']:.0f} MiB at end"
+    )
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import learnable_llama, tiny_llama, toy_task  # noqa: E402
+from helpers import learnable_llama, tiny_llama, toy_task  # noqa: E402
 
 from softprompt import distributed as dp  # noqa: E402
 from softprompt.evaluate import evaluate  # noqa: E402
@@ -74,8 +74,15 @@ def act(spec: dict, ctx: dp.Context) -> None:
         import test_spot  # noqa: F401  registers the spot_* tasks
         from softprompt.spot.matrix import transfer_matrix
 
-        report = transfer_matrix(tiny_llama(), ["spot_a", "spot_yes"], ["spot_target"], TrainConfig(**MATRIX), [0],
-                                 out, library_dir=out.parent / "lib")
+        report = transfer_matrix(
+            tiny_llama(),
+            ["spot_a", "spot_yes"],
+            ["spot_target"],
+            TrainConfig(**MATRIX),
+            [0],
+            out,
+            library_dir=out.parent / "lib",
+        )
         (out / f"returned{ctx.rank}.json").write_text(json.dumps(report.to_dict()))
 
 

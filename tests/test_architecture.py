@@ -50,7 +50,9 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] != "softprompt":
                 continue
             for alias in node.names:
@@ -86,7 +88,7 @@ def test_import_graph_has_no_cycle():
             if nxt == "softprompt" or nxt not in edges:
                 continue
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         path.pop()
@@ -99,10 +101,17 @@ def test_import_graph_has_no_cycle():
 
 def test_only_the_cli_imports_typer():
     users = [
-        module_name(p) for p in PACKAGE.rglob("*.py")
-        if any(isinstance(n, (ast.Import, ast.ImportFrom)) and "typer" in {
-            *(a.name.split(".")[0] for a in getattr(n, "names", [])), (getattr(n, "module", None) or "").split(".")[0]
-        } for n in ast.walk(ast.parse(p.read_text())))
+        module_name(p)
+        for p in PACKAGE.rglob("*.py")
+        if any(
+            isinstance(n, (ast.Import, ast.ImportFrom))
+            and "typer"
+            in {
+                *(a.name.split(".")[0] for a in getattr(n, "names", [])),
+                (getattr(n, "module", None) or "").split(".")[0],
+            }
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
     ]
     assert users and all(u.startswith("softprompt.cli") for u in users), users
 

@@ -10,7 +10,7 @@ import pytest
 
 import softprompt.bench.suite as suite
 import softprompt.cli as cli
-from conftest import tiny_llama, toy_task
+from helpers import tiny_llama, toy_task
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.suite import BenchConfig, Job, eval_sample, plan_tasks, resolve_suite, run_bench
 from softprompt.bench.table import build_table, render_markdown
@@ -25,8 +25,15 @@ SD = math.sqrt(0.02)  # sample std of two scores 0.1 apart either side of their 
 
 def two_metric_task(name: str = "duo", splits=("train", "dev")) -> Task:
     toy = toy_task()
-    return Task(name=name, template=toy.template, verbalizer=toy.verbalizer, metrics=("accuracy", "macro_f1"),
-                loader=toy.loader, splits=splits, description="toy with two metrics")
+    return Task(
+        name=name,
+        template=toy.template,
+        verbalizer=toy.verbalizer,
+        metrics=("accuracy", "macro_f1"),
+        loader=toy.loader,
+        splits=splits,
+        description="toy with two metrics",
+    )
 
 
 def result(seed: int, **metrics: float) -> dict:
@@ -41,8 +48,8 @@ def test_table_averages_metrics_then_tasks_and_gives_std_over_seeds():
     jobs = [Job(duo), Job(toy), Job(shift, source="toy")]
     results = {
         "duo": [result(0, accuracy=0.8, macro_f1=0.6), result(1, accuracy=0.6, macro_f1=0.4)],  # scores 0.7, 0.5
-        "toy": [result(0, accuracy=0.9), result(1, accuracy=0.7)],                              # scores 0.9, 0.7
-        "shift": [result(0, accuracy=0.3), result(1, accuracy=0.5)],                            # not averaged
+        "toy": [result(0, accuracy=0.9), result(1, accuracy=0.7)],  # scores 0.9, 0.7
+        "shift": [result(0, accuracy=0.3), result(1, accuracy=0.5)],  # not averaged
     }
     table = build_table("tasks", jobs, results, BenchConfig(seeds=(0, 1)), {"name": "m"}, 1.0)
     duo_row, toy_row, shift_row = table["tasks"]
@@ -64,7 +71,9 @@ def test_table_averages_metrics_then_tasks_and_gives_std_over_seeds():
 
 def test_one_seed_shows_no_spread():
     jobs = [Job(two_metric_task())]
-    table = build_table("tasks", jobs, {"duo": [result(3, accuracy=0.75, macro_f1=0.25)]}, BenchConfig(seeds=(3,)), {"name": "m"}, 0.0)
+    table = build_table(
+        "tasks", jobs, {"duo": [result(3, accuracy=0.75, macro_f1=0.25)]}, BenchConfig(seeds=(3,)), {"name": "m"}, 0.0
+    )
     assert table["tasks"][0]["score"] == 0.5 and table["tasks"][0]["score_std"] is None
     assert table["average"]["score"] == 0.5 and table["average"]["std"] is None
     assert "| 75.0/25.0 | 50.0 |" in render_markdown(table)
@@ -93,7 +102,9 @@ def test_suites_and_sources():
     assert [j.source for j in plan_tasks([get_task("imdb"), get_task("sst2")])] == [None, "sst2"]
     assert [j.source for j in plan_tasks([get_task("imdb")])] == [None]  # IMDB alone trains its own prompt
     assert [j.source for j in plan_tasks([get_task(n) for n in ("mnli", "anli_r1", "axb")])] == [None, "mnli", "mnli"]
-    with pytest.raises(ConfigError, match="'axb' has no train split: it is evaluated with the prompt of rte or rte_glue or mnli"):
+    with pytest.raises(
+        ConfigError, match="'axb' has no train split: it is evaluated with the prompt of rte or rte_glue or mnli"
+    ):
         plan_tasks([get_task("axb"), get_task("cb")])
     assert resolve_suite(" cb, rte ,cb") == ("tasks", ["cb", "rte"])
     with pytest.raises(ConfigError, match="unknown task nope"):
@@ -135,7 +146,14 @@ def test_run_writes_the_table_and_rerun_reuses_finished_tasks(tmp_path, toy_jobs
     lm, out = tiny_llama(), tmp_path / "bench"
     table = run_bench(lm, toy_jobs, CFG, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["shift", "table.json", "table.md", "table.png", "toy"]
-    assert sorted(p.name for p in (out / "toy" / "seed0").iterdir()) == ["best", "checkpoint", "curve.png", "embedding", "log.jsonl", "result.json"]
+    assert sorted(p.name for p in (out / "toy" / "seed0").iterdir()) == [
+        "best",
+        "checkpoint",
+        "curve.png",
+        "embedding",
+        "log.jsonl",
+        "result.json",
+    ]
     assert sorted(p.name for p in (out / "shift" / "seed1").iterdir()) == ["result.json"]
     assert (out / "table.png").read_bytes()[:8] == PNG_MAGIC
     assert json.loads((out / "table.json").read_text()) == json.loads(json.dumps(table))
@@ -158,7 +176,11 @@ def test_run_writes_the_table_and_rerun_reuses_finished_tasks(tmp_path, toy_jobs
     trained, evaluated = [], []
     monkeypatch.setattr(suite, "_train_one", lambda lm, task, cfg, seed, *a: trained.append(seed) or per_seed[seed])
     real_transfer = suite._transfer_one
-    monkeypatch.setattr(suite, "_transfer_one", lambda lm, job, cfg, seed, *a: evaluated.append(seed) or real_transfer(lm, job, cfg, seed, *a))
+    monkeypatch.setattr(
+        suite,
+        "_transfer_one",
+        lambda lm, job, cfg, seed, *a: evaluated.append(seed) or real_transfer(lm, job, cfg, seed, *a),
+    )
     run_bench(lm, toy_jobs, CFG, out, progress=False)
     assert (trained, evaluated) == ([1], [1])
 
@@ -196,12 +218,29 @@ def _have_data() -> bool:
 def test_cli_bench_on_real_tasks_with_a_tiny_model(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli.runtime, "load_model", lambda model, precision: tiny_llama())
     out = tmp_path / "sg"
-    args = ["bench", "cb,rte,axg", "--steps", "1", "--prompt-length", "2", "--batch-size", "2", "--max-eval", "6", "--out", str(out)]
+    args = [
+        "bench",
+        "cb,rte,axg",
+        "--steps",
+        "1",
+        "--prompt-length",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-eval",
+        "6",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     shown = capsys.readouterr().out
     assert "| metric | acc/mF1 | acc |  | acc/GPS |" in shown
     table = json.loads((out / "table.json").read_text())
-    assert [(r["task"], r["prompt_of"], r["examples"]) for r in table["tasks"]] == [("cb", "cb", 6), ("rte", "rte", 6), ("axg", "rte", 6)]
+    assert [(r["task"], r["prompt_of"], r["examples"]) for r in table["tasks"]] == [
+        ("cb", "cb", 6),
+        ("rte", "rte", 6),
+        ("axg", "rte", 6),
+    ]
     axg = get_task("axg")
     assert table["tasks"][2]["split_note"] is None and table["carved_splits"] == []
     assert len({e.group for e in eval_sample(axg.load("dev"), 6)}) == 3  # AX-g pairs kept whole
@@ -221,15 +260,23 @@ def test_prompt_label_words_are_kept_by_label_name():
     mapped = task_for_prompt(sst2, meta("reviews", {"negative": "bad", "positive": "good"}))
     assert dict(mapped.verbalizer) == {"negative": "bad", "positive": "good"} and mapped.template == sst2.template
     # MNLI -> RTE: entailment keeps MNLI's word, not_entailment (unseen) keeps RTE's.
-    assert dict(task_for_prompt(rte, meta("mnli", dict(mnli.verbalizer))).verbalizer) == {"not_entailment": "no", "entailment": "yes"}
+    assert dict(task_for_prompt(rte, meta("mnli", dict(mnli.verbalizer))).verbalizer) == {
+        "not_entailment": "no",
+        "entailment": "yes",
+    }
     assert dict(task_for_prompt(mnli, meta("rte", dict(rte.verbalizer))).verbalizer) == dict(mnli.verbalizer)
     assert task_for_prompt(sst2, {}) is sst2  # a PEFT adapter without task metadata
 
 
 def test_incompatible_label_sets_are_one_line_errors():
-    with pytest.raises(ConfigError, match=r"^prompt p was trained on 'sst2' with labels negative='negative', positive='positive'; task 'mnli' has labels .*: no label or label word in common$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^prompt p was trained on 'sst2' with labels negative='negative', positive='positive'; task 'mnli' has labels .*: no label or label word in common$",
+    ):
         task_for_prompt(get_task("mnli"), meta("sst2", dict(get_task("sst2").verbalizer)), where="prompt p")
-    with pytest.raises(ConfigError, match="trained on generation task 'squad' and cannot be scored on classification task 'sst2'"):
+    with pytest.raises(
+        ConfigError, match="trained on generation task 'squad' and cannot be scored on classification task 'sst2'"
+    ):
         task_for_prompt(get_task("sst2"), meta("squad", None))
     with pytest.raises(ConfigError, match="two labels share a word"):
         task_for_prompt(get_task("rte"), meta("x", {"entailment": "no", "other": "yes"}))
@@ -243,8 +290,28 @@ def test_eval_command_scores_a_prompt_on_a_related_task(tmp_path, capsys, monkey
     monkeypatch.setattr(cli.runtime, "load_model", lambda model, precision: lm)
     import torch
 
-    save_prompt(tmp_path / "p", SavedPrompt(torch.zeros(2, lm.hidden_size), lm.identity, meta("reviews", {"negative": "awful", "positive": "great"})))
-    assert cli.main(["eval", "--prompt", str(tmp_path / "p"), "--task", "sst2", "--max-eval", "4", "--output", str(tmp_path / "e.json")]) == 0
+    save_prompt(
+        tmp_path / "p",
+        SavedPrompt(
+            torch.zeros(2, lm.hidden_size), lm.identity, meta("reviews", {"negative": "awful", "positive": "great"})
+        ),
+    )
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--prompt",
+                str(tmp_path / "p"),
+                "--task",
+                "sst2",
+                "--max-eval",
+                "4",
+                "--output",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((tmp_path / "e.json").read_text())["predictions"]) <= {"negative", "positive"}
     assert cli.main(["eval", "--prompt", str(tmp_path / "p"), "--task", "mnli", "--max-eval", "4"]) == 2
     assert "no label or label word in common" in capsys.readouterr().err

@@ -20,21 +20,37 @@ from softprompt.tasks.metrics import METRICS
 from softprompt.tasks.readers import data_root
 
 OFFICIAL = {
-    ("sst2", "train"): 67_349, ("sst2", "dev"): 872,
-    ("mrpc", "train"): 3_668, ("mrpc", "dev"): 408, ("mrpc", "test"): 1_725,
-    ("rte_glue", "train"): 2_490, ("rte_glue", "dev"): 277,
-    ("cola", "train"): 8_551, ("cola", "dev"): 1_043,
-    ("stsb", "train"): 5_749, ("stsb", "dev"): 1_500,
-    ("wnli", "train"): 635, ("wnli", "dev"): 71,
+    ("sst2", "train"): 67_349,
+    ("sst2", "dev"): 872,
+    ("mrpc", "train"): 3_668,
+    ("mrpc", "dev"): 408,
+    ("mrpc", "test"): 1_725,
+    ("rte_glue", "train"): 2_490,
+    ("rte_glue", "dev"): 277,
+    ("cola", "train"): 8_551,
+    ("cola", "dev"): 1_043,
+    ("stsb", "train"): 5_749,
+    ("stsb", "dev"): 1_500,
+    ("wnli", "train"): 635,
+    ("wnli", "dev"): 71,
     ("glue_diagnostic", "dev"): 1_104,
-    ("boolq", "train"): 32, ("boolq", "dev"): 3_270,
-    ("cb", "train"): 250, ("cb", "dev"): 56,
-    ("rte", "train"): 2_490, ("rte", "dev"): 277,
-    ("wsc", "train"): 554, ("wsc", "dev"): 104,
-    ("multirc", "train"): 27_243, ("multirc", "dev"): 4_848,  # answer options
-    ("record", "train"): 32, ("record", "dev"): 32,
-    ("axb", "dev"): 1_104, ("axg", "dev"): 356,
-    ("anli_r1", "dev"): 1_000, ("anli_r2", "dev"): 1_000, ("anli_r3", "dev"): 1_200,
+    ("boolq", "train"): 32,
+    ("boolq", "dev"): 3_270,
+    ("cb", "train"): 250,
+    ("cb", "dev"): 56,
+    ("rte", "train"): 2_490,
+    ("rte", "dev"): 277,
+    ("wsc", "train"): 554,
+    ("wsc", "dev"): 104,
+    ("multirc", "train"): 27_243,
+    ("multirc", "dev"): 4_848,  # answer options
+    ("record", "train"): 32,
+    ("record", "dev"): 32,
+    ("axb", "dev"): 1_104,
+    ("axg", "dev"): 356,
+    ("anli_r1", "dev"): 1_000,
+    ("anli_r2", "dev"): 1_000,
+    ("anli_r3", "dev"): 1_200,
 }
 # Task -> (examples in the file carved from, key that must not cross the split).
 CARVED = {
@@ -63,9 +79,30 @@ def _load(name: str, split: str) -> tuple[Example, ...]:
 
 
 def test_every_task_is_registered():
-    expected = {"mrpc", "rte_glue", "cola", "stsb", "qnli", "wnli", "mnli", "snli",
-                "glue_diagnostic", "boolq", "cb", "rte", "wsc", "multirc", "record", "axb",
-                "axg", "anli_r1", "anli_r2", "anli_r3", "squad", "mrqa_squad"}
+    expected = {
+        "mrpc",
+        "rte_glue",
+        "cola",
+        "stsb",
+        "qnli",
+        "wnli",
+        "mnli",
+        "snli",
+        "glue_diagnostic",
+        "boolq",
+        "cb",
+        "rte",
+        "wsc",
+        "multirc",
+        "record",
+        "axb",
+        "axg",
+        "anli_r1",
+        "anli_r2",
+        "anli_r3",
+        "squad",
+        "mrqa_squad",
+    }
     assert expected <= set(task_names())
     assert set(TASKS) == {name for name, _ in OFFICIAL} | set(CARVED)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 
-SAMPLE = '''
+SAMPLE = """
 import pytest
 
 def test_passes():
@@ -22,7 +22,7 @@ def test_skips():
 @pytest.mark.xfail(reason="known")
 def test_xfails():
     assert False
-'''
+"""
 MODULE_SKIP = 'import pytest\npytest.importorskip("no_such_package_xyz")\n\ndef test_never():\n    pass\n'
 
 
@@ -36,9 +36,26 @@ def _run(tmp_path, files: dict[str, str], ci: str | None) -> tuple[int, str]:
         env["CI"] = ci
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "-rs", "-c", os.devnull,
-         "--rootdir", str(tmp_path), str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rs",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     return done.returncode, done.stdout.strip().splitlines()[-1].rsplit(" in ", 1)[0]
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import learnable_llama, run_cli, tiny_llama, toy_rows, write_csv, write_jsonl
+from helpers import learnable_llama, run_cli, tiny_llama, toy_rows, write_csv, write_jsonl
 
 import softprompt.cli as cli
 from softprompt.evaluate import predict
@@ -30,14 +30,39 @@ def model(monkeypatch):
 
 @pytest.fixture
 def data(tmp_path):
-    return write_csv(tmp_path / "train.csv", toy_rows(40, seed=0)), write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
+    return write_csv(tmp_path / "train.csv", toy_rows(40, seed=0)), write_csv(
+        tmp_path / "dev.csv", toy_rows(16, seed=1)
+    )
 
 
 def train_args(data, out, *extra):
     train_csv, dev_csv = data
-    return ("train", "--task", "toy", "--train-file", train_csv, "--dev-file", dev_csv, "--text-field", "sentence",
-            "--labels", LABELS, "--template", "{sentence}", "--steps", "4", "--batch-size", "8",
-            "--prompt-length", "4", "--eval-every", "2", "--out", out, *extra)
+    return (
+        "train",
+        "--task",
+        "toy",
+        "--train-file",
+        train_csv,
+        "--dev-file",
+        dev_csv,
+        "--text-field",
+        "sentence",
+        "--labels",
+        LABELS,
+        "--template",
+        "{sentence}",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--prompt-length",
+        "4",
+        "--eval-every",
+        "2",
+        "--out",
+        out,
+        *extra,
+    )
 
 
 @pytest.fixture
@@ -61,7 +86,9 @@ def test_train_writes_the_run_folder_and_prints_dev_accuracy(trained):
 
 def test_eval_on_the_users_dev_file_reuses_the_saved_template_and_labels(trained, data, tmp_path, capsys):
     run_dir, _ = trained
-    code, out, err = run_cli(capsys, "eval", "--prompt", run_dir, "--dev-file", data[1], "--output", tmp_path / "e.json")
+    code, out, err = run_cli(
+        capsys, "eval", "--prompt", run_dir, "--dev-file", data[1], "--output", tmp_path / "e.json"
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "e.json").read_text())
     assert f"({16} examples)" in out
@@ -90,14 +117,35 @@ def test_predict_with_another_task_keeps_the_prompts_label_words(model, tmp_path
     # label (tasks/crosstask.py), so every prediction is the opposite of sst2's own words'.
     rows = [(s, {"pos": "positive", "neg": "negative"}[label]) for s, label in toy_rows(16)]
     train_csv = write_csv(tmp_path / "train.csv", rows)
-    code, _, err = run_cli(capsys, "train", "--task", "swapped", "--train-file", train_csv, "--dev-file", train_csv,
-                           "--text-field", "sentence", "--labels", "negative=positive,positive=negative",
-                           "--template", "{sentence}", "--steps", "2", "--batch-size", "8", "--prompt-length", "4",
-                           "--out", tmp_path / "run")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--task",
+        "swapped",
+        "--train-file",
+        train_csv,
+        "--dev-file",
+        train_csv,
+        "--text-field",
+        "sentence",
+        "--labels",
+        "negative=positive,positive=negative",
+        "--template",
+        "{sentence}",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--prompt-length",
+        "4",
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 0, err
     texts = ["the movie great", "so awful", "b c great", "a sentence awful", "maybe great"]
-    code, out, err = run_cli(capsys, "predict", "--prompt", tmp_path / "run", "--task", "sst2",
-                             stdin="\n".join(texts) + "\n")
+    code, out, err = run_cli(
+        capsys, "predict", "--prompt", tmp_path / "run", "--task", "sst2", stdin="\n".join(texts) + "\n"
+    )
     assert code == 0, err
     saved = load_prompt(tmp_path / "run" / "best")
     sst2 = get_task("sst2")
@@ -191,6 +239,7 @@ def test_empty_dataset(model, data, tmp_path, capsys):
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: bad input must be refused before the slow part."""
+
     def refuse(name, precision):
         raise AssertionError("the model was loaded before the bad input was found")
 
@@ -209,8 +258,7 @@ def test_bad_data_files_fail_before_the_model_loads(no_model, data, tmp_path, ca
 def test_eval_data_fails_before_the_model_loads(trained, data, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: pytest.fail("model loaded first"))
     bad = write_csv(tmp_path / "dev.csv", [("a great", "pos"), ("b", "meh")])
-    code, _, err = run_cli(capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", bad, "--text-field",
-                           "sentence")
+    code, _, err = run_cli(capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", bad, "--text-field", "sentence")
     assert_one_line_error(code, err, "dev.csv:3", "'meh'")
 
 
@@ -229,10 +277,19 @@ def test_prompt_saved_for_another_model_is_refused(trained, monkeypatch, capsys)
     assert_one_line_error(code, err, "tiny-llama")
 
 
-@pytest.mark.parametrize("flag,value", [
-    ("--steps", "ten"), ("--lr", "fast"), ("--steps", "0"), ("--lr", "-1"), ("--lr", "inf"),
-    ("--weight-decay", "nan"), ("--ema", "nan"), ("--checkpoint-every", "0"),
-])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--steps", "ten"),
+        ("--lr", "fast"),
+        ("--steps", "0"),
+        ("--lr", "-1"),
+        ("--lr", "inf"),
+        ("--weight-decay", "nan"),
+        ("--ema", "nan"),
+        ("--checkpoint-every", "0"),
+    ],
+)
 def test_bad_numeric_setting(model, data, tmp_path, capsys, flag, value):
     code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", flag, value))
     assert_one_line_error(code, err, flag.lstrip("-"))
@@ -264,15 +321,19 @@ def test_every_command_has_help(capsys):
         assert code == 0 and "Usage" in out and "--help" in out
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (("eval", "--batch-size", "0"), "--batch-size"),
-    (("eval", "--max-eval", "-3"), "--max-eval"),
-    (("predict", "--batch-size", "0"), "--batch-size"),
-    (("inspect", "--top-k", "0"), "--top-k"),
-    (("eval", "--output", "no/such/folder/out.json"), "no/such/folder"),
-])
-def test_bad_eval_predict_inspect_flags_fail_before_the_model_loads(trained, tmp_path, capsys, monkeypatch,
-                                                                    argv, needle):
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (("eval", "--batch-size", "0"), "--batch-size"),
+        (("eval", "--max-eval", "-3"), "--max-eval"),
+        (("predict", "--batch-size", "0"), "--batch-size"),
+        (("inspect", "--top-k", "0"), "--top-k"),
+        (("eval", "--output", "no/such/folder/out.json"), "no/such/folder"),
+    ],
+)
+def test_bad_eval_predict_inspect_flags_fail_before_the_model_loads(
+    trained, tmp_path, capsys, monkeypatch, argv, needle
+):
     monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: pytest.fail("model loaded first"))
     code, _, err = run_cli(capsys, argv[0], "--prompt", tmp_path / "run", *argv[1:], stdin="a great movie\n")
     assert_one_line_error(code, err, needle)
@@ -287,8 +348,18 @@ def test_non_utf8_input_is_one_line(trained, tmp_path, capsys, monkeypatch):
 
 
 def test_eval_output_is_written_whole(trained, data, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", data[1], "--text-field",
-                           "sentence", "--output", tmp_path / "ev.json")
+    code, _, err = run_cli(
+        capsys,
+        "eval",
+        "--prompt",
+        tmp_path / "run",
+        "--dev-file",
+        data[1],
+        "--text-field",
+        "sentence",
+        "--output",
+        tmp_path / "ev.json",
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "ev.json").read_text())
     assert set(report) == {"task", "split", "metrics", "predictions"} and len(report["predictions"]) == 16

@@ -24,13 +24,20 @@ SETTINGS = dict(steps=30, batch_size=4, prompt_length=4, eval_every=1, optimizer
 def child(out: str, resume: bool) -> None:
     """Entry point of the child process: train (or resume) the run at `out`."""
     torch.set_num_threads(1)
-    from conftest import learnable_llama, toy_task
+    from helpers import learnable_llama, toy_task
 
     from softprompt.train import TrainConfig, train
 
     # Killed before the first checkpoint, there is nothing to resume: start over.
-    train(learnable_llama(), toy_task(), TrainConfig(**SETTINGS), Path(out), resume=resume, overwrite=not resume,
-          progress=False)
+    train(
+        learnable_llama(),
+        toy_task(),
+        TrainConfig(**SETTINGS),
+        Path(out),
+        resume=resume,
+        overwrite=not resume,
+        progress=False,
+    )
 
 
 def start(out: Path, resume: bool) -> subprocess.Popen:
@@ -93,7 +100,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_prompt(tm
 def cli_child(out: str, steps: int) -> int:
     """Entry point: `softprompt train` on the tiny model, as a user runs it."""
     torch.set_num_threads(1)
-    from conftest import learnable_llama, toy_task
+    from helpers import learnable_llama, toy_task
 
     from softprompt import cli
     from softprompt.cli import runtime
@@ -101,14 +108,33 @@ def cli_child(out: str, steps: int) -> int:
     lm, task = learnable_llama(), toy_task()
     runtime.load_model = lambda name, precision: lm
     runtime.train_task = lambda *args: task
-    return cli.main(["train", "--task", "toy", "--steps", str(steps), "--batch-size", "4", "--prompt-length", "4",
-                     "--eval-every", "1000", "--checkpoint-every", "1000", "--out", out])
+    return cli.main(
+        [
+            "train",
+            "--task",
+            "toy",
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "4",
+            "--prompt-length",
+            "4",
+            "--eval-every",
+            "1000",
+            "--checkpoint-every",
+            "1000",
+            "--out",
+            out,
+        ]
+    )
 
 
 def test_sigterm_checkpoints_the_step_in_hand_and_resume_finishes_exactly(tmp_path):
     steps = 40
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_crash_resume import cli_child; "
-            f"sys.exit(cli_child({str(tmp_path / 'run')!r}, {steps}))")
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_crash_resume import cli_child; "
+        f"sys.exit(cli_child({str(tmp_path / 'run')!r}, {steps}))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while proc.poll() is None and logged_steps(tmp_path / "run") < 5:
         time.sleep(0.01)
@@ -122,7 +148,7 @@ def test_sigterm_checkpoints_the_step_in_hand_and_resume_finishes_exactly(tmp_pa
     assert trainer["step"] == stopped_at
     assert logged_steps(tmp_path / "run") == stopped_at
 
-    from conftest import learnable_llama, toy_task
+    from helpers import learnable_llama, toy_task
 
     from softprompt.train import TrainConfig, train
 
@@ -133,7 +159,7 @@ def test_sigterm_checkpoints_the_step_in_hand_and_resume_finishes_exactly(tmp_pa
 
 
 def test_checkpoints_are_written_every_n_steps_between_evaluations(tmp_path, monkeypatch):
-    from conftest import learnable_llama, toy_task
+    from helpers import learnable_llama, toy_task
 
     from softprompt.train import TrainConfig, train
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import learnable_llama, tiny_llama, toy_task
+from helpers import learnable_llama, tiny_llama, toy_task
 from softprompt import distributed as dp
 from softprompt.batching import Encoded, Encoder, loss_counts
 
@@ -25,12 +25,15 @@ SRC = TESTS.parent / "src"
 
 # -- in process: the loss shares add up to the loss ------------------------------------------------
 
+
 def _rows(lm):
     task = toy_task()
     enc = Encoder(lm.tokenizer, lm.is_encoder_decoder)
     ranked = [enc.encode(task, e) for e in task.load("train")[:5]]
-    generative = [Encoded(enc.input_ids("a b c"), enc.target_ids("great movie", eos=True)),
-                  Encoded(enc.input_ids("the movie"), enc.target_ids("awful", eos=True))]
+    generative = [
+        Encoded(enc.input_ids("a b c"), enc.target_ids("great movie", eos=True)),
+        Encoded(enc.input_ids("the movie"), enc.target_ids("awful", eos=True)),
+    ]
     return enc, [ranked[0], generative[0], ranked[1], ranked[2], generative[1], ranked[3], ranked[4]]
 
 
@@ -52,7 +55,9 @@ def test_loss_shares_of_the_workers_add_up_to_the_loss_of_the_whole_batch(object
         shares, grads = [], []
         for rank in range(world):
             mine = dp.shard(batch_rows, dp.Context(rank, world))
-            share = plm.loss(prompt, enc.collate(mine), objective, length_normalize, total) if mine else prompt.sum() * 0
+            share = (
+                plm.loss(prompt, enc.collate(mine), objective, length_normalize, total) if mine else prompt.sum() * 0
+            )
             shares.append(share.detach())
             grads.append(torch.autograd.grad(share, prompt, allow_unused=True)[0])
         assert float(sum(shares)) == pytest.approx(float(whole), abs=1e-6)
@@ -68,14 +73,23 @@ def test_shard_splits_in_order_and_cells_round_robin():
 
 # -- 2 gloo workers ----------------------------------------------------------------------------------
 
+
 def run_workers(specs: list[dict], timeout: float = 120) -> subprocess.CompletedProcess:
     """`distributed.launch` of 2 workers running tests/dist_worker.py with `specs`, loopback only."""
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-           "MASTER_ADDR": "127.0.0.1"}
-    code = (f"import sys; from softprompt.distributed import launch; "
-            f"sys.exit(launch(2, [{str(TESTS / 'dist_worker.py')!r}, {json.dumps(specs)!r}], module=None))")
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=TESTS.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+        "MASTER_ADDR": "127.0.0.1",
+    }
+    code = (
+        f"import sys; from softprompt.distributed import launch; "
+        f"sys.exit(launch(2, [{str(TESTS / 'dist_worker.py')!r}, {json.dumps(specs)!r}], module=None))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, cwd=TESTS.parent
+    )
 
 
 def checkpoint_prompt(out: Path) -> torch.Tensor:
@@ -99,7 +113,11 @@ def log_records(out: Path) -> list[dict]:
 def strip_times(obj):
     """A table or report without wall times (they differ from run to run)."""
     if isinstance(obj, dict):
-        return {k: strip_times(v) for k, v in obj.items() if k not in ("seconds", "wall_seconds", "examples_per_s", "added_at")}
+        return {
+            k: strip_times(v)
+            for k, v in obj.items()
+            if k not in ("seconds", "wall_seconds", "examples_per_s", "added_at")
+        }
     if isinstance(obj, list):
         return [strip_times(v) for v in obj]
     return obj
@@ -173,7 +191,9 @@ def test_bench_cells_over_two_workers_give_the_table_of_one_process(two_workers,
     import dist_worker
     from softprompt.bench.suite import BenchConfig, run_bench
 
-    table = run_bench(tiny_llama(), dist_worker.bench_jobs(), BenchConfig(**dist_worker.BENCH), tmp_path / "b", progress=False)
+    table = run_bench(
+        tiny_llama(), dist_worker.bench_jobs(), BenchConfig(**dist_worker.BENCH), tmp_path / "b", progress=False
+    )
     out = two_workers / "bench"
     returned = [json.loads((out / f"returned{r}.json").read_text()) for r in (0, 1)]
     written = json.loads((out / "table.json").read_text())
@@ -188,15 +208,26 @@ def test_transfer_matrix_cells_over_two_workers_give_the_grid_of_one_process(two
     from softprompt.train import TrainConfig
 
     (tmp_path / "m").mkdir()
-    report = transfer_matrix(tiny_llama(), ["spot_a", "spot_yes"], ["spot_target"], TrainConfig(**dist_worker.MATRIX), [0],
-                             tmp_path / "m" / "grid", library_dir=tmp_path / "m" / "lib")
+    report = transfer_matrix(
+        tiny_llama(),
+        ["spot_a", "spot_yes"],
+        ["spot_target"],
+        TrainConfig(**dist_worker.MATRIX),
+        [0],
+        tmp_path / "m" / "grid",
+        library_dir=tmp_path / "m" / "lib",
+    )
     out = two_workers / "matrix" / "grid"
     returned = [json.loads((out / f"returned{r}.json").read_text()) for r in (0, 1)]
     assert returned[0] == returned[1] == json.loads((out / "matrix.json").read_text())
     assert returned[0] == json.loads(json.dumps(report.to_dict()))
     # both workers trained: the sources' logs were written by different processes
-    assert sorted(p.name for p in (out / "targets" / "spot_target").iterdir()) == \
-        ["baseline", "from-spot_a", "from-spot_yes", "transfer.json"]
+    assert sorted(p.name for p in (out / "targets" / "spot_target").iterdir()) == [
+        "baseline",
+        "from-spot_a",
+        "from-spot_yes",
+        "transfer.json",
+    ]
 
 
 def test_a_killed_worker_ends_the_job_with_one_line_and_the_job_resumes(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 import softprompt.tasks  # noqa: E402,F401  (registers the built-in tasks)
-from conftest import write_csv  # noqa: E402
+from helpers import write_csv  # noqa: E402
 from softprompt.errors import DataError  # noqa: E402
 from softprompt.tasks import hub, readers  # noqa: E402
 from softprompt.tasks.base import get_task  # noqa: E402
@@ -51,7 +51,9 @@ def hub_rows(monkeypatch):
     def load(path, name=None, split=None, **kwargs):
         calls.append((path, name, split))
         if split is None:
-            return datasets.DatasetDict({s: datasets.Dataset.from_list(r) for (p, c, s), r in served.items() if (p, c) == (path, name)})
+            return datasets.DatasetDict(
+                {s: datasets.Dataset.from_list(r) for (p, c, s), r in served.items() if (p, c) == (path, name)}
+            )
         return datasets.Dataset.from_list(served[path, name, split])
 
     monkeypatch.setattr(datasets, "load_dataset", load)
@@ -92,7 +94,10 @@ def test_builtin_task_without_any_source_names_all_three_in_one_line(monkeypatch
 def test_error_when_the_shared_folder_search_finds_nothing(monkeypatch, no_network):
     monkeypatch.delenv("SOFTPROMPT_DATA", raising=False)
     monkeypatch.setattr(readers, "local_root", lambda: None)
-    with pytest.raises(DataError, match=r"1\) \$SOFTPROMPT_DATA is not set; 2\) no \.\./shared/data folder beside the project; 3\) Hugging Face hub: hub dataset nyu-mll/glue \(sst2\): ConnectionError"):
+    with pytest.raises(
+        DataError,
+        match=r"1\) \$SOFTPROMPT_DATA is not set; 2\) no \.\./shared/data folder beside the project; 3\) Hugging Face hub: hub dataset nyu-mll/glue \(sst2\): ConnectionError",
+    ):
         get_task("sst2").load("dev")
     with pytest.raises(DataError, match="data folder not found"):
         readers.data_root()
@@ -116,13 +121,21 @@ def test_offline_mode_fails_at_the_datasets_call_with_one_line(tmp_path):
     """A real `load_dataset` call with HF_DATASETS_OFFLINE=1 and an empty HF cache (own process,
     since `datasets` reads the variable at import)."""
     (tmp_path / "empty").mkdir()
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "SOFTPROMPT_DATA": str(tmp_path / "empty"), "SOFTPROMPT_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": str(Path(readers.__file__).parents[2])}
+    env = {
+        **os.environ,
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "SOFTPROMPT_DATA": str(tmp_path / "empty"),
+        "SOFTPROMPT_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(Path(readers.__file__).parents[2]),
+    }
     code = "import softprompt.tasks as t\ntry:\n    t.get_task('cb').load('dev')\nexcept Exception as e:\n    print(type(e).__name__, e)"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     line = done.stdout.strip()
-    assert line.startswith("DataError benchmark file CB/val.jsonl not found in any data source"), done.stdout + done.stderr
+    assert line.startswith("DataError benchmark file CB/val.jsonl not found in any data source"), (
+        done.stdout + done.stderr
+    )
     assert "\n" not in line and "aps/super_glue (cb)" in line and "HF offline mode is on" in line
 
 
@@ -142,10 +155,17 @@ def test_sst2_and_cb_from_hub_rows_go_through_the_same_loaders(monkeypatch, tmp_
     ]
     sst2 = get_task("sst2").load("train")
     cached = tmp_path / "cache" / "data" / "SST-2" / "train.tsv"
-    assert [(e.fields, e.target) for e in sst2] == [({"sentence": "hide new secretions"}, "negative"), ({"sentence": 'he said "hi'}, "positive")]
+    assert [(e.fields, e.target) for e in sst2] == [
+        ({"sentence": "hide new secretions"}, "negative"),
+        ({"sentence": 'he said "hi'}, "positive"),
+    ]
     assert sst2[0].source == f"{cached}:2"
     cb = get_task("cb").load("dev")
-    assert [e.target for e in cb] == ["entailment", "contradiction", "neutral"]  # hub order: entailment, contradiction, neutral
+    assert [e.target for e in cb] == [
+        "entailment",
+        "contradiction",
+        "neutral",
+    ]  # hub order: entailment, contradiction, neutral
     assert cb[1].fields == {"premise": "p two", "hypothesis": "h two"}
     # Materialised once: the next load reads the cached file without asking the hub.
     before = len(hub_rows.calls)
@@ -174,26 +194,51 @@ def _from_local(folder: str, name: str) -> list[dict]:
         rows = list(readers.read_delimited(path, "\t"))
         if folder == "SST-2":
             return [{"sentence": r["sentence"], "label": int(r["label"]), "idx": i} for i, (_, r) in enumerate(rows)]
-        return [{"sentence1": r["sentence1"], "sentence2": r["sentence2"], "label": float(r["score"]), "idx": i} for i, (_, r) in enumerate(rows)]
+        return [
+            {"sentence1": r["sentence1"], "sentence2": r["sentence2"], "label": float(r["score"]), "idx": i}
+            for i, (_, r) in enumerate(rows)
+        ]
     if folder == "CoLA":
         lines = path.read_text(encoding="utf-8").splitlines()
-        return [{"sentence": c[3], "label": int(c[1]), "idx": i} for i, c in enumerate(line.split("\t") for line in lines)]
+        return [
+            {"sentence": c[3], "label": int(c[1]), "idx": i} for i, c in enumerate(line.split("\t") for line in lines)
+        ]
     if folder == "CB":
         names = ["entailment", "contradiction", "neutral"]
-        return [{"premise": r["premise"], "hypothesis": r["hypothesis"], "idx": r["idx"], "label": names.index(r["label"])} for r in _jsonl(path)]
+        return [
+            {"premise": r["premise"], "hypothesis": r["hypothesis"], "idx": r["idx"], "label": names.index(r["label"])}
+            for r in _jsonl(path)
+        ]
     if folder == "WSC":
         return [{"text": r["text"], **r["target"], "idx": r["idx"], "label": int(r["label"])} for r in _jsonl(path)]
     if folder == "MultiRC":
         return [
-            {"paragraph": r["passage"]["text"], "question": q["question"], "answer": a["text"],
-             "idx": {"paragraph": r["idx"], "question": q["idx"], "answer": a.get("idx", n)}, "label": int(a["label"])}
-            for r in _jsonl(path) for q in r["passage"]["questions"] for n, a in enumerate(q["answers"])
+            {
+                "paragraph": r["passage"]["text"],
+                "question": q["question"],
+                "answer": a["text"],
+                "idx": {"paragraph": r["idx"], "question": q["idx"], "answer": a.get("idx", n)},
+                "label": int(a["label"]),
+            }
+            for r in _jsonl(path)
+            for q in r["passage"]["questions"]
+            for n, a in enumerate(q["answers"])
         ]
     if folder == "SQuAD":
         return [
-            {"id": qa["id"], "title": art["title"], "context": par["context"], "question": qa["question"],
-             "answers": {"text": [a["text"] for a in qa["answers"]], "answer_start": [a["answer_start"] for a in qa["answers"]]}}
-            for art in json.loads(path.read_text(encoding="utf-8"))["data"] for par in art["paragraphs"] for qa in par["qas"]
+            {
+                "id": qa["id"],
+                "title": art["title"],
+                "context": par["context"],
+                "question": qa["question"],
+                "answers": {
+                    "text": [a["text"] for a in qa["answers"]],
+                    "answer_start": [a["answer_start"] for a in qa["answers"]],
+                },
+            }
+            for art in json.loads(path.read_text(encoding="utf-8"))["data"]
+            for par in art["paragraphs"]
+            for qa in par["qas"]
         ]
     raise AssertionError(folder)
 
@@ -211,23 +256,33 @@ def _from_local(folder: str, name: str) -> list[dict]:
         ("squad", "train", "SQuAD", "dev-v1.1.json", ("rajpurkar/squad", None, "validation")),
     ],
 )
-def test_hub_copy_of_a_local_file_gives_the_same_examples(monkeypatch, tmp_path, hub_rows, task, split, folder, name, hub_key):
+def test_hub_copy_of_a_local_file_gives_the_same_examples(
+    monkeypatch, tmp_path, hub_rows, task, split, folder, name, hub_key
+):
     """The local file's rows, served in the hub schema, come back as the very same examples
     (fields, targets, groups, answers; carved splits included) as from the local file."""
     local = get_task(task).load(split)
     hub_rows[hub_key] = _from_local(folder, name)
     no_local_data(monkeypatch, tmp_path)
     from_hub = get_task(task).load(split)
-    assert [(e.fields, e.target, e.answers, e.group) for e in from_hub] == [(e.fields, e.target, e.answers, e.group) for e in local]
+    assert [(e.fields, e.target, e.answers, e.group) for e in from_hub] == [
+        (e.fields, e.target, e.answers, e.group) for e in local
+    ]
     assert from_hub[0].source.startswith(str(tmp_path / "cache" / "data" / folder))
 
 
 def test_imdb_hub_rows_become_the_archive_layout(monkeypatch, tmp_path, hub_rows):
     no_local_data(monkeypatch, tmp_path)
-    hub_rows["stanfordnlp/imdb", None, "train"] = [{"text": "Great.<br />Loved it", "label": 1}, {"text": "Dull", "label": 0}]
+    hub_rows["stanfordnlp/imdb", None, "train"] = [
+        {"text": "Great.<br />Loved it", "label": 1},
+        {"text": "Dull", "label": 0},
+    ]
     hub_rows["stanfordnlp/imdb", None, "test"] = [{"text": "Fine", "label": 1}]
     train = get_task("imdb").load("train")
-    assert sorted((e.fields["sentence"], e.target) for e in train) == [("Dull", "negative"), ("Great. Loved it", "positive")]
+    assert sorted((e.fields["sentence"], e.target) for e in train) == [
+        ("Dull", "negative"),
+        ("Great. Loved it", "positive"),
+    ]
     assert [(e.fields["sentence"], e.target) for e in get_task("imdb").load("dev")] == [("Fine", "positive")]
 
 
@@ -241,9 +296,22 @@ def test_unlabelled_hub_rows_are_refused_where_the_task_needs_labels(monkeypatch
 
 
 def test_every_mapped_file_is_one_a_task_reads():
-    assert {"SST-2/train.tsv", "CB/train.jsonl", "SQuAD/dev-v1.1.json", "IMDB/aclImdb.tar.gz", "MultiRC/train.jsonl"} <= set(hub.HUB_FILES)
+    assert {
+        "SST-2/train.tsv",
+        "CB/train.jsonl",
+        "SQuAD/dev-v1.1.json",
+        "IMDB/aclImdb.tar.gz",
+        "MultiRC/train.jsonl",
+    } <= set(hub.HUB_FILES)
     for name, spec in hub.HUB_FILES.items():
-        assert spec.dataset in {"nyu-mll/glue", "aps/super_glue", "rajpurkar/squad", "stanfordnlp/imdb", "stanfordnlp/snli", "facebook/anli"}, name
+        assert spec.dataset in {
+            "nyu-mll/glue",
+            "aps/super_glue",
+            "rajpurkar/squad",
+            "stanfordnlp/imdb",
+            "stanfordnlp/snli",
+            "facebook/anli",
+        }, name
 
 
 # -- user tasks over datasets sources ------------------------------------------------------------
@@ -272,7 +340,9 @@ def test_save_to_disk_folders(tmp_path):
     datasets.Dataset.from_list(DICTS).save_to_disk(str(single))
     _same_as_csv(tmp_path, make(single).load("train"))
     both = tmp_path / "both"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(DICTS), "validation": datasets.Dataset.from_list(DICTS[:1])}).save_to_disk(str(both))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(DICTS), "validation": datasets.Dataset.from_list(DICTS[:1])}
+    ).save_to_disk(str(both))
     task = user_task("reviews", {"train": both, "dev": both}, ["sentence"], "label", VERBALIZER)
     _same_as_csv(tmp_path, task.load("train"))
     (dev,) = task.load("dev")  # dev -> the "validation" split
@@ -284,8 +354,13 @@ def test_dataset_object_and_list_of_dicts_from_python(tmp_path):
     examples = make(DICTS).load("train")
     _same_as_csv(tmp_path, examples)
     assert examples[2].source == "rows[train]:3"
-    task = user_task("reviews", {"train": DICTS, "dev": datasets.DatasetDict({"validation": datasets.Dataset.from_list(DICTS)})},
-                     ["sentence"], "label", VERBALIZER)
+    task = user_task(
+        "reviews",
+        {"train": DICTS, "dev": datasets.DatasetDict({"validation": datasets.Dataset.from_list(DICTS)})},
+        ["sentence"],
+        "label",
+        VERBALIZER,
+    )
     assert task.load("dev")[0].source == "dataset[validation]:1"
     assert "a list of 3 rows" in task.description
 
@@ -300,7 +375,13 @@ def test_bad_rows_in_memory_name_the_row(tmp_path):
 def test_hub_name_for_a_user_task(hub_rows):
     hub_rows["someone/reviews", None, "train"] = DICTS
     hub_rows["someone/reviews", None, "validation"] = DICTS[:2]
-    task = user_task("reviews", {"train": "someone/reviews", "dev": Path("someone/reviews:validation")}, ["sentence"], "label", VERBALIZER)
+    task = user_task(
+        "reviews",
+        {"train": "someone/reviews", "dev": Path("someone/reviews:validation")},
+        ["sentence"],
+        "label",
+        VERBALIZER,
+    )
     train = task.load("train")
     assert [e.target for e in train] == ["1", "0", "1"] and train[0].source == "someone/reviews[train]:1"
     assert [e.source for e in task.load("dev")] == ["someone/reviews[validation]:1", "someone/reviews[validation]:2"]
@@ -310,7 +391,9 @@ def test_hub_name_offline_is_one_line(no_network):
     with pytest.raises(DataError) as err:
         make("imdb").load("train")
     msg = str(err.value)
-    assert msg.startswith("imdb: no such local file or folder, and as a hub dataset: ConnectionError") and "\n" not in msg
+    assert (
+        msg.startswith("imdb: no such local file or folder, and as a hub dataset: ConnectionError") and "\n" not in msg
+    )
     assert no_network == [("imdb", None, None)]
 
 

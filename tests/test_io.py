@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from conftest import tiny_llama, tiny_t5
+from helpers import tiny_llama, tiny_t5
 from softprompt import io as sp_io
 from softprompt.prepend import prepend_prompt
 from softprompt.errors import ConfigError, ModelError
@@ -18,11 +18,11 @@ from softprompt.io import SavedPrompt, export_peft, import_peft, load_prompt, sa
 from softprompt.scoring import PromptedLM
 
 
-
 @pytest.fixture
 def peft():
     """The PEFT library, for the tests that compare with it (they alone skip without it)."""
     return pytest.importorskip("peft")
+
 
 TASK = {"name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"}}
 IDS = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0], [13, 0, 0, 0, 0]])
@@ -32,8 +32,12 @@ MASK = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
 def make_saved(lm, length: int = 4, seed: int = 0) -> SavedPrompt:
     weight = torch.randn(length, lm.hidden_size, generator=torch.Generator().manual_seed(seed)) * 0.5
     return SavedPrompt(
-        weight=weight, model=lm.identity, task=dict(TASK), init="labels",
-        training={"steps": 7, "lr": 0.3, "optimizer": "adafactor"}, metrics={"accuracy": 0.75, "step": 7},
+        weight=weight,
+        model=lm.identity,
+        task=dict(TASK),
+        init="labels",
+        training={"steps": 7, "lr": 0.3, "optimizer": "adafactor"},
+        metrics={"accuracy": 0.75, "step": 7},
     )
 
 
@@ -44,7 +48,7 @@ def folder_bytes(path) -> dict[str, bytes]:
 def plain_logits(lm, prompt: torch.Tensor, ids=IDS, mask=MASK) -> torch.Tensor:
     """(B, T, V) logits over the input positions, softprompt's plain path."""
     embeds, full_mask, _ = prepend_prompt(prompt, lm.embed(ids), mask)
-    return lm.model(inputs_embeds=embeds, attention_mask=full_mask).logits[:, prompt.shape[0]:]
+    return lm.model(inputs_embeds=embeds, attention_mask=full_mask).logits[:, prompt.shape[0] :]
 
 
 # -- save / load -----------------------------------------------------------------------------
@@ -160,13 +164,16 @@ def _tamper(folder, **changes):
     (folder / "prompt.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    ({"task": ["not", "a", "dict"]}, "'task' must be a JSON object"),
-    ({"metrics": 3}, "'metrics' must be a JSON object"),
-    ({"model": "tiny"}, "malformed 'model'"),
-    ({"prompt_length": 9}, "prompt_length 9"),
-    ({"hidden_size": 64}, "hidden_size 64"),
-])
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"task": ["not", "a", "dict"]}, "'task' must be a JSON object"),
+        ({"metrics": 3}, "'metrics' must be a JSON object"),
+        ({"model": "tiny"}, "malformed 'model'"),
+        ({"prompt_length": 9}, "prompt_length 9"),
+        ({"hidden_size": 64}, "hidden_size 64"),
+    ],
+)
 def test_a_tampered_prompt_json_is_one_line(llama, tmp_path, change, needle):
     save_prompt(tmp_path / "p", make_saved(llama))
     _tamper(tmp_path / "p", **change)
@@ -193,12 +200,15 @@ def test_a_byte_order_mark_is_read(llama, tmp_path):
     assert torch.equal(load_prompt(tmp_path / "p").weight, saved.weight)
 
 
-@pytest.mark.parametrize(("weight", "needle"), [
-    (torch.full((4, 32), float("nan")), "non-finite"),
-    (torch.tensor([[1.0] * 32, [float("inf")] * 32]), "non-finite"),
-    (torch.zeros(0, 32), "at least 1"),
-    (torch.zeros(4, 16), "width 16"),
-])
+@pytest.mark.parametrize(
+    ("weight", "needle"),
+    [
+        (torch.full((4, 32), float("nan")), "non-finite"),
+        (torch.tensor([[1.0] * 32, [float("inf")] * 32]), "non-finite"),
+        (torch.zeros(0, 32), "at least 1"),
+        (torch.zeros(4, 16), "width 16"),
+    ],
+)
 def test_bad_prompt_tensors_are_refused(llama, tmp_path, weight, needle):
     save_prompt(tmp_path / "p", make_saved(llama))
     save_file({"prompt": weight}, tmp_path / "p/prompt.safetensors")
@@ -386,6 +396,8 @@ def test_t5_export_gives_peft_the_same_logits(t5, tmp_path, peft):
     with torch.no_grad():
         embeds, mask, _ = prepend_prompt(saved.weight, t5.embed(IDS), MASK)
         ours = t5.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).logits
-        theirs = peft_model(peft, tiny_t5().model, tmp_path / "a")(input_ids=IDS, attention_mask=MASK, labels=labels).logits
+        theirs = peft_model(peft, tiny_t5().model, tmp_path / "a")(
+            input_ids=IDS, attention_mask=MASK, labels=labels
+        ).logits
     assert theirs.shape == ours.shape
     assert torch.allclose(ours, theirs, atol=1e-5)

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from conftest import tiny_llama, toy_task
+from helpers import tiny_llama, toy_task
 from softprompt import PromptedLM
 from softprompt.batching import Encoder
 from softprompt.errors import ModelError
@@ -120,8 +120,10 @@ def test_report_lists_versions_flags_threads_rates_and_the_pick(fake_rates):
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_tile amx_bf16 avx512_bf16\n\n"
-                    "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f amx_tile amx_bf16 avx512_bf16\n")
+    info.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_tile amx_bf16 avx512_bf16\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f amx_tile amx_bf16 avx512_bf16\n"
+    )
     assert precision.cpu_flags(str(info)) == ("amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512f")
     assert precision.cpu_flags(str(tmp_path / "missing")) is None
     assert precision.bf16_supported(torch.device("cpu"), ("avx2",)) is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import WORDS
+from helpers import WORDS
 from softprompt.errors import ConfigError
 from softprompt.prompt import TOP_TOKENS, _common_token_ids, make_prompt
 

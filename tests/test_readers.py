@@ -9,12 +9,21 @@ import tarfile
 import pytest
 
 from softprompt.errors import DataError
-from softprompt.tasks.readers import data_file, data_root, read_delimited, read_imdb, read_json, read_jsonl, read_rows, seeded_split
+from softprompt.tasks.readers import (
+    data_file,
+    data_root,
+    read_delimited,
+    read_imdb,
+    read_json,
+    read_jsonl,
+    read_rows,
+    seeded_split,
+)
 
 
 def test_glue_tsv_is_read_unquoted(tmp_path):
     path = tmp_path / "train.tsv"
-    path.write_text('sentence\tlabel\nhe said "hi\t1\nit\'s fine\t0\n')
+    path.write_text("sentence\tlabel\nhe said \"hi\t1\nit's fine\t0\n")
     rows = list(read_delimited(path))
     assert rows == [(2, {"sentence": 'he said "hi', "label": "1"}), (3, {"sentence": "it's fine", "label": "0"})]
 
@@ -101,17 +110,20 @@ def make_imdb(path, members: dict[str, str]):
 
 @pytest.fixture
 def imdb(tmp_path):
-    return make_imdb(tmp_path / "aclImdb.tar.gz", {
-        "aclImdb/test/pos/0_9.txt": "A great movie.<br />Loved it.",
-        "aclImdb/test/neg/1_2.txt": "  Awful. ",
-        "aclImdb/test/pos/2_8.txt": "Great!",
-        "aclImdb/train/pos/3_10.txt": "train pos",
-        "aclImdb/train/neg/4_1.txt": "train neg",
-        "aclImdb/val/neg/5_3.txt": "val neg",
-        "aclImdb/train/unsup/6_0.txt": "no label",
-        "aclImdb/README": "readme",
-        "aclImdb/test/urls_pos.txt": "http://x",
-    })
+    return make_imdb(
+        tmp_path / "aclImdb.tar.gz",
+        {
+            "aclImdb/test/pos/0_9.txt": "A great movie.<br />Loved it.",
+            "aclImdb/test/neg/1_2.txt": "  Awful. ",
+            "aclImdb/test/pos/2_8.txt": "Great!",
+            "aclImdb/train/pos/3_10.txt": "train pos",
+            "aclImdb/train/neg/4_1.txt": "train neg",
+            "aclImdb/val/neg/5_3.txt": "val neg",
+            "aclImdb/train/unsup/6_0.txt": "no label",
+            "aclImdb/README": "readme",
+            "aclImdb/test/urls_pos.txt": "http://x",
+        },
+    )
 
 
 def test_read_imdb_test_split(imdb):
@@ -125,7 +137,11 @@ def test_read_imdb_test_split(imdb):
 
 def test_read_imdb_train_reads_train_and_val_but_not_unsup(imdb):
     reviews = read_imdb(imdb, "train")
-    assert [(text, label) for text, label, _ in reviews] == [("train neg", "neg"), ("train pos", "pos"), ("val neg", "neg")]
+    assert [(text, label) for text, label, _ in reviews] == [
+        ("train neg", "neg"),
+        ("train pos", "pos"),
+        ("val neg", "neg"),
+    ]
 
 
 def test_read_imdb_bad_archive(tmp_path):

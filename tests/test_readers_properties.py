@@ -12,7 +12,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +19,13 @@ from softprompt.errors import SoftPromptError
 from softprompt.tasks.readers import read_rows
 from softprompt.tasks.user import parse_label_words, user_task
 
-BOUNDED = settings(max_examples=60, deadline=None, database=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+BOUNDED = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 SUFFIXES = [".csv", ".tsv", ".jsonl", ".csv.gz", ".jsonl.gz"]
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252"]
 FIELD = st.text(max_size=12)  # any characters: quotes, delimiters, newlines, NUL, surrogates excluded by encoders
@@ -109,15 +113,24 @@ def test_label_words_parse_or_give_one_error_line(spec):
     assert len(verbalizer) >= 2 and len(set(verbalizer.values())) == len(verbalizer)
 
 
-VALUE = st.one_of(CELL, st.integers(), st.floats(allow_nan=True), st.none(), st.booleans(),
-                  st.lists(st.integers(), max_size=2), st.dictionaries(CELL, st.integers(), max_size=2))
+VALUE = st.one_of(
+    CELL,
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(CELL, st.integers(), max_size=2),
+)
 
 
 @BOUNDED
 @given(
     rows=st.lists(st.dictionaries(st.sampled_from(["text", "label", "other", ""]), VALUE, max_size=4), max_size=6),
     verbalizer=st.one_of(st.none(), st.just({"0": "no", "1": "yes"})),
-    template=st.one_of(st.none(), st.sampled_from(["{text} ->", "{text} {missing}", "{", "}{text}{{", "{0}", "{text!r}"])),
+    template=st.one_of(
+        st.none(), st.sampled_from(["{text} ->", "{text} {missing}", "{", "}{text}{{", "{0}", "{text!r}"])
+    ),
 )
 def test_user_task_over_any_rows_loads_or_gives_one_error_line(rows, verbalizer, template):
     try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task
+from helpers import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task
 from softprompt.batching import Encoded, Encoder
 from softprompt.prepend import prepend_prompt
 from softprompt.models.loading import LoadedModel
@@ -328,8 +328,10 @@ def ranked_and_generative_rows(lm: LoadedModel) -> list:
     enc = Encoder(lm.tokenizer, lm.is_encoder_decoder)
     task = toy_task()
     ranked = [enc.encode(task, e) for e in task.load("train")[:4]]
-    generative = [Encoded(enc.input_ids("sst2 sentence: so great"), enc.target_ids("a movie", eos=True)),
-                  Encoded(enc.input_ids("it is"), enc.target_ids("really awful", eos=True))]
+    generative = [
+        Encoded(enc.input_ids("sst2 sentence: so great"), enc.target_ids("a movie", eos=True)),
+        Encoded(enc.input_ids("it is"), enc.target_ids("really awful", eos=True)),
+    ]
     return ranked[:2] + generative[:1] + ranked[2:] + generative[1:]
 
 
@@ -342,8 +344,9 @@ def test_loss_objectives_on_ranked_generative_and_mixed_batches(fast):
     rows = ranked_and_generative_rows(lm)
     ranked, generative = [r for r in rows if r.gold >= 0], [r for r in rows if r.choices is None]
     assert len(ranked) == 4 and len(generative) == 2
-    rank_part = plm.rank_loss(prompt, [r.input_ids for r in ranked], [r.choices for r in ranked],
-                              torch.tensor([r.gold for r in ranked]))
+    rank_part = plm.rank_loss(
+        prompt, [r.input_ids for r in ranked], [r.choices for r in ranked], torch.tensor([r.gold for r in ranked])
+    )
     lm_part = plm.lm_loss(prompt, enc.collate(generative))
     mixed = plm.loss(prompt, enc.collate(rows), "rank")
     assert mixed.item() == pytest.approx((4 * rank_part.item() + 2 * lm_part.item()) / 6, abs=1e-5)

@@ -12,44 +12,36 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import torch
-from conftest import learnable_llama, run_cli, tiny_llama, tiny_t5, toy_rows, write_csv
+from helpers import (
+    ECHO,
+    TOY,
+    YN,
+    learnable_llama,
+    prompt_tensor,
+    run_cli,
+    save_library_prompt,
+    tiny_llama,
+    tiny_t5,
+    toy_rows,
+    write_csv,
+)
 
 import softprompt.cli as cli
 from softprompt.ensemble import combine_predictions
 from softprompt.evaluate import predict
-from softprompt.io import SavedPrompt, load_prompt, save_prompt
+from softprompt.io import load_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.serve.app import BackgroundServer, create_app
 from softprompt.serve.client import Client, ServerError
 from softprompt.serve.library import make_example
-from softprompt.tasks import saved_task
 from softprompt.serve.scheduler import split_by_length
+from softprompt.tasks import saved_task
 
-TOY = {
-    "name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"},
-    "metrics": ["accuracy"],
-}
-YN = {
-    "name": "yn", "template": "question: {q}", "verbalizer": {"yes": "yes", "no": "no", "maybe": "maybe sentence"},
-    "metrics": ["accuracy"],
-}
-ECHO = {"name": "echo", "template": "{text} :", "verbalizer": None, "metrics": ["squad_em"]}
 TEXTS = [s for s, _ in toy_rows(12, seed=3)] + ["great", "a b c d e f g awful movie", "no", "yes maybe 7"]
 
 # Candidates of different lengths: multi-token label words ("maybe sentence") take the second pass.
 INPUTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [20, 21]]
 CANDIDATES = [[[45], [46, 47, 48]], [[46], [45], [49, 50, 51, 52]], [[49, 50], [5]], [[7], [8, 9]]]
-
-
-def prompt_tensor(hidden: int, length: int, seed: int) -> torch.Tensor:
-    return torch.randn(length, hidden, generator=torch.Generator().manual_seed(seed)) * 0.3
-
-
-def save(lib, name, lm, task, length, seed, accuracy=None):
-    metrics = {"accuracy": accuracy} if accuracy is not None else {}
-    weight = prompt_tensor(lm.hidden_size, length, seed)
-    save_prompt(lib / name, SavedPrompt(weight, lm.identity, task, metrics=metrics))
 
 
 # -- per-row prompts --------------------------------------------------------------------------
@@ -101,17 +93,21 @@ def lm():
 @pytest.fixture(scope="module")
 def library(lm, tmp_path_factory):
     lib = tmp_path_factory.mktemp("library")
-    save(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
-    save(lib, "toy-b", lm, TOY, 6, 2, accuracy=0.9)
-    save(lib, "toy-c", lm, TOY, 4, 3, accuracy=0.7)
-    save(lib, "yn", lm, YN, 5, 4)
-    save(lib, "echo", lm, ECHO, 3, 5)
-    save(lib, "other-model", tiny_llama(seed=5, hidden_size=16), TOY, 4, 6)
-    (lib / "ensembles.json").write_text(json.dumps({
-        "toy-vote": {"prompts": ["toy-a", "toy-b", "toy-c"], "combine": "vote"},
-        "toy-mean": ["toy-a", "toy-b", "toy-c"],
-        "mixed": ["toy-a", "yn"],
-    }))
+    save_library_prompt(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
+    save_library_prompt(lib, "toy-b", lm, TOY, 6, 2, accuracy=0.9)
+    save_library_prompt(lib, "toy-c", lm, TOY, 4, 3, accuracy=0.7)
+    save_library_prompt(lib, "yn", lm, YN, 5, 4)
+    save_library_prompt(lib, "echo", lm, ECHO, 3, 5)
+    save_library_prompt(lib, "other-model", tiny_llama(seed=5, hidden_size=16), TOY, 4, 6)
+    (lib / "ensembles.json").write_text(
+        json.dumps(
+            {
+                "toy-vote": {"prompts": ["toy-a", "toy-b", "toy-c"], "combine": "vote"},
+                "toy-mean": ["toy-a", "toy-b", "toy-c"],
+                "mixed": ["toy-a", "yn"],
+            }
+        )
+    )
     return lib
 
 
@@ -171,11 +167,14 @@ def test_many_inputs_in_one_request_and_length_normalisation(server, lm, library
     assert all(sum(r["probabilities"].values()) == pytest.approx(1.0) for r in results)
 
 
-@pytest.mark.parametrize("request_body,method", [
-    ({"task": "toy-vote"}, "vote"),
-    ({"task": "toy-mean"}, "mean"),
-    ({"prompts": ["toy-a", "toy-b", "toy-c"], "combine": "vote"}, "vote"),
-])
+@pytest.mark.parametrize(
+    "request_body,method",
+    [
+        ({"task": "toy-vote"}, "vote"),
+        ({"task": "toy-mean"}, "mean"),
+        ({"prompts": ["toy-a", "toy-b", "toy-c"], "combine": "vote"}, "vote"),
+    ],
+)
 def test_ensembles_equal_offline_combination(server, lm, library, request_body, method):
     url, http = server
     reply = http.post("/classify", json={**request_body, "inputs": TEXTS[:8]})
@@ -223,22 +222,25 @@ def test_prompts_health_metrics_and_openapi(server):
     assert http.get("/docs").status_code == 200
 
 
-@pytest.mark.parametrize("path,body,status,message", [
-    ("/classify", {"task": "nope", "input": "great"}, 404, "unknown task, prompt or ensemble 'nope'"),
-    ("/classify", {"prompts": ["toy-a", "nope"], "input": "great"}, 404, "unknown prompt(s) nope"),
-    ("/classify", {"task": "toy-a", "input": "   "}, 422, "input 0 is empty"),
-    ("/classify", {"task": "toy-a", "inputs": []}, 422, "'inputs' is empty"),
-    ("/classify", {"task": "toy-a"}, 422, "exactly one of 'input' or 'inputs'"),
-    ("/classify", {"input": "great"}, 422, "name a 'task'"),
-    ("/classify", {"task": "toy-a", "input": "a" * 201}, 413, "201 characters; at most 200"),
-    ("/classify", {"task": "toy-a", "inputs": ["great"] * 9}, 413, "9 inputs in one request; at most 8"),
-    ("/classify", {"task": "yn", "input": {"question": "yes"}}, 422, "needs field(s) q"),
-    ("/classify", {"task": "echo", "input": "great"}, 400, "generation task"),
-    ("/classify", {"prompts": ["toy-a", "yn"], "input": "great"}, 400, "different labels"),
-    ("/classify", {"task": "toy-a", "input": "great", "combine": "median"}, 422, "mean"),
-    ("/generate", {"task": "echo", "input": "great", "max_tokens": 10_000}, 422, "at most 256"),
-    ("/generate", {"task": "echo", "input": "great", "max_tokens": 0}, 422, "greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "path,body,status,message",
+    [
+        ("/classify", {"task": "nope", "input": "great"}, 404, "unknown task, prompt or ensemble 'nope'"),
+        ("/classify", {"prompts": ["toy-a", "nope"], "input": "great"}, 404, "unknown prompt(s) nope"),
+        ("/classify", {"task": "toy-a", "input": "   "}, 422, "input 0 is empty"),
+        ("/classify", {"task": "toy-a", "inputs": []}, 422, "'inputs' is empty"),
+        ("/classify", {"task": "toy-a"}, 422, "exactly one of 'input' or 'inputs'"),
+        ("/classify", {"input": "great"}, 422, "name a 'task'"),
+        ("/classify", {"task": "toy-a", "input": "a" * 201}, 413, "201 characters; at most 200"),
+        ("/classify", {"task": "toy-a", "inputs": ["great"] * 9}, 413, "9 inputs in one request; at most 8"),
+        ("/classify", {"task": "yn", "input": {"question": "yes"}}, 422, "needs field(s) q"),
+        ("/classify", {"task": "echo", "input": "great"}, 400, "generation task"),
+        ("/classify", {"prompts": ["toy-a", "yn"], "input": "great"}, 400, "different labels"),
+        ("/classify", {"task": "toy-a", "input": "great", "combine": "median"}, 422, "mean"),
+        ("/generate", {"task": "echo", "input": "great", "max_tokens": 10_000}, 422, "at most 256"),
+        ("/generate", {"task": "echo", "input": "great", "max_tokens": 0}, 422, "greater than or equal to 1"),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_a_message(server, path, body, status, message):
     url, http = server
     reply = http.post(path, json=body)
@@ -255,7 +257,7 @@ def test_malformed_json_is_422(server):
 def test_a_prompt_added_while_serving_is_picked_up(server, lm, library):
     url, http = server
     assert http.post("/classify", json={"task": "toy-late", "input": "great"}).status_code == 404
-    save(library, "toy-late", lm, TOY, 2, 9)
+    save_library_prompt(library, "toy-late", lm, TOY, 2, 9)
     reply = http.post("/classify", json={"task": "toy-late", "inputs": TEXTS[:3]})
     assert reply.status_code == 200, reply.text
     assert [r["label"] for r in reply.json()["results"]] == offline(lm, library, "toy-late", TEXTS[:3])[1]
@@ -330,8 +332,16 @@ def test_eval_with_several_prompts_reports_each_the_average_and_the_ensembles(
     monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
     dev = write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
     names = ["toy-a", "toy-b", "toy-c"]
-    data = ("--dev-file", dev, "--text-field", "sentence", "--labels", "neg=negative,pos=positive",
-            "--template", TOY["template"])
+    data = (
+        "--dev-file",
+        dev,
+        "--text-field",
+        "sentence",
+        "--labels",
+        "neg=negative,pos=positive",
+        "--template",
+        TOY["template"],
+    )
     prompts = [a for n in names for a in ("--prompt", library / n)]
     code, out, err = run_cli(capsys, "eval", *prompts, *data, "--output", tmp_path / "e.json")
     assert code == 0, err

@@ -9,10 +9,9 @@ import json
 
 import httpx
 import pytest
-from conftest import learnable_llama
+from helpers import ECHO, TOY, YN, learnable_llama, save_library_prompt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_serve import ECHO, TOY, YN, save
 
 from softprompt.serve.app import BackgroundServer, create_app
 
@@ -23,18 +22,19 @@ MODEL_EXAMPLES = 120
 
 
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     lm = learnable_llama()
     lib = tmp_path_factory.mktemp("library")
-    save(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
-    save(lib, "toy-b", lm, TOY, 3, 2, accuracy=0.6)
-    save(lib, "yn", lm, YN, 5, 4)
-    save(lib, "echo", lm, ECHO, 3, 5)
+    save_library_prompt(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
+    save_library_prompt(lib, "toy-b", lm, TOY, 3, 2, accuracy=0.6)
+    save_library_prompt(lib, "yn", lm, YN, 5, 4)
+    save_library_prompt(lib, "echo", lm, ECHO, 3, 5)
     (lib / "ensembles.json").write_text(json.dumps({"toy-vote": {"prompts": ["toy-a", "toy-b"], "combine": "vote"}}))
     app = create_app(lm, lib, max_batch=16, max_wait_ms=2, max_inputs=8, max_input_chars=300, max_tokens=20)
     with BackgroundServer(app) as url:
@@ -43,7 +43,9 @@ def served(tmp_path_factory):
 
 def _report(capsys, what: str, codes: collections.Counter) -> None:
     with capsys.disabled():
-        print(f"\nfuzz {what}: {sum(codes.values())} requests generated, {codes[500]} answered 500; statuses {dict(sorted(codes.items()))}")
+        print(
+            f"\nfuzz {what}: {sum(codes.values())} requests generated, {codes[500]} answered 500; statuses {dict(sorted(codes.items()))}"
+        )
 
 
 def test_requests_generated_from_the_openapi_schema_never_get_a_500(served, capsys):
@@ -69,9 +71,13 @@ def test_requests_generated_from_the_openapi_schema_never_get_a_500(served, caps
 
 NAMES = ["toy-a", "toy-b", "yn", "echo", "toy", "toy-vote", "nope", ""]
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)  # lone surrogates are not JSON
-WORDS = st.lists(st.sampled_from(["great", "awful", "movie", "a", "yes", "no", "?", "{x}", "\x00", "é"]), min_size=1, max_size=6)
+WORDS = st.lists(
+    st.sampled_from(["great", "awful", "movie", "a", "yes", "no", "?", "{x}", "\x00", "é"]), min_size=1, max_size=6
+)
 PHRASE = st.one_of(WORDS.map(" ".join), TEXT)  # mostly text the tiny tokenizer knows, some arbitrary
-INPUT = st.one_of(PHRASE, PHRASE, PHRASE, st.dictionaries(st.sampled_from(["sentence", "q", "text", "x"]), PHRASE, max_size=3))
+INPUT = st.one_of(
+    PHRASE, PHRASE, PHRASE, st.dictionaries(st.sampled_from(["sentence", "q", "text", "x"]), PHRASE, max_size=3)
+)
 
 
 @st.composite
@@ -92,7 +98,9 @@ def bodies(draw):
     else:
         body["inputs"] = draw(st.lists(INPUT, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=10))
     if rare(5):
-        body["labels"] = draw(st.lists(st.one_of(st.sampled_from(["great", "awful", "yes", "no maybe"]), TEXT), max_size=5))
+        body["labels"] = draw(
+            st.lists(st.one_of(st.sampled_from(["great", "awful", "yes", "no maybe"]), TEXT), max_size=5)
+        )
     if rare(5):
         body["combine"] = draw(st.sampled_from(["mean", "vote", "median"]))
     if draw(st.booleans()):

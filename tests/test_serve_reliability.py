@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from conftest import learnable_llama, run_cli
-from test_serve import TEXTS, TOY, YN, offline, save
+from helpers import TOY, YN, learnable_llama, run_cli, save_library_prompt
+from test_serve import TEXTS, offline
 
 from softprompt.evaluate import predict
 from softprompt.io import load_prompt
@@ -32,10 +32,10 @@ def lm():
 @pytest.fixture(scope="module")
 def library(lm, tmp_path_factory):
     lib = tmp_path_factory.mktemp("library")
-    save(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
-    save(lib, "yn", lm, YN, 5, 4)
-    save(lib, "broken", lm, TOY, 4, 7)  # made unrunnable after loading, below
-    save(lib, "nan", lm, TOY, 4, 8)  # gives NaN scores after loading, below
+    save_library_prompt(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
+    save_library_prompt(lib, "yn", lm, YN, 5, 4)
+    save_library_prompt(lib, "broken", lm, TOY, 4, 7)  # made unrunnable after loading, below
+    save_library_prompt(lib, "nan", lm, TOY, 4, 8)  # gives NaN scores after loading, below
     return lib
 
 
@@ -53,14 +53,14 @@ def server(lm, library):
 
 
 def _corrupt_library(lm, root):
-    save(root, "good", lm, TOY, 4, 1)
-    save(root, "latin1", lm, TOY, 4, 2)
+    save_library_prompt(root, "good", lm, TOY, 4, 1)
+    save_library_prompt(root, "latin1", lm, TOY, 4, 2)
     meta = root / "latin1" / "prompt.json"
     meta.write_bytes(meta.read_bytes().replace(b'"toy"', b'"t\xe9y"'))  # not UTF-8
-    save(root, "bad-task", lm, TOY, 4, 3)
+    save_library_prompt(root, "bad-task", lm, TOY, 4, 3)
     meta = root / "bad-task" / "prompt.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "task": {"name": 5, "template": 3}}))
-    save(root, "bad-tensor", lm, TOY, 4, 4)
+    save_library_prompt(root, "bad-tensor", lm, TOY, 4, 4)
     (root / "bad-tensor" / "prompt.safetensors").write_bytes(b"\x00garbage")
     (root / "empty").mkdir()
     (root / "ensembles.json").write_bytes(b'{"e": ["good", "g\xffod"]}')  # not UTF-8 either
@@ -119,7 +119,9 @@ def test_the_body_is_capped_before_it_is_parsed(lm, library):
         body = json.dumps({"task": "toy-a", "input": "great " * 300}).encode()
         reply = http.post("/classify", content=body, headers={"content-type": "application/json"})
         assert reply.status_code == 413 and reply.json()["detail"] == f"request body of {len(body)} bytes; at most 1000"
-        chunked = http.post("/classify", content=iter([body[:600], body[600:]]), headers={"content-type": "application/json"})
+        chunked = http.post(
+            "/classify", content=iter([body[:600], body[600:]]), headers={"content-type": "application/json"}
+        )
         assert chunked.status_code == 413 and chunked.json()["detail"] == "request body over 1000 bytes"
         assert parsed == []
         ok = http.post("/classify", json={"task": "toy-a", "input": "great"})
@@ -127,17 +129,20 @@ def test_the_body_is_capped_before_it_is_parsed(lm, library):
     assert create_app(lm, library).user_middleware  # the default cap (1 MiB) is installed too
 
 
-@pytest.mark.parametrize("body,message", [
-    ({"task": "toy-a", "inputs": ["a"] * 1025}, "at most 1024 items"),
-    ({"prompts": ["toy-a"] * 65, "input": "a"}, "at most 64 items"),
-    ({"task": "t" * 257, "input": "a"}, "at most 256 characters"),
-    ({"task": "toy-a", "input": "a" * 100_001}, "at most 100000 characters"),
-    ({"task": "toy-a", "input": {f"f{i}": "a" for i in range(33)}}, "at most 32 items"),
-    ({"task": "toy-a", "input": "a", "labels": ["good"]}, "at least 2 items"),
-    ({"task": "toy-a", "input": "a", "labels": [f"w{i}" for i in range(65)]}, "at most 64 items"),
-    ({"task": "toy-a", "input": "a", "labels": ["good", "good"]}, "'labels' repeats a word (good)"),
-    ({"task": "toy-a", "input": "a", "labels": ["good", " "]}, "'labels' holds an empty word"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ({"task": "toy-a", "inputs": ["a"] * 1025}, "at most 1024 items"),
+        ({"prompts": ["toy-a"] * 65, "input": "a"}, "at most 64 items"),
+        ({"task": "t" * 257, "input": "a"}, "at most 256 characters"),
+        ({"task": "toy-a", "input": "a" * 100_001}, "at most 100000 characters"),
+        ({"task": "toy-a", "input": {f"f{i}": "a" for i in range(33)}}, "at most 32 items"),
+        ({"task": "toy-a", "input": "a", "labels": ["good"]}, "at least 2 items"),
+        ({"task": "toy-a", "input": "a", "labels": [f"w{i}" for i in range(65)]}, "at most 64 items"),
+        ({"task": "toy-a", "input": "a", "labels": ["good", "good"]}, "'labels' repeats a word (good)"),
+        ({"task": "toy-a", "input": "a", "labels": ["good", " "]}, "'labels' holds an empty word"),
+    ],
+)
 def test_every_list_and_string_has_a_ceiling(server, body, message):
     app, url, http = server
     reply = http.post("/classify", json=body)

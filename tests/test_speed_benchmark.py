@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_llama
+from helpers import tiny_llama
 
 pytest.importorskip("peft")
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "peft_vs_softprompt.py"
@@ -22,10 +22,27 @@ def test_benchmark_rows_are_internally_consistent(tmp_path):
     lm.tokenizer.save_pretrained(tmp_path / "model")
     steps, batch, n_eval = 2, 4, 12
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--model", str(tmp_path / "model"), "--steps", str(steps), "--batch-size",
-         str(batch), "--prompt-length", "4", "--eval-examples", str(n_eval), "--repeats", "1",
-         "--json", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model",
+            str(tmp_path / "model"),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            str(batch),
+            "--prompt-length",
+            "4",
+            "--eval-examples",
+            str(n_eval),
+            "--repeats",
+            "1",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "r.json").read_text())
@@ -73,9 +90,23 @@ def test_profile_script_accounts_for_the_operator_time(tmp_path):
     lm.tokenizer.save_pretrained(tmp_path / "model")
     script = Path(__file__).parents[1] / "benchmarks" / "profile_step.py"
     out = subprocess.run(
-        [sys.executable, str(script), "--model", str(tmp_path / "model"), "--steps", "2", "--batch-size", "4",
-         "--prompt-length", "4", "--top", "3"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(script),
+            "--model",
+            str(tmp_path / "model"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--prompt-length",
+            "4",
+            "--top",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     for phase in ("training, 2 steps x 4 examples", "evaluation, 64 examples"):

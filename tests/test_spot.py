@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import learnable_llama, run_cli, toy_examples, toy_task
+from helpers import learnable_llama, run_cli, toy_examples, toy_task
 
 import softprompt.cli as cli
 from softprompt.batching import bucketed_batches
@@ -32,8 +32,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def yes_no_task(name: str) -> Task:
     """The toy data under another template and verbalizer (great -> yes)."""
     splits = {"train": toy_examples(24, seed=2), "dev": toy_examples(8, seed=3)}
-    return Task(name=name, template="is it good ? {sentence}", verbalizer={"neg": "no", "pos": "yes"},
-                metrics=("accuracy",), loader=lambda split: list(splits[split]))
+    return Task(
+        name=name,
+        template="is it good ? {sentence}",
+        verbalizer={"neg": "no", "pos": "yes"},
+        metrics=("accuracy",),
+        loader=lambda split: list(splits[split]),
+    )
 
 
 for _name in ("spot_a", "spot_b", "spot_target"):
@@ -166,8 +171,21 @@ def source_run(model, tmp_path, capsys):
 
 
 def test_train_a_mixture_from_the_command_line(model, tmp_path, capsys):
-    code, out, err = run_cli(capsys, "train", "--task", "cb,rte", "--mixture-cap", "8", "--max-train", "16", "--max-eval", "4",
-                         "--out", tmp_path / "mix", *TINY)
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--task",
+        "cb,rte",
+        "--mixture-cap",
+        "8",
+        "--max-train",
+        "16",
+        "--max-eval",
+        "4",
+        "--out",
+        tmp_path / "mix",
+        *TINY,
+    )
     assert code == 0, err
     assert out.splitlines()[-1].startswith("cb+rte dev mean ")
     saved = load_prompt(tmp_path / "mix/best")
@@ -193,7 +211,10 @@ def test_library_add_list_remove(source_run, tmp_path, capsys):
     assert meta["model"]["name"] == "tiny-llama-0" and "accuracy" in meta["metrics"]
     code, _, _ = run_cli(capsys, "library", "add", source_run / "best", "--library", lib, "--name", "bare")
     assert code == 0
-    assert [(e.name, e.prompt_dir) for e in library.entries(lib)] == [("bare", lib / "bare/best"), ("spot_a", lib / "spot_a/best")]
+    assert [(e.name, e.prompt_dir) for e in library.entries(lib)] == [
+        ("bare", lib / "bare/best"),
+        ("spot_a", lib / "spot_a/best"),
+    ]
     assert library.get(lib, "bare").embedding_dir == lib / "bare/best"  # no embedding/: best/ stands in
     code, out, _ = run_cli(capsys, "library", "list", "--library", lib)
     assert code == 0 and [l.split()[0] for l in out.splitlines()] == ["bare", "spot_a"]
@@ -224,8 +245,9 @@ def test_library_bad_input_is_one_line(source_run, tmp_path, capsys):
 
 def test_transfer_trains_from_source_and_baseline_with_the_same_seeds(source_run, tmp_path, capsys):
     out = tmp_path / "transfer"
-    code, text, err = run_cli(capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1",
-                          "--out", out, *TINY)
+    code, text, err = run_cli(
+        capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1", "--out", out, *TINY
+    )
     assert code == 0, err
     for init in ("baseline", "from-src"):
         for seed in (0, 1):
@@ -240,7 +262,12 @@ def test_transfer_trains_from_source_and_baseline_with_the_same_seeds(source_run
     assert "vocab (baseline)" in text and "from src" in text and "±" in text and "best source on dev: src" in text
     # A finished grid is reused, not retrained.
     stamp = (out / "baseline/seed0/best/prompt.safetensors").stat().st_mtime_ns
-    assert run_cli(capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1", "--out", out, *TINY)[0] == 0
+    assert (
+        run_cli(
+            capsys, "transfer", "--task", "spot_target", "--source", source_run, "--seeds", "0,1", "--out", out, *TINY
+        )[0]
+        == 0
+    )
     assert (out / "baseline/seed0/best/prompt.safetensors").stat().st_mtime_ns == stamp
 
 
@@ -250,14 +277,40 @@ def test_transfer_auto_retrieves_from_the_library_and_similar_ranks_it(source_ru
     other = tmp_path / "other"
     assert run_cli(capsys, "train", "--task", "spot_yes", "--out", other, *TINY)[0] == 0
     run_cli(capsys, "library", "add", other, "--library", lib)
-    code, text, err = run_cli(capsys, "similar", "--task", "spot_target", "--library", lib, "--embed-step", "2",
-                          "--prompt-length", "4", "--batch-size", "8")
+    code, text, err = run_cli(
+        capsys,
+        "similar",
+        "--task",
+        "spot_target",
+        "--library",
+        lib,
+        "--embed-step",
+        "2",
+        "--prompt-length",
+        "4",
+        "--batch-size",
+        "8",
+    )
     assert code == 0, err
     rows = [l.split() for l in text.splitlines()[2:]]
     assert sorted(r[1] for r in rows) == ["spot_a", "spot_yes"] and [r[0] for r in rows] == ["1", "2"]
     assert float(rows[0][2]) >= float(rows[1][2])
-    code, text, err = run_cli(capsys, "transfer", "--task", "spot_target", "--library", lib, "--auto", "--top-k", "1",
-                          "--seeds", "0", "--out", tmp_path / "auto", *TINY)
+    code, text, err = run_cli(
+        capsys,
+        "transfer",
+        "--task",
+        "spot_target",
+        "--library",
+        lib,
+        "--auto",
+        "--top-k",
+        "1",
+        "--seeds",
+        "0",
+        "--out",
+        tmp_path / "auto",
+        *TINY,
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "auto/transfer.json").read_text())
     assert len(report["retrieved"]) == 2 and list(report["sources"]) == [report["retrieved"][0][0]]
@@ -283,8 +336,20 @@ def test_transfer_bad_input_is_one_line(model, source_run, tmp_path, capsys):
 
 def test_transfer_matrix_writes_heatmap_tables_and_fills_the_library(model, tmp_path, capsys):
     out, lib = tmp_path / "grid", tmp_path / "lib"
-    args = ("transfer-matrix", "--sources", "spot_a,spot_yes,spot_a+spot_yes", "--targets", "spot_target,spot_b",
-            "--library", lib, "--out", out, "--seeds", "0", *TINY)
+    args = (
+        "transfer-matrix",
+        "--sources",
+        "spot_a,spot_yes,spot_a+spot_yes",
+        "--targets",
+        "spot_target,spot_b",
+        "--library",
+        lib,
+        "--out",
+        out,
+        "--seeds",
+        "0",
+        *TINY,
+    )
     code, text, err = run_cli(capsys, *args)
     assert code == 0, err
     assert (out / "heatmap.png").read_bytes()[:8] == PNG_MAGIC and (out / "heatmap.png").stat().st_size > 5000
@@ -293,7 +358,11 @@ def test_transfer_matrix_writes_heatmap_tables_and_fills_the_library(model, tmp_
     assert set(report["relative_gain"]) == {"spot_target", "spot_b"}
     assert set(report["correlation"]["spot_b"]) == {"avg_cosine", "per_token_cosine"}
     methods = [r["method"] for r in report["retrieval"]]
-    assert methods[:2] == ["baseline", "oracle"] and "avg_cosine best of top-1" in methods and "per_token_cosine best of top-3" in methods
+    assert (
+        methods[:2] == ["baseline", "oracle"]
+        and "avg_cosine best of top-1" in methods
+        and "per_token_cosine best of top-3" in methods
+    )
     oracle = next(r for r in report["retrieval"] if r["method"] == "oracle")
     assert all(oracle["score"] >= r["score"] - 1e-9 for r in report["retrieval"][2:])
     md = (out / "matrix.md").read_text()
@@ -301,7 +370,7 @@ def test_transfer_matrix_writes_heatmap_tables_and_fills_the_library(model, tmp_
     assert [e.name for e in library.entries(lib)] == ["spot_a", "spot_a+spot_yes", "spot_yes"]
     assert load_prompt(lib / "spot_a+spot_yes/best").task["mixture"][1]["name"] == "spot_yes"
     # Again into a new folder: every source comes from the library, none is retrained.
-    code, _, err = run_cli(capsys, *args[:-len(TINY) - 4], "--out", tmp_path / "grid2", "--seeds", "0", *TINY)
+    code, _, err = run_cli(capsys, *args[: -len(TINY) - 4], "--out", tmp_path / "grid2", "--seeds", "0", *TINY)
     assert code == 0, err
     assert not (tmp_path / "grid2/sources").exists() and (tmp_path / "grid2/heatmap.png").is_file()
 
@@ -310,12 +379,24 @@ def test_retrieval_table_and_correlations_on_hand_made_scores():
     def report(base, by_source):
         return TransferReport("t", "accuracy", [0], 10, "vocab", [base], {s: [v] for s, v in by_source.items()})
 
-    sims = {"t1": {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.1}, "b": {"avg_cosine": 0.5, "per_token_cosine": 0.2},
-                   "c": {"avg_cosine": 0.1, "per_token_cosine": 0.3}},
-            "t2": {"a": {"avg_cosine": 0.2, "per_token_cosine": 0.3}, "b": {"avg_cosine": 0.8, "per_token_cosine": 0.2},
-                   "c": {"avg_cosine": 0.4, "per_token_cosine": 0.1}}}
-    grid = MatrixReport(["a", "b", "c"], ["t1", "t2"],
-                        {"t1": report(0.5, {"a": 0.6, "b": 0.55, "c": 0.4}), "t2": report(0.4, {"a": 0.5, "b": 0.3, "c": 0.2})}, sims)
+    sims = {
+        "t1": {
+            "a": {"avg_cosine": 0.9, "per_token_cosine": 0.1},
+            "b": {"avg_cosine": 0.5, "per_token_cosine": 0.2},
+            "c": {"avg_cosine": 0.1, "per_token_cosine": 0.3},
+        },
+        "t2": {
+            "a": {"avg_cosine": 0.2, "per_token_cosine": 0.3},
+            "b": {"avg_cosine": 0.8, "per_token_cosine": 0.2},
+            "c": {"avg_cosine": 0.4, "per_token_cosine": 0.1},
+        },
+    }
+    grid = MatrixReport(
+        ["a", "b", "c"],
+        ["t1", "t2"],
+        {"t1": report(0.5, {"a": 0.6, "b": 0.55, "c": 0.4}), "t2": report(0.4, {"a": 0.5, "b": 0.3, "c": 0.2})},
+        sims,
+    )
     assert grid.relative_gain("t1", "a") == pytest.approx(20.0)
     rows = {r["method"]: r for r in grid.retrieval()}
     assert rows["baseline"]["score"] == pytest.approx(45.0)
@@ -326,6 +407,8 @@ def test_retrieval_table_and_correlations_on_hand_made_scores():
     assert corr["t1"]["avg_cosine"]["spearman"] == pytest.approx(1.0)  # sims a > b > c, gains a > b > c
     assert corr["t1"]["per_token_cosine"]["spearman"] == pytest.approx(-1.0)
     assert average_ranks([3.0, 1.0, 3.0]) == [2.5, 1.0, 2.5]
-    assert pearson_r([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0) and math.isnan(pearson_r([1, 1, 1], [1, 2, 3], math.nan))
+    assert pearson_r([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0) and math.isnan(
+        pearson_r([1, 1, 1], [1, 2, 3], math.nan)
+    )
     assert pearson_r([1, 1, 1], [1, 2, 3]) == 0.0  # the STS-B convention by default
     assert spearman_r([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)

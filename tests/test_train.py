@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import learnable_llama, tiny_llama, tiny_t5, toy_task
+from helpers import learnable_llama, tiny_llama, tiny_t5, toy_task
 from softprompt.errors import ConfigError, ModelError
 from softprompt.evaluate import predict
 from softprompt.io import load_prompt
@@ -73,7 +73,12 @@ def test_best_prompt_json_carries_everything_to_reuse_it(learned):
     assert meta["task"]["metrics"] == ["accuracy"]
     assert meta["init"] == "labels"  # auto picks the class labels for a classification task
     training = meta["training"]
-    assert (training["steps"], training["lr"], training["optimizer"], training["prompt_length"]) == (30, 0.3, "adamw", 4)
+    assert (training["steps"], training["lr"], training["optimizer"], training["prompt_length"]) == (
+        30,
+        0.3,
+        "adamw",
+        4,
+    )
     assert (training["train_examples"], training["dev_examples"]) == (40, 16)
     assert meta["metrics"]["accuracy"] == result.best.metrics["accuracy"]
     assert meta["metrics"]["step"] == result.best_step and meta["metrics"]["dev_examples"] == 16
@@ -138,17 +143,30 @@ def test_resume_skips_a_torn_last_log_line(tmp_path):
     assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize(("change", "flag"), [
-    ({"seed": 1}, "--seed"), ({"batch_size": 2}, "--batch-size"), ({"grad_accum": 2}, "--grad-accum"),
-    ({"loss": "lm"}, "--loss"), ({"lr": 0.1}, "--lr"), ({"max_train": 20}, "--max-train"),
-])
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        ({"seed": 1}, "--seed"),
+        ({"batch_size": 2}, "--batch-size"),
+        ({"grad_accum": 2}, "--grad-accum"),
+        ({"loss": "lm"}, "--loss"),
+        ({"lr": 0.1}, "--lr"),
+        ({"max_train": 20}, "--max-train"),
+    ],
+)
 def test_resume_with_another_training_setting_is_refused(tmp_path, change, flag):
     settings = dict(batch_size=4, prompt_length=4)
     train(tiny_llama(), toy_task(), TrainConfig(steps=1, **settings), tmp_path / "out", progress=False)
     before = (tmp_path / "out/checkpoint/trainer.json").read_bytes()
     with pytest.raises(ConfigError, match=flag) as err:
-        train(tiny_llama(), toy_task(), TrainConfig(steps=2, **{**settings, **change}), tmp_path / "out",
-              resume=True, progress=False)
+        train(
+            tiny_llama(),
+            toy_task(),
+            TrainConfig(steps=2, **{**settings, **change}),
+            tmp_path / "out",
+            resume=True,
+            progress=False,
+        )
     assert "\n" not in str(err.value)
     assert (tmp_path / "out/checkpoint/trainer.json").read_bytes() == before
 
@@ -157,20 +175,36 @@ def test_resume_with_other_training_data_is_refused(tmp_path):
     cfg = TrainConfig(steps=1, batch_size=4, prompt_length=4)
     train(tiny_llama(), toy_task(n_train=40), cfg, tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="training data"):
-        train(tiny_llama(), toy_task(n_train=24), TrainConfig(steps=2, batch_size=4, prompt_length=4),
-              tmp_path / "out", resume=True, progress=False)
+        train(
+            tiny_llama(),
+            toy_task(n_train=24),
+            TrainConfig(steps=2, batch_size=4, prompt_length=4),
+            tmp_path / "out",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_resume_with_another_prompt_length_is_a_config_error(tmp_path):
-    train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), tmp_path / "out", progress=False)
+    train(
+        tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), tmp_path / "out", progress=False
+    )
     with pytest.raises(ConfigError, match="prompt"):
-        train(tiny_llama(), toy_task(), TrainConfig(steps=2, batch_size=4, prompt_length=6), tmp_path / "out",
-              resume=True, progress=False)
+        train(
+            tiny_llama(),
+            toy_task(),
+            TrainConfig(steps=2, batch_size=4, prompt_length=6),
+            tmp_path / "out",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint/ to resume from"):
-        train(tiny_llama(), toy_task(), TrainConfig(steps=2, batch_size=4), tmp_path / "out", resume=True, progress=False)
+        train(
+            tiny_llama(), toy_task(), TrainConfig(steps=2, batch_size=4), tmp_path / "out", resume=True, progress=False
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -189,7 +223,14 @@ def test_overwrite_trains_into_a_non_empty_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    train(tiny_llama(), toy_task(), TrainConfig(steps=2, batch_size=4, prompt_length=3), out, overwrite=True, progress=False)
+    train(
+        tiny_llama(),
+        toy_task(),
+        TrainConfig(steps=2, batch_size=4, prompt_length=3),
+        out,
+        overwrite=True,
+        progress=False,
+    )
     assert load_prompt(out / "best").weight.shape == (3, 32)
     assert len(losses(out)) == 2
 
@@ -291,7 +332,19 @@ def test_the_kept_prompt_is_the_average_or_the_raw_prompt(tmp_path, ema):
 
 
 def test_resume_with_another_ema_setting_is_a_config_error(tmp_path):
-    train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4, ema=0.0), tmp_path / "out", progress=False)
+    train(
+        tiny_llama(),
+        toy_task(),
+        TrainConfig(steps=1, batch_size=4, prompt_length=4, ema=0.0),
+        tmp_path / "out",
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="--ema"):
-        train(tiny_llama(), toy_task(), TrainConfig(steps=2, batch_size=4, prompt_length=4), tmp_path / "out",
-              resume=True, progress=False)
+        train(
+            tiny_llama(),
+            toy_task(),
+            TrainConfig(steps=2, batch_size=4, prompt_length=4),
+            tmp_path / "out",
+            resume=True,
+            progress=False,
+        )

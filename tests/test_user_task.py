@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import write_csv, write_jsonl
+from helpers import write_csv, write_jsonl
 from softprompt.errors import ConfigError, DataError
 from softprompt.tasks.user import parse_label_words, user_task
 
@@ -39,8 +39,11 @@ def test_delimited_file(tmp_path, suffix, delimiter):
 
 
 def test_csv_with_quoted_commas_and_several_text_fields(tmp_path):
-    path = write_csv(tmp_path / "t.csv", [("yes, really", "a movie", "1"), ("no", "b, c", "0")],
-                     header=("premise", "hypothesis", "label"))
+    path = write_csv(
+        tmp_path / "t.csv",
+        [("yes, really", "a movie", "1"), ("no", "b, c", "0")],
+        header=("premise", "hypothesis", "label"),
+    )
     task = make(path, fields=("premise", "hypothesis"), template="p: {premise} h: {hypothesis}")
     examples = task.load("train")
     assert task.format(examples[0]) == "p: yes, really h: a movie"
@@ -125,7 +128,10 @@ def test_label_not_in_the_verbalizer(tmp_path):
     assert "'2'" in msg and "0, 1" in msg
 
 
-@pytest.mark.parametrize(("name", "text"), [("t.csv", ""), ("t.tsv", ""), ("t.jsonl", ""), ("t.csv", "sentence,label\n"), ("t.jsonl", "\n\n")])
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("t.csv", ""), ("t.tsv", ""), ("t.jsonl", ""), ("t.csv", "sentence,label\n"), ("t.jsonl", "\n\n")],
+)
 def test_empty_file(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
@@ -175,12 +181,15 @@ def test_two_labels_with_one_word_are_refused(spec):
         parse_label_words(spec)
 
 
-@pytest.mark.parametrize(("template", "needle"), [
-    ("review: {} verdict:", "positional field {}"),
-    ("review: {0} verdict:", "positional field {0}"),
-    ("review: {sentence verdict:", "unmatched '{'"),
-    ("review: sentence} verdict:", "Single '}'"),
-])
+@pytest.mark.parametrize(
+    ("template", "needle"),
+    [
+        ("review: {} verdict:", "positional field {}"),
+        ("review: {0} verdict:", "positional field {0}"),
+        ("review: {sentence verdict:", "unmatched '{'"),
+        ("review: sentence} verdict:", "Single '}'"),
+    ],
+)
 def test_template_typos_are_one_line(tmp_path, template, needle):
     path = write_csv(tmp_path / "t.csv", ROWS)
     with pytest.raises(ConfigError, match=re.escape(needle)) as err:
@@ -193,7 +202,9 @@ def test_files_with_a_byte_order_mark_are_read(tmp_path):
     csv_path.write_text("\ufeffsentence,label\na great movie,1\nan awful movie,0\n", encoding="utf-8")
     assert [e.fields["sentence"] for e in make(csv_path).load("train")] == ["a great movie", "an awful movie"]
     jsonl = tmp_path / "t.jsonl"
-    jsonl.write_text('\ufeff{"sentence": "great", "label": "1"}\n{"sentence": "awful", "label": "0"}\n', encoding="utf-8")
+    jsonl.write_text(
+        '\ufeff{"sentence": "great", "label": "1"}\n{"sentence": "awful", "label": "0"}\n', encoding="utf-8"
+    )
     assert [e.target for e in make(jsonl).load("train")] == ["1", "0"]
 
 

@@ -14,34 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import learnable_llama, tiny_llama, toy_task
+from helpers import ECHO, TOY, YN, learnable_llama, save_library_prompt, tiny_llama, toy_task
 
 from softprompt.config import TrainConfig
-from softprompt.io import SavedPrompt, load_prompt, save_prompt
+from softprompt.io import load_prompt
 from softprompt.plots import read_log
 from softprompt.serve.app import BackgroundServer, create_app
 from softprompt.serve.web import quantile
 from softprompt.spot.similarity import avg_cosine, per_token_cosine
 from softprompt.train import train
 
-import torch
-
 KEY = "s3cret-key"
-TOY = {
-    "name": "toy", "template": "sst2 sentence: {sentence}", "verbalizer": {"neg": "negative", "pos": "positive"},
-    "metrics": ["accuracy"],
-}
-YN = {
-    "name": "yn", "template": "question: {q}", "verbalizer": {"yes": "yes", "no": "no", "maybe": "maybe sentence"},
-    "metrics": ["accuracy"],
-}
-ECHO = {"name": "echo", "template": "{text} :", "verbalizer": None, "metrics": ["squad_em"]}
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-
-def save(lib, name, lm, task, length, seed, accuracy=None):
-    weight = torch.randn(length, lm.hidden_size, generator=torch.Generator().manual_seed(seed)) * 0.3
-    save_prompt(lib / name, SavedPrompt(weight, lm.identity, task, metrics={"accuracy": accuracy} if accuracy is not None else {}))
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +38,11 @@ def library(lm, tmp_path_factory):
     """Saved prompts of three tasks, an ensemble, a prompt of another model (skipped) and a real
     30-step training output folder (best/, embedding/, log.jsonl)."""
     lib = tmp_path_factory.mktemp("library")
-    save(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
-    save(lib, "toy-b", lm, TOY, 6, 2, accuracy=0.75)
-    save(lib, "yn", lm, YN, 5, 4)
-    save(lib, "echo", lm, ECHO, 3, 5)
-    save(lib, "other-model", tiny_llama(seed=5, hidden_size=16), TOY, 4, 6)
+    save_library_prompt(lib, "toy-a", lm, TOY, 4, 1, accuracy=0.5)
+    save_library_prompt(lib, "toy-b", lm, TOY, 6, 2, accuracy=0.75)
+    save_library_prompt(lib, "yn", lm, YN, 5, 4)
+    save_library_prompt(lib, "echo", lm, ECHO, 3, 5)
+    save_library_prompt(lib, "other-model", tiny_llama(seed=5, hidden_size=16), TOY, 4, 6)
     (lib / "ensembles.json").write_text(json.dumps({"toy-mean": ["toy-a", "toy-b"]}))
     cfg = TrainConfig(steps=30, batch_size=8, prompt_length=4, optimizer="adamw", lr=0.3, eval_every=5, embed_step=5)
     train(lm, toy_task(), cfg, lib / "toy-run", progress=False)
@@ -97,7 +81,9 @@ def test_library_lists_sizes_embeddings_and_runs(server, library):
     assert files["runs"] == ["toy-run"]
     run = files["prompts"]["toy-run"]
     best = library / "toy-run" / "best"
-    assert run["bytes"] == sum(f.stat().st_size for f in best.iterdir() if f.name in ("prompt.json", "prompt.safetensors"))
+    assert run["bytes"] == sum(
+        f.stat().st_size for f in best.iterdir() if f.name in ("prompt.json", "prompt.safetensors")
+    )
     assert run["embedding"] and run["log"] and run["created"]
     assert not files["prompts"]["toy-a"]["embedding"] and not files["prompts"]["toy-a"]["log"]
 
@@ -143,7 +129,11 @@ def test_stats_are_the_servers_metrics(server):
     def metric(name):
         return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name))
 
-    assert stats["requests"]["/classify"]["200"] == metric('softprompt_requests_total{endpoint="/classify",status="200"}') >= 3
+    assert (
+        stats["requests"]["/classify"]["200"]
+        == metric('softprompt_requests_total{endpoint="/classify",status="200"}')
+        >= 3
+    )
     assert stats["requests"]["/classify"]["404"] >= 1
     assert stats["batches"]["count"] == metric("softprompt_batch_rows_count") >= 1
     assert stats["batches"]["rows"] == metric("softprompt_batch_rows_sum")
@@ -177,8 +167,15 @@ def browser(monkeypatch):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1480",
-                "--hide-scrollbars", "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1480",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
@@ -203,13 +200,18 @@ def test_the_page_in_chromium_classifies_and_draws(server, browser, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#library-table tbody tr[data-name]")) == 5)
     assert browser.execute_script("return sessionStorage.getItem('softprompt-api-key')") == KEY
-    rows = {r.get_attribute("data-name"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "#library-table tbody tr")}
+    rows = {
+        r.get_attribute("data-name"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "#library-table tbody tr")
+    }
     assert "toy" in rows["toy-b"] and "accuracy 75.0" in rows["toy-b"]
     assert "other-model" in browser.find_element(By.ID, "skipped").text
 
     # The playground: a generation, then a classification through the form, against the API's answers.
     Select(browser.find_element(By.ID, "target")).select_by_value("echo")
-    assert browser.find_element(By.ID, "max-tokens").is_displayed() and not browser.find_element(By.ID, "normalize").is_displayed()
+    assert (
+        browser.find_element(By.ID, "max-tokens").is_displayed()
+        and not browser.find_element(By.ID, "normalize").is_displayed()
+    )
     box = browser.find_element(By.ID, "inputs")
     box.clear()
     box.send_keys("a b c")
@@ -231,10 +233,19 @@ def test_the_page_in_chromium_classifies_and_draws(server, browser, tmp_path):
     shown = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#results .bar-value")]
     assert shown == [f"{100 * p:.1f}%" for p in answer["probabilities"].values()]
     curl = browser.find_element(By.ID, "curl").text
-    assert curl.startswith(f"curl -s {url}/classify") and '"task":"toy-run"' in curl and "X-API-Key" in curl and KEY not in curl
+    assert (
+        curl.startswith(f"curl -s {url}/classify")
+        and '"task":"toy-run"' in curl
+        and "X-API-Key" in curl
+        and KEY not in curl
+    )
 
     # The heatmaps (two measures, 5 x 5 cells each) and the curve of toy-run's log.
-    wait.until(lambda d: d.execute_script("return document.body.dataset.similarity === 'ready' && document.body.dataset.curve === 'ready'"))
+    wait.until(
+        lambda d: d.execute_script(
+            "return document.body.dataset.similarity === 'ready' && document.body.dataset.curve === 'ready'"
+        )
+    )
     maps = browser.find_elements(By.CSS_SELECTOR, "#similarity svg.heatmap")
     assert [m.get_attribute("data-measure") for m in maps] == ["avg_cosine", "per_token_cosine"]
     assert all(len(m.find_elements(By.CSS_SELECTOR, "rect.cell")) == 25 for m in maps)

@@ -65,15 +65,29 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         gold = self.gold.to(device) if self.gold is not None else None
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.size,
-                     self.inputs, self.choices, gold)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            self.size,
+            self.inputs,
+            self.choices,
+            gold,
+        )
 
     def select(self, rows: Sequence[int]) -> "Batch":
         """The batch of rows `rows` (padding kept)."""
         index = torch.tensor(rows, device=self.input_ids.device)
         pick = lambda xs: [xs[i] for i in rows] if xs is not None else None
-        return Batch(self.input_ids[index], self.attention_mask[index], self.labels[index], len(rows),
-                     pick(self.inputs), pick(self.choices), self.gold[index] if self.gold is not None else None)
+        return Batch(
+            self.input_ids[index],
+            self.attention_mask[index],
+            self.labels[index],
+            len(rows),
+            pick(self.inputs),
+            pick(self.choices),
+            self.gold[index] if self.gold is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -229,8 +243,11 @@ def mixture_batches(
         yield from bucketed_batches(flat, batch_size, rng, bucket_batches)
         return
     while True:  # one round: min(n_i, K) examples of each task
-        chosen = [off + j for off, task_lengths in zip(offsets, lengths)
-                  for j in rng.sample(range(len(task_lengths)), min(cap, len(task_lengths)))]
+        chosen = [
+            off + j
+            for off, task_lengths in zip(offsets, lengths)
+            for j in rng.sample(range(len(task_lengths)), min(cap, len(task_lengths)))
+        ]
         rng.shuffle(chosen)
         pool = batch_size * bucket_batches
         for start in range(0, len(chosen), pool):

@@ -110,10 +110,14 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 class ModelConfig:
     """The frozen model: what `load_model(model, precision)` takes (and validates)."""
 
-    model: str | None = helped(None, "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, "
-                                     ".gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.")
-    precision: str = helped(Precision.AUTO.value, "Frozen-weight precision: auto (bf16 where the CPU/GPU runs it "
-                                                  "natively), bf16 or fp32.")
+    model: str | None = helped(
+        None,
+        "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, "
+        ".gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.",
+    )
+    precision: str = helped(
+        Precision.AUTO.value, "Frozen-weight precision: auto (bf16 where the CPU/GPU runs it natively), bf16 or fp32."
+    )
 
 
 @dataclass
@@ -127,9 +131,12 @@ class TrainConfig:
     init_text: str | None = helped(None, "Text to initialise from (--init text).")
     init_from: str | None = helped(None, "Saved prompt to start from (transfer).")
     optimizer: str = helped(Optimizer.ADAFACTOR.value, "adafactor (paper) or adamw.")
-    loss: str = helped(Loss.RANK_LM.value, "rank: cross-entropy over the task's labels, each scored as evaluation "
-                                           "ranks it (generation rows: lm) | lm: cross-entropy of the target over the "
-                                           "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.")
+    loss: str = helped(
+        Loss.RANK_LM.value,
+        "rank: cross-entropy over the task's labels, each scored as evaluation "
+        "ranks it (generation rows: lm) | lm: cross-entropy of the target over the "
+        "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.",
+    )
     lr: float = helped(0.3, "Learning rate (paper: 0.3, constant).")
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
@@ -139,23 +146,40 @@ class TrainConfig:
     max_eval: int | None = helped(None, "Evaluate on at most N dev examples (seeded sample).")
     eval_batch_size: int = helped(32, "Examples per dev evaluation batch.")
     patience: int | None = helped(None, "Early stop after N evaluations without improvement.")
-    checkpoint_every: int = helped(25, "Write OUT/checkpoint every N steps (and at every evaluation, and when "
-                                       "stopped by Ctrl-C or SIGTERM), so a crash loses at most N-1 steps.")
+    checkpoint_every: int = helped(
+        25,
+        "Write OUT/checkpoint every N steps (and at every evaluation, and when "
+        "stopped by Ctrl-C or SIGTERM), so a crash loses at most N-1 steps.",
+    )
     max_train: int | None = helped(None, "Train on at most N examples (seeded sample).")
     max_input_tokens: int = helped(256, "Longest input in tokens; longer ones are truncated.")
     length_normalize: bool = helped(False, "Rank labels by mean rather than total token log-likelihood.")
     fast: bool = helped(True, "Use the fast scoring path (prompt KV cache).")
-    ema: float = helped(0.99, "Evaluate and keep an exponential moving average of the prompt over steps, with this "
-                              "decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a "
-                              "constant lr 0.3.")
+    ema: float = helped(
+        0.99,
+        "Evaluate and keep an exponential moving average of the prompt over steps, with this "
+        "decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a "
+        "constant lr 0.3.",
+    )
     # None: the default step (`embed_step_for`: DEFAULT_EMBED_STEP, or the last step of a shorter run); 0: none.
-    embed_step: int | None = helped(None, "Save the prompt at this step as embedding/, the task embedding for "
-                                          f"`softprompt similar` (the same step for every task; default "
-                                          f"{DEFAULT_EMBED_STEP}, or the last step of a shorter run; 0: none).")
+    embed_step: int | None = helped(
+        None,
+        "Save the prompt at this step as embedding/, the task embedding for "
+        f"`softprompt similar` (the same step for every task; default "
+        f"{DEFAULT_EMBED_STEP}, or the last step of a shorter run; 0: none).",
+    )
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "prompt_length", "grad_accum", "eval_every", "eval_batch_size",
-                    "max_input_tokens", "checkpoint_every")
+        positive = (
+            "steps",
+            "batch_size",
+            "prompt_length",
+            "grad_accum",
+            "eval_every",
+            "eval_batch_size",
+            "max_input_tokens",
+            "checkpoint_every",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -174,8 +198,11 @@ class TrainConfig:
             raise ConfigError(f"--ema must be in [0, 1), got {self.ema}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise ConfigError("--warmup-steps and --weight-decay must not be negative")
-        self.optimizer = choice(Optimizer, self.optimizer, f"--optimizer {self.optimizer!r}: expected one of "
-                                                           f"{', '.join(o.value for o in Optimizer)}")
+        self.optimizer = choice(
+            Optimizer,
+            self.optimizer,
+            f"--optimizer {self.optimizer!r}: expected one of {', '.join(o.value for o in Optimizer)}",
+        )
         self.loss = choice(Loss, self.loss, f"--loss {self.loss!r}: expected one of {', '.join(l.value for l in Loss)}")
         inits = ", ".join(i.value for i in Init if i is not Init.AUTO)
         self.init = choice(Init, self.init, f"--init {self.init!r}: expected auto or one of {inits}")

@@ -37,8 +37,15 @@ from softprompt.config import TrainConfig, embed_step_for
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
-    Checkpoint, SavedPrompt, atomic_write_text, load_checkpoint, load_prompt, recover_dir, resolve_prompt_dir,
-    save_checkpoint, save_prompt,
+    Checkpoint,
+    SavedPrompt,
+    atomic_write_text,
+    load_checkpoint,
+    load_prompt,
+    recover_dir,
+    resolve_prompt_dir,
+    save_checkpoint,
+    save_prompt,
 )
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
@@ -78,8 +85,14 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     from transformers.optimization import Adafactor
 
     return Adafactor(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, decay_rate=-0.8, clip_threshold=1.0,
-        scale_parameter=False, relative_step=False, warmup_init=False,
+        params,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        decay_rate=-0.8,
+        clip_threshold=1.0,
+        scale_parameter=False,
+        relative_step=False,
+        warmup_init=False,
     )
 
 
@@ -98,8 +111,14 @@ def initial_prompt(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig) -> t
     emb = lm.model.get_input_embeddings()
     scale = float(getattr(emb, "embed_scale", 1.0))  # Gemma scales embeddings by sqrt(H)
     weight = make_prompt(
-        cfg.prompt_length, init, emb.weight.detach().float() * scale, lm.tokenizer, seed=cfg.seed,
-        labels=list(task.verbalizer.values()) if labelled else (), text=cfg.init_text, weight=weight,
+        cfg.prompt_length,
+        init,
+        emb.weight.detach().float() * scale,
+        lm.tokenizer,
+        seed=cfg.seed,
+        labels=list(task.verbalizer.values()) if labelled else (),
+        text=cfg.init_text,
+        weight=weight,
     )
     return weight, init
 
@@ -184,9 +203,17 @@ def train(
 
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
-            weight=weight.cpu().clone(), model=lm.identity, task=task.meta(), init=init,
-            training={**asdict(cfg), "init": init, "requested_init": cfg.init, "train_examples": n_train,
-                      "dev_examples": n_dev},
+            weight=weight.cpu().clone(),
+            model=lm.identity,
+            task=task.meta(),
+            init=init,
+            training={
+                **asdict(cfg),
+                "init": init,
+                "requested_init": cfg.init,
+                "train_examples": n_train,
+                "dev_examples": n_dev,
+            },
             metrics=metrics,
         )
 
@@ -197,11 +224,12 @@ def train(
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
     embed_at = embed_step_for(cfg.steps, cfg.embed_step)  # 0: no task embedding
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step",
-               disable=not (progress and ctx.main))
+    bar = tqdm(
+        total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
+    )
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
     stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
-    with dp.stop_on_sigterm(ctx), (stop.catch() if not ctx.active else contextlib.nullcontext()):
+    with dp.stop_on_sigterm(ctx), stop.catch() if not ctx.active else contextlib.nullcontext():
         for step in range(start + 1, cfg.steps + 1):
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
@@ -246,16 +274,28 @@ def train(
                 else:
                     evals_since_best += 1
             if ctx.main and (metrics is not None or step % cfg.checkpoint_every == 0 or stop.signal):
-                counters = {"step": step, "best_score": best_score, "best_step": best_step,
-                            "evals_since_best": evals_since_best}
-                save_checkpoint(out_dir / "checkpoint", Checkpoint(
-                    snapshot(metrics or {}, prompt.detach()), optimizer.state_dict(), schedule.state_dict(), counters,
-                    average.value if average is not None else None,
-                ))
+                counters = {
+                    "step": step,
+                    "best_score": best_score,
+                    "best_step": best_step,
+                    "evals_since_best": evals_since_best,
+                }
+                save_checkpoint(
+                    out_dir / "checkpoint",
+                    Checkpoint(
+                        snapshot(metrics or {}, prompt.detach()),
+                        optimizer.state_dict(),
+                        schedule.state_dict(),
+                        counters,
+                        average.value if average is not None else None,
+                    ),
+                )
             if stop.signal:
                 bar.close()
-                raise Interrupted(f"stopped by {stop.signal} after step {step}; {out_dir}/checkpoint holds it "
-                                  "(continue with --resume)")
+                raise Interrupted(
+                    f"stopped by {stop.signal} after step {step}; {out_dir}/checkpoint holds it "
+                    "(continue with --resume)"
+                )
             if metrics is not None and cfg.patience and evals_since_best >= cfg.patience:
                 if ctx.main:
                     bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
@@ -356,8 +396,22 @@ class _Log:
 # Settings that shape the training trajectory: a resumed run must use the interrupted run's.
 # (--steps may grow; evaluation settings may change.)
 RESUME_MUST_MATCH = (
-    "task", "seed", "batch_size", "grad_accum", "loss", "optimizer", "lr", "weight_decay", "warmup_steps",
-    "max_train", "max_input_tokens", "length_normalize", "init", "init_text", "init_from", "train_examples",
+    "task",
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "loss",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "max_train",
+    "max_input_tokens",
+    "length_normalize",
+    "init",
+    "init_text",
+    "init_from",
+    "train_examples",
 )
 
 
@@ -375,8 +429,10 @@ def _restore(
     for key in RESUME_MUST_MATCH:
         if key in saved_run and saved_run[key] != run.get(key):
             flag = {"task": "--task", "train_examples": "training data"}.get(key, "--" + key.replace("_", "-"))
-            raise ConfigError(f"{path}: the interrupted run used {flag} {saved_run[key]!r}, this one {run.get(key)!r} "
-                              f"(resume with the same setting, or start a new --out)")
+            raise ConfigError(
+                f"{path}: the interrupted run used {flag} {saved_run[key]!r}, this one {run.get(key)!r} "
+                f"(resume with the same setting, or start a new --out)"
+            )
     saved = checkpoint.prompt.weight
     if saved.shape != prompt.shape:
         raise ConfigError(
@@ -384,8 +440,10 @@ def _restore(
             f"{prompt.shape[0]}x{prompt.shape[1]} (resume with the same --prompt-length and model)"
         )
     if (average is not None) != (checkpoint.average is not None):
-        raise ConfigError(f"{path}: checkpoint was {'not ' if average is not None else ''}made with a prompt average "
-                          "(resume with the --ema of the interrupted run)")
+        raise ConfigError(
+            f"{path}: checkpoint was {'not ' if average is not None else ''}made with a prompt average "
+            "(resume with the --ema of the interrupted run)"
+        )
     with torch.no_grad():
         prompt.copy_(saved.to(prompt.device))
         if average is not None:

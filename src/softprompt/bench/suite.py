@@ -28,7 +28,12 @@ from softprompt import distributed as dp
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
 from softprompt.config import (  # noqa: F401  (parse_seeds: part of this module's API)
-    EVAL_SEED, Init, TrainConfig, helped, parse_seeds, same_as,
+    EVAL_SEED,
+    Init,
+    TrainConfig,
+    helped,
+    parse_seeds,
+    same_as,
 )
 from softprompt.errors import ConfigError
 from softprompt.evaluate import evaluate
@@ -68,10 +73,12 @@ class BenchConfig:
     steps: int = same_as(TrainConfig, "steps")
     prompt_length: int = same_as(TrainConfig, "prompt_length")
     init: str = helped(Init.AUTO.value, "auto | vocab | uniform | labels (as `softprompt train`).")
-    seeds: tuple[int, ...] = helped((0,), "Comma-separated seeds, one prompt per task and seed: '0,1,2' gives "
-                                          "mean ± std.")
-    max_eval: int | None = helped(None, "Evaluate on at most N dev examples per task (seeded sample; whole groups for "
-                                        "MultiRC/AX-g).")
+    seeds: tuple[int, ...] = helped(
+        (0,), "Comma-separated seeds, one prompt per task and seed: '0,1,2' gives mean ± std."
+    )
+    max_eval: int | None = helped(
+        None, "Evaluate on at most N dev examples per task (seeded sample; whole groups for MultiRC/AX-g)."
+    )
     max_train: int | None = same_as(TrainConfig, "max_train")
     batch_size: int = same_as(TrainConfig, "batch_size")
     lr: float = same_as(TrainConfig, "lr")
@@ -90,9 +97,17 @@ class BenchConfig:
     def train_config(self, seed: int) -> TrainConfig:
         """One evaluation, at the last step: no selection on the dev set that is reported."""
         return TrainConfig(
-            steps=self.steps, batch_size=self.batch_size, prompt_length=self.prompt_length, init=self.init,
-            seed=seed, eval_every=self.steps, max_eval=None, max_train=self.max_train,  # dev: eval_sample
-            eval_batch_size=self.eval_batch_size, lr=self.lr, ema=self.ema,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            prompt_length=self.prompt_length,
+            init=self.init,
+            seed=seed,
+            eval_every=self.steps,
+            max_eval=None,
+            max_train=self.max_train,  # dev: eval_sample
+            eval_batch_size=self.eval_batch_size,
+            lr=self.lr,
+            ema=self.ema,
         )
 
     def settings(self) -> dict:
@@ -131,8 +146,11 @@ def plan_tasks(tasks: Sequence[Task], sources: Mapping[str, Sequence[str]] = SOU
         candidates = [s for s in sources.get(task.name, ()) if s != task.name]
         source = next((s for s in candidates if s in names), None)
         if source is None and "train" not in task.splits:
-            how = (f"with the prompt of {' or '.join(candidates)}; add one to the run" if candidates
-                   else "only with another task's prompt")
+            how = (
+                f"with the prompt of {' or '.join(candidates)}; add one to the run"
+                if candidates
+                else "only with another task's prompt"
+            )
             raise ConfigError(f"task {task.name!r} has no train split: it is evaluated {how}")
         jobs.append(Job(task, source))
     return [j for j in jobs if j.source is None] + [j for j in jobs if j.source]
@@ -166,6 +184,7 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
+
     def ours(p: Path) -> bool:
         seeds = p.is_dir() and any(re.fullmatch(r"seed\d+", c.name) for c in p.iterdir())
         return p.name in OUTPUTS or p.name in task_names() or p.name.startswith(".") or seeds
@@ -190,8 +209,9 @@ def _finished(folder: Path, expected: dict, overwrite: bool) -> dict | None:
     done = read_json(path)
     if done.get("settings") != expected:
         theirs = done.get("settings") or {}
-        diff = [f"{k}={theirs.get(k)!r} (now {v!r})"
-                for k, v in expected.items() if theirs.get(k) != v and k != "model"]
+        diff = [
+            f"{k}={theirs.get(k)!r} (now {v!r})" for k, v in expected.items() if theirs.get(k) != v and k != "model"
+        ]
         if theirs.get("model") != expected["model"]:
             diff.insert(0, f"model {(theirs.get('model') or {}).get('name')!r} (now {expected['model']['name']!r})")
         raise ConfigError(f"{path}: finished with other settings: {', '.join(diff)}; use --overwrite or another --out")
@@ -223,7 +243,9 @@ def run_bench(
     finished = {}
     for job in jobs:
         for seed in cfg.seeds:
-            finished[job.task.name, seed] = _finished(out / job.task.name / f"seed{seed}", _expected(job, cfg, lm, seed), overwrite)
+            finished[job.task.name, seed] = _finished(
+                out / job.task.name / f"seed{seed}", _expected(job, cfg, lm, seed), overwrite
+            )
     dp.barrier(ctx, "start-up")  # every worker has read the results before any is rewritten
     started, data = time.perf_counter(), _Data(cfg.max_eval)
     order = [(j, s) for j in jobs for s in cfg.seeds]
@@ -258,7 +280,9 @@ def run_bench(
     return table
 
 
-def _run_cell(lm: LoadedModel, job: Job, cfg: BenchConfig, seed: int, out: Path, data: "_Data", progress: bool) -> tuple[dict, str]:
+def _run_cell(
+    lm: LoadedModel, job: Job, cfg: BenchConfig, seed: int, out: Path, data: "_Data", progress: bool
+) -> tuple[dict, str]:
     """Train (or evaluate with its source's prompt) one cell and write its result.json."""
     folder = out / job.task.name / f"seed{seed}"
     tick = time.perf_counter()
@@ -303,12 +327,23 @@ def _train_one(
         shutil.rmtree(folder / "best")  # never report a prompt this training did not produce
     dev = data(task, "dev")
     result = train(
-        lm, task, cfg.train_config(seed), folder, train_examples=data(task, "train"), dev_examples=dev,
-        overwrite=True, progress=progress,
+        lm,
+        task,
+        cfg.train_config(seed),
+        folder,
+        train_examples=data(task, "train"),
+        dev_examples=dev,
+        overwrite=True,
+        progress=progress,
     )
     metrics = {m: float(result.best.metrics[m]) for m in task.metrics}
-    return {"task": task.name, "seed": seed, "metrics": metrics, "examples": len(dev),
-            "prompt": f"{task.name}/seed{seed}/best"}
+    return {
+        "task": task.name,
+        "seed": seed,
+        "metrics": metrics,
+        "examples": len(dev),
+        "prompt": f"{task.name}/seed{seed}/best",
+    }
 
 
 def _transfer_one(
@@ -323,5 +358,10 @@ def _transfer_one(
     task = task_for_prompt(job.task, saved.task, where=f"prompt {prompt_dir}")
     dev = data(task, "dev")
     ev = evaluate(PromptedLM(lm), saved.weight, task, dev, cfg.eval_batch_size, progress=progress)
-    return {"task": task.name, "seed": seed, "metrics": ev.metrics, "examples": len(dev),
-            "prompt": f"{job.source}/seed{seed}/best"}
+    return {
+        "task": task.name,
+        "seed": seed,
+        "metrics": ev.metrics,
+        "examples": len(dev),
+        "prompt": f"{job.source}/seed{seed}/best",
+    }

@@ -43,7 +43,8 @@ library_app.command("remove")(spot.library_remove)
 
 # typer >= 0.20 raises its own (vendored click) exceptions, older typer raises click's.
 USAGE_ERRORS = (
-    click.exceptions.ClickException, getattr(typer.exceptions, "TyperException", click.exceptions.ClickException),
+    click.exceptions.ClickException,
+    getattr(typer.exceptions, "TyperException", click.exceptions.ClickException),
 )
 EXITS = (click.exceptions.Exit, typer.Exit)
 ABORTS = (click.exceptions.Abort, typer.Abort)
@@ -73,4 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         dp.shutdown()
     return 0
-

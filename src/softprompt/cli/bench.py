@@ -12,21 +12,41 @@ from softprompt.bench.suite import BenchConfig, check_out_folder, plan_tasks, re
 from softprompt.bench.table import render_markdown
 from softprompt.cli import runtime
 from softprompt.cli.options import (
-    BENCH, MODEL, BatchSizeOpt, BenchInitOpt, BenchMaxEvalOpt, BenchSeedsOpt, EmaOpt, LrOpt, MaxTrainOpt, ModelOpt,
-    NprocOpt, PrecisionOpt, PromptLengthOpt, StepsOpt, config_from,
+    BENCH,
+    MODEL,
+    BatchSizeOpt,
+    BenchInitOpt,
+    BenchMaxEvalOpt,
+    BenchSeedsOpt,
+    EmaOpt,
+    LrOpt,
+    MaxTrainOpt,
+    ModelOpt,
+    NprocOpt,
+    PrecisionOpt,
+    PromptLengthOpt,
+    StepsOpt,
+    config_from,
 )
 from softprompt.config import parse_seeds
 from softprompt.tasks import get_task
 
 
 def bench(
-    suite: Annotated[str, typer.Argument(
-        help="superglue | glue | comma-separated task names (see `softprompt tasks`).",
-    )],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o",
-        help="Output folder: one folder per task and seed, table.json/.md/.png. Default: runs/bench-SUITE.",
-    )] = None,
+    suite: Annotated[
+        str,
+        typer.Argument(
+            help="superglue | glue | comma-separated task names (see `softprompt tasks`).",
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: one folder per task and seed, table.json/.md/.png. Default: runs/bench-SUITE.",
+        ),
+    ] = None,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     steps: StepsOpt = BENCH.steps,
@@ -38,9 +58,12 @@ def bench(
     batch_size: BatchSizeOpt = BENCH.batch_size,
     lr: LrOpt = BENCH.lr,
     ema: EmaOpt = BENCH.ema,
-    overwrite: Annotated[bool, typer.Option(
-        help="Retrain every task instead of reusing finished ones in --out.",
-    )] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Retrain every task instead of reusing finished ones in --out.",
+        ),
+    ] = False,
     nproc: NprocOpt = 1,
 ):
     """Train one prompt per task of a suite (reusing finished ones in --out) and print a paper-style table.

@@ -11,11 +11,42 @@ import typer
 from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
-    MODEL, TRAIN, BatchSizeOpt, CheckpointEveryOpt, DevFileOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, GradAccumOpt,
-    InitFromOpt, InitOpt,
-    InitTextOpt, LabelFieldOpt, LabelsOpt, LossOpt, LrOpt, MaxEvalOpt, MaxTrainOpt, MixtureCapOpt, ModelOpt,
-    OptimizerOpt, PatienceOpt, PrecisionOpt, PromptLengthOpt, PromptOpt, SeedOpt, StepsOpt, TaskOpt, TemplateOpt,
-    TextFieldOpt, TrainFileOpt, WarmupStepsOpt, WeightDecayOpt, NprocOpt, ShardModelOpt, config_from,
+    MODEL,
+    TRAIN,
+    BatchSizeOpt,
+    CheckpointEveryOpt,
+    DevFileOpt,
+    EmaOpt,
+    EmbedStepOpt,
+    EvalEveryOpt,
+    GradAccumOpt,
+    InitFromOpt,
+    InitOpt,
+    InitTextOpt,
+    LabelFieldOpt,
+    LabelsOpt,
+    LossOpt,
+    LrOpt,
+    MaxEvalOpt,
+    MaxTrainOpt,
+    MixtureCapOpt,
+    ModelOpt,
+    OptimizerOpt,
+    PatienceOpt,
+    PrecisionOpt,
+    PromptLengthOpt,
+    PromptOpt,
+    SeedOpt,
+    StepsOpt,
+    TaskOpt,
+    TemplateOpt,
+    TextFieldOpt,
+    TrainFileOpt,
+    WarmupStepsOpt,
+    WeightDecayOpt,
+    NprocOpt,
+    ShardModelOpt,
+    config_from,
 )
 from softprompt.config import Precision, TrainConfig
 from softprompt.ensemble import evaluate_ensemble
@@ -33,13 +64,23 @@ from softprompt.train import train as run_train
 
 
 def train(
-    task: Annotated[Optional[str], typer.Option(
-        "--task", "-t", help="Built-in task name (see `softprompt tasks`), a comma list of them trained as one "
-                             "mixture (SPoT), or a name for your own --train-file/--dev-file task.",
-    )] = None,
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Output folder: best/, embedding/, checkpoint/, log.jsonl, curve.png.",
-    )] = Path("runs/prompt"),
+    task: Annotated[
+        Optional[str],
+        typer.Option(
+            "--task",
+            "-t",
+            help="Built-in task name (see `softprompt tasks`), a comma list of them trained as one "
+            "mixture (SPoT), or a name for your own --train-file/--dev-file task.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: best/, embedding/, checkpoint/, log.jsonl, curve.png.",
+        ),
+    ] = Path("runs/prompt"),
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     steps: StepsOpt = TRAIN.steps,
@@ -84,28 +125,46 @@ def train(
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)
-    result = run_train(lm, the_task, cfg, out, train_examples=train_examples, dev_examples=dev_examples,
-                       resume=resume, overwrite=overwrite)
+    result = run_train(
+        lm,
+        the_task,
+        cfg,
+        out,
+        train_examples=train_examples,
+        dev_examples=dev_examples,
+        resume=resume,
+        overwrite=overwrite,
+    )
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
-        typer.echo(f"{the_task.name} dev {shown} (best at step {result.best_step}, "
-                   f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best")
+        typer.echo(
+            f"{the_task.name} dev {shown} (best at step {result.best_step}, "
+            f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best"
+        )
 
 
 def eval_(
-    prompt: Annotated[list[Path], typer.Option(
-        "--prompt", "-p", help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder); "
-                               "repeat to evaluate several and their ensemble.",
-    )],
+    prompt: Annotated[
+        list[Path],
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder); "
+            "repeat to evaluate several and their ensemble.",
+        ),
+    ],
     task: TaskOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "dev",
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     batch_size: int = 32,
     max_eval: Annotated[Optional[int], typer.Option(help="Evaluate on at most N examples (seeded sample).")] = None,
-    length_normalize: Annotated[bool, typer.Option(
-        help="Rank labels by mean rather than total token log-likelihood.",
-    )] = False,
+    length_normalize: Annotated[
+        bool,
+        typer.Option(
+            help="Rank labels by mean rather than total token log-likelihood.",
+        ),
+    ] = False,
     output: Annotated[Optional[Path], typer.Option(help="Also write metrics and predictions as JSON here.")] = None,
     dev_file: DevFileOpt = None,
     text_field: TextFieldOpt = None,
@@ -120,8 +179,10 @@ def eval_(
     read = [runtime.read_prompt(p) for p in prompt]  # prompts, task and data are checked before the model loads
     for path, saved in zip(prompt[1:], read[1:]):
         if (saved.task or {}).get("verbalizer") != (read[0].task or {}).get("verbalizer"):
-            raise SoftPromptError(f"--prompt {path}: trained with other label words than --prompt {prompt[0]}; "
-                                  "an ensemble needs the same labels")
+            raise SoftPromptError(
+                f"--prompt {path}: trained with other label words than --prompt {prompt[0]}; "
+                "an ensemble needs the same labels"
+            )
     the_task = runtime.prompt_task(read[0], task, dev_file, text_field, label_field, labels, template)
     if task and not dev_file:  # another task's data: the prompt keeps its label words (tasks/crosstask.py)
         the_task = task_for_prompt(the_task, read[0].task, where=f"prompt {prompt[0]}")
@@ -151,29 +212,45 @@ def _eval_ensemble(plm, prompts, members, the_task, split, examples, batch_size,
     for method, ev in result.ensembles.items():
         typer.echo(f"  ensemble ({names[method]}): {runtime.percents(ev.metrics)}")
     return {
-        "task": the_task.name, "split": split,
-        "members": [{"prompt": str(p), "metrics": ev.metrics, "predictions": ev.predictions}
-                    for p, ev in zip(prompts, result.members)],
+        "task": the_task.name,
+        "split": split,
+        "members": [
+            {"prompt": str(p), "metrics": ev.metrics, "predictions": ev.predictions}
+            for p, ev in zip(prompts, result.members)
+        ],
         "average": result.average,
         "ensembles": {m: {"metrics": ev.metrics, "predictions": ev.predictions} for m, ev in result.ensembles.items()},
     }
 
 
 def predict(
-    prompt: Annotated[Optional[Path], typer.Option(
-        "--prompt", "-p", help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder).",
-    )] = None,
-    input: Annotated[Optional[Path], typer.Option(
-        "--input", "-i", help="Text file, one input per line (default: stdin).",
-    )] = None,
+    prompt: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder).",
+        ),
+    ] = None,
+    input: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--input",
+            "-i",
+            help="Text file, one input per line (default: stdin).",
+        ),
+    ] = None,
     task: TaskOpt = None,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     batch_size: int = 32,
-    server: Annotated[Optional[str], typer.Option(
-        help="Ask a running `softprompt serve` at this URL instead (with --task: a task, prompt or ensemble it "
-             "serves).",
-    )] = None,
+    server: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ask a running `softprompt serve` at this URL instead (with --task: a task, prompt or ensemble it "
+            "serves).",
+        ),
+    ] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="SOFTPROMPT_API_KEY", help="API key for --server.")] = None,
 ):
     """Predict a label (or generate text) for each input line; one output per line."""

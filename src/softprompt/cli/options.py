@@ -53,25 +53,44 @@ BENCH = defaults(BenchConfig)
 
 ModelOpt = from_field(ModelConfig, "model", "--model", "-m")
 PrecisionOpt = from_field(ModelConfig, "precision")
-TaskOpt = Annotated[Optional[str], typer.Option(
-    "--task", "-t",
-    help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.",
-)]
-_DATA_FORMATS = ("a .csv, .tsv, .jsonl or .parquet file, a `datasets` save_to_disk folder, or a Hugging Face "
-                 "dataset name[:config][:split] (needs `pip install 'softprompt[data]'` and the network)")
+TaskOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--task",
+        "-t",
+        help="Built-in task name (see `softprompt tasks`), or a name for your own --train-file/--dev-file task.",
+    ),
+]
+_DATA_FORMATS = (
+    "a .csv, .tsv, .jsonl or .parquet file, a `datasets` save_to_disk folder, or a Hugging Face "
+    "dataset name[:config][:split] (needs `pip install 'softprompt[data]'` and the network)"
+)
 TrainFileOpt = Annotated[Optional[Path], typer.Option(help=f"Your own training data: {_DATA_FORMATS}.")]
 DevFileOpt = Annotated[Optional[Path], typer.Option(help=f"Your own dev/eval data: {_DATA_FORMATS}.")]
-TextFieldOpt = Annotated[Optional[list[str]], typer.Option(
-    "--text-field", help="Input field(s) of your data file; repeat for several.",
-)]
+TextFieldOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--text-field",
+        help="Input field(s) of your data file; repeat for several.",
+    ),
+]
 LabelFieldOpt = Annotated[str, typer.Option(help="Label field of your data file.")]
-LabelsOpt = Annotated[Optional[str], typer.Option(
-    "--labels", help="Label words of your task: '0=negative,1=positive' (omit for a generation task).",
-)]
+LabelsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--labels",
+        help="Label words of your task: '0=negative,1=positive' (omit for a generation task).",
+    ),
+]
 TemplateOpt = Annotated[Optional[str], typer.Option(help="Input template over your fields, e.g. 'review: {text}'.")]
-PromptOpt = Annotated[Path, typer.Option(
-    "--prompt", "-p", help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder).",
-)]
+PromptOpt = Annotated[
+    Path,
+    typer.Option(
+        "--prompt",
+        "-p",
+        help="Prompt folder (a training output folder, its best/, or a PEFT adapter folder).",
+    ),
+]
 
 # -- training (TrainConfig) ---------------------------------------------------------------------
 
@@ -95,9 +114,12 @@ MaxTrainOpt = from_field(TrainConfig, "max_train")
 PatienceOpt = from_field(TrainConfig, "patience")
 EmbedStepOpt = from_field(TrainConfig, "embed_step")
 CheckpointEveryOpt = from_field(TrainConfig, "checkpoint_every")
-MixtureCapOpt = Annotated[Optional[int], typer.Option(
-    help="Mixture: a task counts for at most K examples in the examples-proportional mixing rates.",
-)]
+MixtureCapOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        help="Mixture: a task counts for at most K examples in the examples-proportional mixing rates.",
+    ),
+]
 
 # -- bench (BenchConfig: its own init choices, seeds and dev sampling) -------------------------
 
@@ -112,18 +134,27 @@ LibraryOpt = Annotated[Path, typer.Option("--library", "-l", help=_LIBRARY_HELP)
 OptLibraryOpt = Annotated[Optional[Path], typer.Option("--library", "-l", help=_LIBRARY_HELP)]
 SeedsOpt = Annotated[str, typer.Option(help="Comma list of seeds; every initialisation runs with each.")]
 TargetStepsOpt = from_field(TrainConfig, "steps", help="Target training steps (the same for every initialisation).")
-MeasureOpt = Annotated[str, typer.Option(
-    help="Similarity: avg_cosine (cosine of average tokens) or per_token_cosine.",
-)]
+MeasureOpt = Annotated[
+    str,
+    typer.Option(
+        help="Similarity: avg_cosine (cosine of average tokens) or per_token_cosine.",
+    ),
+]
 
 # -- several processes (torchrun) -----------------------------------------------------------
 
-NprocOpt = Annotated[int, typer.Option(
-    help="Data-parallel workers on this machine: runs the same command under torchrun (gloo on CPU, NCCL with "
-         "one GPU each); every worker takes its share of each batch and the result equals one process's. "
-         "Under torchrun itself leave it at 1.",
-)]
-ShardModelOpt = Annotated[bool, typer.Option(
-    help="Under torchrun: shard the frozen model's layers over the workers (FSDP2) so a model larger than one "
-         "device fits; every worker then runs every row (no speed-up).",
-)]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        help="Data-parallel workers on this machine: runs the same command under torchrun (gloo on CPU, NCCL with "
+        "one GPU each); every worker takes its share of each batch and the result equals one process's. "
+        "Under torchrun itself leave it at 1.",
+    ),
+]
+ShardModelOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Under torchrun: shard the frozen model's layers over the workers (FSDP2) so a model larger than one "
+        "device fits; every worker then runs every row (no speed-up).",
+    ),
+]

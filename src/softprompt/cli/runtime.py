@@ -77,8 +77,9 @@ def train_task(task, mixture_cap, train_file, dev_file, text_field, label_field,
     return resolve_task(task, train_file, dev_file, text_field, label_field, labels, template)
 
 
-def prompt_task(saved: SavedPrompt, task, dev_file=None, text_field=None, label_field="label", labels=None,
-                template=None) -> Task:
+def prompt_task(
+    saved: SavedPrompt, task, dev_file=None, text_field=None, label_field="label", labels=None, template=None
+) -> Task:
     """The task to use a saved prompt on: --task, else the one it was trained on. A task from
     the user's files defaults to the template and label words saved with the prompt."""
     meta = saved.task or {}

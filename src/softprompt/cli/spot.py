@@ -13,13 +13,39 @@ import typer
 from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
-    MODEL, TRAIN, BatchSizeOpt, EmaOpt, EmbedStepOpt, EvalEveryOpt, LibraryOpt, LrOpt, MaxEvalOpt, MaxTrainOpt,
-    MeasureOpt, MixtureCapOpt, ModelOpt, NprocOpt, OptLibraryOpt, OptimizerOpt, PrecisionOpt, PromptLengthOpt, SeedsOpt,
-    TargetStepsOpt, config_from,
+    MODEL,
+    TRAIN,
+    BatchSizeOpt,
+    EmaOpt,
+    EmbedStepOpt,
+    EvalEveryOpt,
+    LibraryOpt,
+    LrOpt,
+    MaxEvalOpt,
+    MaxTrainOpt,
+    MeasureOpt,
+    MixtureCapOpt,
+    ModelOpt,
+    NprocOpt,
+    OptLibraryOpt,
+    OptimizerOpt,
+    PrecisionOpt,
+    PromptLengthOpt,
+    SeedsOpt,
+    TargetStepsOpt,
+    config_from,
 )
 from softprompt.config import (
-    AUTO_TOP_K, DEFAULT_EMBED_STEP, SIMILAR_MAX_EVAL, TRANSFER_EVAL_EVERY, TRANSFER_SEEDS, TRANSFER_STEPS, Init,
-    TrainConfig, embed_step_for, parse_seeds,
+    AUTO_TOP_K,
+    DEFAULT_EMBED_STEP,
+    SIMILAR_MAX_EVAL,
+    TRANSFER_EVAL_EVERY,
+    TRANSFER_SEEDS,
+    TRANSFER_STEPS,
+    Init,
+    TrainConfig,
+    embed_step_for,
+    parse_seeds,
 )
 from softprompt.errors import ConfigError
 from softprompt.spot import library as lib
@@ -57,9 +83,12 @@ def library_list(library: LibraryOpt):
 
 
 def library_add(
-    run: Annotated[Path, typer.Argument(
-        help="A `softprompt train` output folder (best/ and embedding/) or a prompt folder.",
-    )],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="A `softprompt train` output folder (best/ and embedding/) or a prompt folder.",
+        ),
+    ],
     library: LibraryOpt,
     name: Annotated[Optional[str], typer.Option(help="Entry name (default: the prompt's task).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an entry of the same name.")] = False,
@@ -91,9 +120,12 @@ def similar(
     lr: LrOpt = TRAIN.lr,
     max_train: MaxTrainOpt = TRAIN.max_train,
     max_eval: MaxEvalOpt = SIMILAR_MAX_EVAL,
-    out: Annotated[Optional[Path], typer.Option(
-        help="Keep the embedding run here (default: a temporary folder).",
-    )] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Keep the embedding run here (default: a temporary folder).",
+        ),
+    ] = None,
 ):
     """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
     and rank the library's sources by similarity."""
@@ -101,8 +133,9 @@ def similar(
     similarity.measure(measure)
     lib.entries(library)  # a missing library fails before the model loads
     step = DEFAULT_EMBED_STEP if embed_step is None else embed_step
-    cfg = config_from(TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value,
-                      seed=0)
+    cfg = config_from(
+        TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value, seed=0
+    )
     lm = runtime.load_model(model, precision)
     with tempfile.TemporaryDirectory(prefix="softprompt-embed-") as tmp:
         run = out or Path(tmp) / "run"
@@ -117,20 +150,35 @@ def similar(
 
 def transfer(
     task: Annotated[str, typer.Option("--task", "-t", help="Target task.")],
-    source: Annotated[Optional[list[str]], typer.Option(
-        "--source", "-s",
-        help="Source prompt folder (or a --library entry name); repeat or comma-separate for several.",
-    )] = None,
+    source: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--source",
+            "-s",
+            help="Source prompt folder (or a --library entry name); repeat or comma-separate for several.",
+        ),
+    ] = None,
     library: OptLibraryOpt = None,
-    top_k: Annotated[Optional[int], typer.Option(
-        help="Retrieve the K library sources most similar to the target and keep the best on dev.",
-    )] = None,
-    auto: Annotated[bool, typer.Option(
-        help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; needs --library.",
-    )] = False,
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Output folder: baseline/, from-<source>/, transfer.json.",
-    )] = Path("runs/transfer"),
+    top_k: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Retrieve the K library sources most similar to the target and keep the best on dev.",
+        ),
+    ] = None,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; needs --library.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: baseline/, from-<source>/, transfer.json.",
+        ),
+    ] = Path("runs/transfer"),
     seeds: SeedsOpt = TRANSFER_SEEDS,
     steps: TargetStepsOpt = TRANSFER_STEPS,
     model: ModelOpt = MODEL.model,
@@ -145,9 +193,12 @@ def transfer(
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     ema: EmaOpt = TRAIN.ema,
     measure: MeasureOpt = "avg_cosine",
-    baseline_init: Annotated[str, typer.Option(
-        help="Baseline initialisation: vocab (sampled vocabulary), uniform, labels.",
-    )] = Init.VOCAB.value,
+    baseline_init: Annotated[
+        str,
+        typer.Option(
+            help="Baseline initialisation: vocab (sampled vocabulary), uniform, labels.",
+        ),
+    ] = Init.VOCAB.value,
 ):
     """Train TASK from source prompt(s) and from the default init, same steps and seeds;
     print mean ± std of the target dev score for each and the gain."""
@@ -161,8 +212,9 @@ def transfer(
     if source and top_k:
         raise ConfigError("--source and --top-k/--auto: give one (fixed sources, or retrieval from --library)")
     if not source and not top_k:
-        raise ConfigError("--source DIR, or --library DIR with --top-k K or --auto: name where the source prompts come "
-                          "from")
+        raise ConfigError(
+            "--source DIR, or --library DIR with --top-k K or --auto: name where the source prompts come from"
+        )
     if top_k and library is None:
         raise ConfigError("--top-k/--auto: retrieval needs --library DIR")
     sources = lib.resolve_sources([s for item in source or [] for s in item.split(",") if s.strip()], library)
@@ -170,8 +222,19 @@ def transfer(
     if top_k:
         lib.entries(library)
     lm = runtime.load_model(model, precision)
-    report = run_transfer(lm, the_task, cfg, seed_list, out, sources=sources or None, library_dir=library, top_k=top_k,
-                          by=measure, baseline_init=baseline_init, progress=True)
+    report = run_transfer(
+        lm,
+        the_task,
+        cfg,
+        seed_list,
+        out,
+        sources=sources or None,
+        library_dir=library,
+        top_k=top_k,
+        by=measure,
+        baseline_init=baseline_init,
+        progress=True,
+    )
     if report.retrieved:
         found = ", ".join(f"{n} {s[measure]:.3f}" for n, s in report.retrieved[:top_k])
         typer.echo(f"retrieved by {measure}: {found}")
@@ -180,13 +243,21 @@ def transfer(
 
 
 def transfer_matrix(
-    sources: Annotated[str, typer.Option(
-        help="Comma list of source tasks; a+b is a mixture. Library entries of that name are reused.",
-    )],
+    sources: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of source tasks; a+b is a mixture. Library entries of that name are reused.",
+        ),
+    ],
     targets: Annotated[str, typer.Option(help="Comma list of target tasks.")],
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Output folder: heatmap.png, matrix.md, matrix.json, sources/, targets/.",
-    )] = Path("runs/matrix"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: heatmap.png, matrix.md, matrix.json, sources/, targets/.",
+        ),
+    ] = Path("runs/matrix"),
     library: OptLibraryOpt = None,
     steps: TargetStepsOpt = TRANSFER_STEPS,
     source_steps: Annotated[Optional[int], typer.Option(help="Source training steps (default: --steps).")] = None,
@@ -221,8 +292,18 @@ def transfer_matrix(
     if code is not None:
         raise typer.Exit(code)
     lm = runtime.load_model(model, precision)
-    report = run_matrix(lm, source_list, target_list, cfg, seed_list, out, source_steps=source_steps,
-                        library_dir=library, mixture_cap=mixture_cap, progress=True)
+    report = run_matrix(
+        lm,
+        source_list,
+        target_list,
+        cfg,
+        seed_list,
+        out,
+        source_steps=source_steps,
+        library_dir=library,
+        mixture_cap=mixture_cap,
+        progress=True,
+    )
     if not dp.context().main:
         return
     typer.echo(report.markdown())

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from softprompt.errors import SoftPromptError
 
+
 class WorkerLost(SoftPromptError):
     """Another worker of the job died (or the launcher stopped this one): the job ends.
     Raised on rank 0 only (one line for the job); the other workers exit quietly (`_lost`)."""
@@ -102,8 +103,10 @@ def shutdown() -> None:
 
 # -- collectives (each a no-op in one process) ------------------------------------------------
 
+
 def _guard(what: str, ctx: "Context"):
     """Turn a failed collective (a peer died: connection closed, timeout) into one line."""
+
     @contextlib.contextmanager
     def guard():
         try:
@@ -112,8 +115,13 @@ def _guard(what: str, ctx: "Context"):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             first = re.sub(r"^\[[^\]]*\]\s*", "", first)  # gloo's [source.cc:line] prefix
             first = first.split(". ")[0]
-            _lost(f"a worker of the job was lost during {what} ({first[:160]}); "
-                  "files written so far are complete: rerun with --resume", ctx, err)
+            _lost(
+                f"a worker of the job was lost during {what} ({first[:160]}); "
+                "files written so far are complete: rerun with --resume",
+                ctx,
+                err,
+            )
+
     return guard()
 
 
@@ -167,6 +175,7 @@ def gather_dict(mine: dict, ctx: Context, what: str = "gathering results") -> di
 
 # -- splitting work -----------------------------------------------------------------------------
 
+
 def shard(items: Sequence, ctx: Context) -> list:
     """This worker's contiguous slice of `items`: sizes differ by at most one, and the slices
     of ranks 0..N-1 concatenated are `items` in order."""
@@ -189,13 +198,16 @@ def all_reduce_grad(prompt: torch.nn.Parameter, loss_sum: float, ctx: Context) -
         return loss_sum
     grad = prompt.grad if prompt.grad is not None else torch.zeros_like(prompt)
     comm_device = grad.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    packed = torch.cat([grad.detach().flatten().double(), torch.tensor([loss_sum], dtype=torch.float64)]).to(comm_device)
+    packed = torch.cat([grad.detach().flatten().double(), torch.tensor([loss_sum], dtype=torch.float64)]).to(
+        comm_device
+    )
     all_reduce_sum(packed, ctx, "a training step")
     prompt.grad = packed[:-1].view_as(prompt).to(device=prompt.device, dtype=prompt.dtype)
     return float(packed[-1])
 
 
 # -- faults --------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def stop_on_sigterm(ctx: Context) -> Iterator[None]:
@@ -204,13 +216,21 @@ def stop_on_sigterm(ctx: Context) -> Iterator[None]:
     atomic, so stopping anywhere leaves complete files."""
     import threading
 
-    if (not ctx.active or threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)):
+    if (
+        not ctx.active
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+    ):
         yield
         return
+
     def handler(signum, frame):
-        _lost("the job lost a worker (torchrun stopped the others); files written so far are complete: "
-              "rerun with --resume", ctx)
+        _lost(
+            "the job lost a worker (torchrun stopped the others); files written so far are complete: "
+            "rerun with --resume",
+            ctx,
+        )
+
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield

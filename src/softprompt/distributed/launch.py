@@ -10,9 +10,18 @@ from collections.abc import Sequence
 from softprompt.distributed.group import LAUNCHER_ENV, LOST_EXIT
 
 
-def torchrun_args(nproc: int, argv: Sequence[str], *, module: str | None = "softprompt", nnodes: int | str = 1,
-                  node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: int | None = None,
-                  rdzv_endpoint: str | None = None, rdzv_id: str = "softprompt") -> list[str]:
+def torchrun_args(
+    nproc: int,
+    argv: Sequence[str],
+    *,
+    module: str | None = "softprompt",
+    nnodes: int | str = 1,
+    node_rank: int = 0,
+    master_addr: str = "127.0.0.1",
+    master_port: int | None = None,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str = "softprompt",
+) -> list[str]:
     """The `torch.distributed.run` arguments for `nproc` workers per node running
     `python -m module *argv` (or the script argv[0] when `module` is None)."""
     args = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}", "--max-restarts=0"]
@@ -35,8 +44,10 @@ def launch(nproc: int, argv: Sequence[str], *, quiet: bool = True, **kwargs) -> 
     from torch.distributed.run import get_args_parser, run
 
     args = get_args_parser().parse_args(torchrun_args(nproc, argv, **kwargs))
-    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.run",
-                                               "torch.distributed.elastic.multiprocessing.api")]
+    loggers = [
+        logging.getLogger(n)
+        for n in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.elastic.multiprocessing.api")
+    ]
     levels = [lg.level for lg in loggers]
     if quiet:
         for lg in loggers:
@@ -47,19 +58,29 @@ def launch(nproc: int, argv: Sequence[str], *, quiet: bool = True, **kwargs) -> 
         run(args)
         return 0
     except ChildFailedError as err:
-        culprits = sorted(((f.timestamp, r, f) for r, f in err.failures.items() if f.exitcode != LOST_EXIT),
-                          key=lambda t: (t[0], t[1]))
+        culprits = sorted(
+            ((f.timestamp, r, f) for r, f in err.failures.items() if f.exitcode != LOST_EXIT),
+            key=lambda t: (t[0], t[1]),
+        )
         if not culprits:
-            print("error: a worker of the job was lost; files written so far are complete: rerun with --resume",
-                  file=sys.stderr)
+            print(
+                "error: a worker of the job was lost; files written so far are complete: rerun with --resume",
+                file=sys.stderr,
+            )
             return 1
         _, rank, failure = culprits[0]
         if failure.exitcode == 2:  # a user error: the worker printed its one line
             return 2
-        how = (f"was killed by {signal.Signals(-failure.exitcode).name}" if failure.exitcode < 0
-               else f"exited with code {failure.exitcode}")
-        print(f"error: worker rank {rank} (pid {failure.pid}) {how}; the job stopped, files written so far are "
-              "complete: rerun with --resume", file=sys.stderr)
+        how = (
+            f"was killed by {signal.Signals(-failure.exitcode).name}"
+            if failure.exitcode < 0
+            else f"exited with code {failure.exitcode}"
+        )
+        print(
+            f"error: worker rank {rank} (pid {failure.pid}) {how}; the job stopped, files written so far are "
+            "complete: rerun with --resume",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if previous is None:

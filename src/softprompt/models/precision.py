@@ -128,7 +128,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(device: torch.device, size: int | None = None, rounds: int = 5, reps: int = 2, budget_s: float = 0.25) -> Rates:
+def measure(
+    device: torch.device, size: int | None = None, rounds: int = 5, reps: int = 2, budget_s: float = 0.25
+) -> Rates:
     """GFLOP/s of a square `size` matmul in fp32 and in bf16 on `device` (uncached).
 
     One warm-up each, then `rounds` interleaved rounds of `reps` matmuls per dtype; the best
@@ -156,8 +158,10 @@ def measure(device: torch.device, size: int | None = None, rounds: int = 5, reps
             break
     flop = 2 * size**3 * reps
     return Rates(
-        fp32=flop / best[torch.float32] / 1e9, bf16=flop / best[torch.bfloat16] / 1e9,
-        size=size, seconds=time.perf_counter() - started,
+        fp32=flop / best[torch.float32] / 1e9,
+        bf16=flop / best[torch.bfloat16] / 1e9,
+        size=size,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -180,7 +184,11 @@ def clear_cache() -> None:
 
 
 def decide(
-    fp32_gflops: float, bf16_gflops: float, bf16_supported: bool | None, device_type: str = "cpu", margin: float = MARGIN
+    fp32_gflops: float,
+    bf16_gflops: float,
+    bf16_supported: bool | None,
+    device_type: str = "cpu",
+    margin: float = MARGIN,
 ) -> tuple[torch.dtype, str]:
     """(dtype, reason) for `--precision auto` from the two measured rates.
 
@@ -220,7 +228,14 @@ def describe(choice: PrecisionChoice) -> str:
     """One line, e.g. `precision auto -> fp32 on cpu: bf16 matmul 146 GFLOP/s vs fp32 260
     GFLOP/s (avx512_bf16; bf16 is not faster here)`."""
     head = f"precision {choice.requested} -> {choice.name} on {choice.device}"
-    notes = "; ".join(x for x in (",".join(choice.cpu_flags) or ("" if choice.device.startswith("cuda") else "no bf16 cpu flags"), choice.reason) if x)
+    notes = "; ".join(
+        x
+        for x in (
+            ",".join(choice.cpu_flags) or ("" if choice.device.startswith("cuda") else "no bf16 cpu flags"),
+            choice.reason,
+        )
+        if x
+    )
     if choice.fp32_gflops is None or choice.bf16_gflops is None:
         return f"{head} ({notes})"
     return f"{head}: bf16 matmul {choice.bf16_gflops:.0f} GFLOP/s vs fp32 {choice.fp32_gflops:.0f} GFLOP/s ({notes})"
@@ -235,8 +250,14 @@ def report(device: torch.device | str | None = None) -> str:
     rates = probe(device)
     lines = [
         f"torch {torch.__version__} (cpu capability {torch.backends.cpu.get_cpu_capability()})",
-        f"device {choice.device}" + (f": {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f": {cpu_model()}"),
-        "cpu flags: " + (" ".join(flags) if flags else ("none of " + ", ".join(BF16_FLAGS) if flags is not None else "unknown (no /proc/cpuinfo)")),
+        f"device {choice.device}"
+        + (f": {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f": {cpu_model()}"),
+        "cpu flags: "
+        + (
+            " ".join(flags)
+            if flags
+            else ("none of " + ", ".join(BF16_FLAGS) if flags is not None else "unknown (no /proc/cpuinfo)")
+        ),
         f"threads {torch.get_num_threads()} (of {os.cpu_count()} cpus)",
         f"matmul {rates.size}x{rates.size}: fp32 {rates.fp32:.0f} GFLOP/s, bf16 {rates.bf16:.0f} GFLOP/s "
         f"(bf16/fp32 {rates.bf16 / rates.fp32:.2f}x, probe {1000 * rates.seconds:.0f} ms)",

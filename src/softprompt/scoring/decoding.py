@@ -41,7 +41,10 @@ class DecoderBody:
         (B, T, H) hidden states and the grown cache. `mask` (B, cached+T) covers cache and
         new positions; `position_ids` (B, T) default to counting on from the cache."""
         out = self.body(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
             **{self.cache_arg: cache},
         )
         return out.last_hidden_state, getattr(out, self.cache_arg)

@@ -21,137 +21,62 @@ the event loop; a prompt that cannot run fails only its own rows, with a message
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal, Union
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
-from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from softprompt.batching import Encoder
 from softprompt.ensemble import combine_members, softmax
 from softprompt.evaluate import rank
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
-from softprompt.serve import API_KEY_HEADER
 from softprompt.serve.library import Library, ServedPrompt, ensemble_mismatch, make_example, public_message
 from softprompt.serve.metrics import ServeMetrics
 from softprompt.serve.scheduler import PromptFailed, QueueFull, Row, Scheduler
+from softprompt.serve.guard import BodyAndHostGuard, api_key_check
+from softprompt.serve.schemas import (
+    LOOPBACK_HOSTS,
+    Classification,
+    ClassifyRequest,
+    ClassifyResponse,
+    GenerateRequest,
+    GenerateResponse,
+    Generation,
+    MemberLabel,
+    Request_,
+)
 from softprompt.serve.web import web_router
-
-# Ceilings of the request schema (422 beyond); the server's own, usually smaller, limits
-# (max_inputs, max_input_chars: 413) are checked after parsing.
-MAX_NAME = 256  # characters of a task, prompt or field name
-MAX_TEXT = 100_000  # characters of one input text
-MAX_LIST = 1024  # items of `inputs`
-MAX_FIELDS = 32  # fields of one input object
-MAX_PROMPTS = 64  # members of an ad-hoc ensemble
-MAX_LABELS = 64  # per-request label words
-MAX_LABEL = 100  # characters of one label word
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-Input = Union[Text, Annotated[dict[Name, Text], Field(max_length=MAX_FIELDS)]]
-
-
-class _Request(BaseModel):
-    task: Name | None = Field(None, description="A task, prompt (library folder) or ensemble name.", examples=["sst2"])
-    prompts: list[Name] | None = Field(
-        None, max_length=MAX_PROMPTS, description="An ad-hoc ensemble: prompt names whose answers are combined."
-    )
-    combine: Literal["mean", "vote"] | None = Field(None, description="Ensemble combination (default: the ensemble's, else mean).")
-    input: Input | None = Field(None, description="One input: text for the task's first field, or an object of fields.")
-    inputs: list[Input] | None = Field(None, max_length=MAX_LIST, description="Several inputs (answered in order).")
-
-    @model_validator(mode="after")
-    def _one_target_and_input(self):
-        if not self.task and not self.prompts:
-            raise ValueError("name a 'task' (task, prompt or ensemble) or give 'prompts'")
-        if (self.input is None) == (self.inputs is None):
-            raise ValueError("give exactly one of 'input' or 'inputs'")
-        if self.inputs is not None and not self.inputs:
-            raise ValueError("'inputs' is empty")
-        return self
-
-    def items(self) -> list[Input]:
-        return [self.input] if self.inputs is None else self.inputs
-
-
-class ClassifyRequest(_Request):
-    length_normalize: bool = Field(False, description="Rank labels by mean rather than total token log-likelihood.")
-    labels: list[Annotated[str, StringConstraints(max_length=MAX_LABEL)]] | None = Field(
-        None, min_length=2, max_length=MAX_LABELS,
-        description="Rank these words instead of the task's label words (2 to 64 distinct, non-empty); "
-        "the answer is one of them.", examples=[["good", "bad"]],
-    )
-
-    @field_validator("labels")
-    @classmethod
-    def _distinct_words(cls, words: list[str] | None) -> list[str] | None:
-        if words is None:
-            return None
-        words = [w.strip() for w in words]
-        if not all(words):
-            raise ValueError("'labels' holds an empty word")
-        if len(set(words)) != len(words):
-            raise ValueError(f"'labels' repeats a word ({', '.join(sorted({w for w in words if words.count(w) > 1}))})")
-        return words
-
-
-class GenerateRequest(_Request):
-    max_tokens: int | None = Field(None, ge=1, description="Most new tokens (default: the task's).")
-
-
-class MemberLabel(BaseModel):
-    prompt: str
-    label: str
-    scores: dict[str, float]
-
-
-class Classification(BaseModel):
-    label: str
-    scores: dict[str, float] = Field(description="Per label: log-likelihood (one prompt) or mean probability (ensemble).")
-    probabilities: dict[str, float]
-    votes: dict[str, int] | None = None
-    members: list[MemberLabel] | None = None
-
-
-class ClassifyResponse(BaseModel):
-    task: str
-    prompts: list[str]
-    combine: str | None
-    results: list[Classification]
-
-
-class Generation(BaseModel):
-    text: str
-    members: list[dict[str, str]] | None = None
-
-
-class GenerateResponse(BaseModel):
-    task: str
-    prompts: list[str]
-    results: list[Generation]
 
 
 class Server:
     """What the endpoints share: model, library, scheduler, tokeniser, limits, metrics, and
     the one worker thread for blocking request work (library rescans, tokenising, decoding)."""
 
-    def __init__(self, plm: PromptedLM, library: Library, scheduler: Scheduler, metrics: ServeMetrics,
-                 max_inputs: int, max_input_chars: int, max_tokens: int, rescan_s: float,
-                 deadline_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        plm: PromptedLM,
+        library: Library,
+        scheduler: Scheduler,
+        metrics: ServeMetrics,
+        max_inputs: int,
+        max_input_chars: int,
+        max_tokens: int,
+        rescan_s: float,
+        deadline_s: float = 30.0,
+    ) -> None:
         self.plm, self.library, self.scheduler, self.metrics = plm, library, scheduler, metrics
         self.encoder = Encoder(plm.lm.tokenizer, plm.lm.is_encoder_decoder)
-        self.max_inputs, self.max_input_chars, self.max_tokens, self.rescan_s = max_inputs, max_input_chars, max_tokens, rescan_s
+        self.max_inputs, self.max_input_chars, self.max_tokens, self.rescan_s = (
+            max_inputs,
+            max_input_chars,
+            max_tokens,
+            rescan_s,
+        )
         self.deadline_s = deadline_s
         self._scanned = 0.0
         self.worker: ThreadPoolExecutor | None = None
@@ -168,7 +93,7 @@ class Server:
             self._scanned = now
             self.library.refresh()
 
-    def targets(self, req: _Request) -> tuple[str, list[ServedPrompt], str | None]:
+    def targets(self, req: Request_) -> tuple[str, list[ServedPrompt], str | None]:
         """(name, member prompts, combination) a request asks for; 404/400 when it cannot be answered."""
         self.refresh()
         if req.prompts:
@@ -183,24 +108,30 @@ class Server:
             try:
                 members, method = self.library.resolve(req.task)
             except KeyError:
-                raise HTTPException(404, f"unknown task, prompt or ensemble {req.task!r} (GET /prompts lists them)") from None
+                raise HTTPException(
+                    404, f"unknown task, prompt or ensemble {req.task!r} (GET /prompts lists them)"
+                ) from None
             name = req.task
         return name, members, (req.combine or method) if len(members) > 1 else None
 
-    def examples(self, req: _Request, members: list[ServedPrompt]):
+    def examples(self, req: Request_, members: list[ServedPrompt]):
         """Per input, per member: the formatted example's input ids. 413/422 on bad inputs."""
         items = req.items()
         if len(items) > self.max_inputs:
             raise HTTPException(413, f"{len(items)} inputs in one request; at most {self.max_inputs}")
         if len(items) * len(members) > self.scheduler.queue_size:
-            raise HTTPException(413, f"{len(items)} inputs x {len(members)} prompts exceed the queue size {self.scheduler.queue_size}")
+            raise HTTPException(
+                413, f"{len(items)} inputs x {len(members)} prompts exceed the queue size {self.scheduler.queue_size}"
+            )
         out = []
         for n, item in enumerate(items):
             texts = [item] if isinstance(item, str) else list(item.values())
             if not any(t.strip() for t in texts):
                 raise HTTPException(422, f"input {n} is empty")
             if sum(len(t) for t in texts) > self.max_input_chars:
-                raise HTTPException(413, f"input {n} has {sum(len(t) for t in texts)} characters; at most {self.max_input_chars}")
+                raise HTTPException(
+                    413, f"input {n} has {sum(len(t) for t in texts)} characters; at most {self.max_input_chars}"
+                )
             try:
                 out.append([(m, make_example(m.task, item)) for m in members])
             except ValueError as err:
@@ -224,7 +155,8 @@ class Server:
             words = list(members[0].task.labels)
             rows = [
                 Row(m, enc.input_ids(m.task.format(ex)), [enc.target_ids(w) for w in m.task.candidates(ex)])
-                for row in per_input for m, ex in row
+                for row in per_input
+                for m, ex in row
             ]
         return name, members, method, words, per_input, rows
 
@@ -244,7 +176,9 @@ class Server:
         except QueueFull as err:
             raise HTTPException(503, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"no answer within the deadline of {self.deadline_s:g} s; retry later or send fewer inputs") from None
+            raise HTTPException(
+                504, f"no answer within the deadline of {self.deadline_s:g} s; retry later or send fewer inputs"
+            ) from None
         except PromptFailed as err:
             raise HTTPException(err.status, public_message(str(err), self.library.root)) from None
 
@@ -297,9 +231,13 @@ def create_app(
             server.worker.shutdown(wait=True)
             server.worker = None
 
-    app = FastAPI(title="softprompt", description="Soft prompts over one frozen model: mixed-task batched classification and generation.", lifespan=lifespan)
+    app = FastAPI(
+        title="softprompt",
+        description="Soft prompts over one frozen model: mixed-task batched classification and generation.",
+        lifespan=lifespan,
+    )
     app.state.server = server
-    guarded = [Depends(_auth(api_key))]
+    guarded = [Depends(api_key_check(api_key))]
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -313,14 +251,18 @@ def create_app(
             route = request.url.path if request.url.path in _ROUTES else "other"
             metrics.observe_request(route, status, time.perf_counter() - start)
 
-    app.add_middleware(_Guard, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
+    app.add_middleware(BodyAndHostGuard, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
 
     @app.post("/classify", response_model=ClassifyResponse, dependencies=guarded)
     async def classify(req: ClassifyRequest) -> ClassifyResponse:
-        """Rank the task's labels (or the request's `labels`) for each input (one prompt, or an ensemble's combined answer)."""
+        """Rank the task's labels (or the request's `labels`) for each input: one prompt's answer,
+        or an ensemble's combined answer."""
         name, members, method, words, per_input, rows = await server.off_loop(server.classify_rows, req)
         answers = iter(await server.submit(rows))
-        results = [_classification(words, [(m, next(answers)) for m, _ in row], method, req.length_normalize) for row in per_input]
+        results = [
+            _classification(words, [(m, next(answers)) for m, _ in row], method, req.length_normalize)
+            for row in per_input
+        ]
         return ClassifyResponse(task=name, prompts=[m.name for m in members], combine=method, results=results)
 
     @app.post("/generate", response_model=GenerateResponse, dependencies=guarded)
@@ -335,12 +277,20 @@ def create_app(
         for row in per_input:
             row_texts = [next(texts) for _ in row]
             text, _ = combine_members(None, row_texts, None, "vote")
-            results.append(Generation(text=text, members=[{"prompt": m.name, "text": t} for (m, _), t in zip(row, row_texts)] if len(row) > 1 else None))
+            results.append(
+                Generation(
+                    text=text,
+                    members=[{"prompt": m.name, "text": t} for (m, _), t in zip(row, row_texts)]
+                    if len(row) > 1
+                    else None,
+                )
+            )
         return GenerateResponse(task=name, prompts=[m.name for m in members], results=results)
 
     @app.get("/prompts", dependencies=guarded)
     async def prompts() -> dict:
-        """Served prompts (task, labels, dev metrics), ensembles, request names, skipped folders (paths relative to the library)."""
+        """Served prompts (task, labels, dev metrics), ensembles, request names, skipped folders
+        (paths relative to the library)."""
         await server.off_loop(server.refresh)
         scan = library.scan
         return {
@@ -353,7 +303,12 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": plm.lm.identity.name, "prompts": len(library.scan.prompts), "queue": scheduler.waiting}
+        return {
+            "status": "ok",
+            "model": plm.lm.identity.name,
+            "prompts": len(library.scan.prompts),
+            "queue": scheduler.waiting,
+        }
 
     @app.get("/metrics", dependencies=guarded)
     async def prometheus() -> Response:
@@ -365,80 +320,7 @@ def create_app(
     return app
 
 
-class _Guard:
-    """ASGI middleware run before anything reads a request: the Host header must be one the
-    server answers to (421), and the body at most `max_body_bytes` (413), counted as it arrives
-    (a Content-Length beyond the cap is refused before any byte is read)."""
-
-    def __init__(self, app, max_body_bytes: int, allowed_hosts: Sequence[str] | None) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
-        self.allowed = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.allowed is not None:
-            host = _host_name(headers.get("host", ""))
-            if host not in self.allowed:
-                return await _reply(send, 421, f"Host header {host!r} is not a name this server answers to "
-                                    f"({', '.join(sorted(self.allowed))}); DNS-rebinding protection")
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await _reply(send, 400, "Content-Length is not a number")
-            if int(length) > self.max_body_bytes:
-                return await _reply(send, 413, f"request body of {int(length)} bytes; at most {self.max_body_bytes}")
-        if scope.get("method") not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
-                return await _reply(send, 413, f"request body over {self.max_body_bytes} bytes")
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
-
-
-def _host_name(host: str) -> str:
-    """The name of a Host header, without its port: 'localhost:8000' -> 'localhost', '[::1]:80' -> '::1'."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-async def _reply(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 _ROUTES = {"/classify", "/generate", "/prompts", "/health", "/metrics", "/docs", "/openapi.json"}
-
-
-def _auth(key: str | None):
-    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
-
-    async def check(given: str | None = Security(header)) -> None:
-        # compare_digest: constant time, so the key cannot be guessed byte by byte from timings.
-        if key is not None and (given is None or not secrets.compare_digest(given.encode(), key.encode())):
-            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})", headers={"WWW-Authenticate": "ApiKey"})
-
-    return check
 
 
 def _classification(
@@ -448,13 +330,20 @@ def _classification(
     ranked = [(m, *rank(per, length_normalize)) for m, per in answers]
     if len(ranked) == 1:
         _, best, values = ranked[0]
-        return Classification(label=labels[best], scores=dict(zip(labels, values)), probabilities=dict(zip(labels, softmax(values))))
+        return Classification(
+            label=labels[best], scores=dict(zip(labels, values)), probabilities=dict(zip(labels, softmax(values)))
+        )
     preds = [labels[best] for _, best, _ in ranked]
     label, mean = combine_members(labels, preds, [values for _, _, values in ranked], method)
     return Classification(
-        label=label, scores=dict(zip(labels, mean)), probabilities=dict(zip(labels, mean)),
+        label=label,
+        scores=dict(zip(labels, mean)),
+        probabilities=dict(zip(labels, mean)),
         votes={l: preds.count(l) for l in labels},
-        members=[MemberLabel(prompt=m.name, label=labels[best], scores=dict(zip(labels, values))) for m, best, values in ranked],
+        members=[
+            MemberLabel(prompt=m.name, label=labels[best], scores=dict(zip(labels, values)))
+            for m, best, values in ranked
+        ],
     )
 
 

@@ -135,7 +135,13 @@ def scan_library(
 def public_message(err: BaseException | str, root: Path) -> str:
     """One line for clients: `err` with the library folder's absolute path cut to names
     inside it (SoftPromptError text as is; other exceptions as their type and text)."""
-    text = err if isinstance(err, str) else str(err) if isinstance(err, SoftPromptError) else f"{type(err).__name__}: {err}"
+    text = (
+        err
+        if isinstance(err, str)
+        else str(err)
+        if isinstance(err, SoftPromptError)
+        else f"{type(err).__name__}: {err}"
+    )
     for prefix in {str(Path(root).resolve()), str(Path(root)), str(Path(root).absolute())}:
         text = text.replace(prefix + os.sep, "").replace(prefix, ".")
     return " ".join(text.split())

@@ -185,7 +185,11 @@ class Scheduler:
             scores = plm.score_rows(prompts, inputs, [r.candidates for r in sel])
             for g, s, r in zip(group, scores, sel):
                 finite = all(math.isfinite(float(v)) for v, _ in s)
-                out[ranked[g]] = s if finite else PromptFailed(r.prompt.name, "gives non-finite (NaN or inf) scores for this input", 422)
+                out[ranked[g]] = (
+                    s
+                    if finite
+                    else PromptFailed(r.prompt.name, "gives non-finite (NaN or inf) scores for this input", 422)
+                )
         generated = [i for i, r in enumerate(rows) if r.candidates is None]
         if generated:
             sel = [rows[i] for i in generated]

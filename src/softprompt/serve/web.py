@@ -35,7 +35,9 @@ LOG_FILE = "log.jsonl"
 # The page and its files come from this server only; no inline script.
 HEADERS = {
     "Cache-Control": "no-cache",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -97,11 +99,16 @@ def web_router(server: Any, dependencies: list) -> APIRouter:
             key = tuple((n, embeddings[n][0]) for n in names)
             if last.get("key") != key:
                 vectors = [embeddings[n][1] for n in names]
-                last["key"], last["answer"] = key, {
-                    "names": names,
-                    "source": {n: embeddings[n][2] for n in names},
-                    "measures": {m: [[round(f(a, b), 6) for b in vectors] for a in vectors] for m, f in MEASURES.items()},
-                }
+                last["key"], last["answer"] = (
+                    key,
+                    {
+                        "names": names,
+                        "source": {n: embeddings[n][2] for n in names},
+                        "measures": {
+                            m: [[round(f(a, b), 6) for b in vectors] for a in vectors] for m, f in MEASURES.items()
+                        },
+                    },
+                )
             return last["answer"]
 
     @router.get("/web/curves", dependencies=dependencies, tags=["web"])
@@ -110,13 +117,19 @@ def web_router(server: Any, dependencies: list) -> APIRouter:
         the library, as listed by /web/library `runs`)."""
         root = server.library.root
         if run not in runs(root):
-            raise HTTPException(404, f"no training output folder {run!r} with {LOG_FILE} in the library (known: {', '.join(runs(root)) or 'none'})")
+            raise HTTPException(
+                404,
+                f"no training output folder {run!r} with {LOG_FILE} in the library "
+                f"(known: {', '.join(runs(root)) or 'none'})",
+            )
         records = read_log(root / run / LOG_FILE)
         metrics = sorted({m for r in records for m, v in r.get("eval", {}).items() if _number(v)})
         return {
             "run": run,
             "loss": [[r["step"], r["loss"]] for r in records if _number(r.get("loss"))],
-            "eval": {m: [[r["step"], r["eval"][m]] for r in records if _number(r.get("eval", {}).get(m))] for m in metrics},
+            "eval": {
+                m: [[r["step"], r["eval"][m]] for r in records if _number(r.get("eval", {}).get(m))] for m in metrics
+            },
         }
 
     @router.get("/web/stats", dependencies=dependencies, tags=["web"])
@@ -129,11 +142,16 @@ def web_router(server: Any, dependencies: list) -> APIRouter:
             requests.setdefault(s.labels["endpoint"], {})[s.labels["status"]] = int(s.value)
         latency = {}
         for endpoint in sorted({s.labels["endpoint"] for s in _samples(m.latency, "_count")}):
-            buckets = [(float(s.labels["le"]), s.value) for s in _samples(m.latency, "_bucket") if s.labels["endpoint"] == endpoint]
+            buckets = [
+                (float(s.labels["le"]), s.value)
+                for s in _samples(m.latency, "_bucket")
+                if s.labels["endpoint"] == endpoint
+            ]
             count = next(s.value for s in _samples(m.latency, "_count") if s.labels["endpoint"] == endpoint)
             total = next(s.value for s in _samples(m.latency, "_sum") if s.labels["endpoint"] == endpoint)
             latency[endpoint] = {
-                "count": int(count), "mean_ms": 1000 * total / count if count else None,
+                "count": int(count),
+                "mean_ms": 1000 * total / count if count else None,
                 **{f"p{q}_ms": _ms(quantile(buckets, q / 100)) for q in (50, 90, 99)},
             }
         batches = [(float(s.labels["le"]), s.value) for s in _samples(m.batch_rows, "_bucket")]
@@ -148,7 +166,8 @@ def web_router(server: Any, dependencies: list) -> APIRouter:
             "requests": requests,
             "latency": latency,
             "batches": {
-                "count": int(batch_count), "rows": int(batch_sum),
+                "count": int(batch_count),
+                "rows": int(batch_sum),
                 "mean_rows": batch_sum / batch_count if batch_count else None,
                 "mean_ms": 1000 * seconds / batch_count if batch_count else None,
                 "histogram": histogram,
@@ -163,7 +182,11 @@ def web_router(server: Any, dependencies: list) -> APIRouter:
 def runs(root: Path) -> list[str]:
     """Folders of the library holding a training log."""
     try:
-        return sorted(e.name for e in os.scandir(root) if not e.name.startswith(".") and os.path.isfile(os.path.join(e.path, LOG_FILE)))
+        return sorted(
+            e.name
+            for e in os.scandir(root)
+            if not e.name.startswith(".") and os.path.isfile(os.path.join(e.path, LOG_FILE))
+        )
     except OSError:
         return []
 

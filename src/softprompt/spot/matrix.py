@@ -30,7 +30,13 @@ from softprompt.config import embed_step_for
 from softprompt.spot import library, similarity
 from softprompt.tasks.mixture import Mixture
 from softprompt.spot.transfer import (
-    BASELINE, TransferReport, mean, std, target_embedding_dir, train_once, transfer,
+    BASELINE,
+    TransferReport,
+    mean,
+    std,
+    target_embedding_dir,
+    train_once,
+    transfer,
 )
 from softprompt.tasks import get_task
 from softprompt.tasks.metrics import pearson_r, spearman_r
@@ -69,14 +75,20 @@ class MatrixReport:
             scores = [pick(t) for t in self.targets]
             bases = [mean(self.reports[t].baseline) for t in self.targets]
             change = [100 * (s - b) / b if b else math.nan for s, b in zip(scores, bases)]
-            return {"method": method, "score": 100 * mean(scores), "change": mean(change),
-                    "per_target": {t: 100 * s for t, s in zip(self.targets, scores)}}
+            return {
+                "method": method,
+                "score": 100 * mean(scores),
+                "change": mean(change),
+                "per_target": {t: 100 * s for t, s in zip(self.targets, scores)},
+            }
 
         def best_of(t: str, names: list[str]) -> float:
             return max(mean(self.reports[t].sources[s]) for s in names)
 
-        rows = [row("baseline", lambda t: mean(self.reports[t].baseline)),
-                row("oracle", lambda t: best_of(t, self.sources))]
+        rows = [
+            row("baseline", lambda t: mean(self.reports[t].baseline)),
+            row("oracle", lambda t: best_of(t, self.sources)),
+        ]
         for m in similarity.MEASURES:
             for k in ks:
                 ranked = {t: sorted(self.sources, key=lambda s: -self.similarities[t][s][m]) for t in self.targets}
@@ -85,10 +97,13 @@ class MatrixReport:
 
     def to_dict(self) -> dict:
         return {
-            "sources": self.sources, "targets": self.targets,
+            "sources": self.sources,
+            "targets": self.targets,
             "scores": {t: r.to_dict() for t, r in self.reports.items()},
             "relative_gain": {t: {s: self.relative_gain(t, s) for s in self.sources} for t in self.targets},
-            "similarity": self.similarities, "correlation": self.correlations(), "retrieval": self.retrieval(),
+            "similarity": self.similarities,
+            "correlation": self.correlations(),
+            "retrieval": self.retrieval(),
         }
 
     def markdown(self) -> str:
@@ -100,18 +115,30 @@ class MatrixReport:
             cells = [f"{100 * mean(r.sources[s]):.1f} ({self.relative_gain(t, s):+.1f}%)" for s in self.sources]
             base = f"{100 * mean(r.baseline):.1f}" + (f" ± {100 * std(r.baseline):.1f}" if len(r.baseline) > 1 else "")
             lines.append(f"| {t} ({r.metric}) | {base} | " + " | ".join(cells) + " |")
-        lines += ["", "### Similarity vs relative gain, per target (over the sources)", "",
-                  "| target | measure | Spearman | Pearson | most similar |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Similarity vs relative gain, per target (over the sources)",
+            "",
+            "| target | measure | Spearman | Pearson | most similar |",
+            "|---|---|---|---|---|",
+        ]
         for t, per in self.correlations().items():
             for m, c in per.items():
                 top = max(self.sources, key=lambda s: self.similarities[t][s][m])
                 lines.append(f"| {t} | {m} | {c['spearman']:+.2f} | {c['pearson']:+.2f} | {top} |")
-        lines += ["", "### Retrieval (SPoT Table 3): mean over targets", "",
-                  "| method | score (%) | change vs baseline (%) | " + " | ".join(self.targets) + " |",
-                  "|" + "---|" * (len(self.targets) + 3)]
+        lines += [
+            "",
+            "### Retrieval (SPoT Table 3): mean over targets",
+            "",
+            "| method | score (%) | change vs baseline (%) | " + " | ".join(self.targets) + " |",
+            "|" + "---|" * (len(self.targets) + 3),
+        ]
         for r in self.retrieval():
-            lines.append(f"| {r['method']} | {r['score']:.1f} | {r['change']:+.1f} | "
-                         + " | ".join(f"{r['per_target'][t]:.1f}" for t in self.targets) + " |")
+            lines.append(
+                f"| {r['method']} | {r['score']:.1f} | {r['change']:+.1f} | "
+                + " | ".join(f"{r['per_target'][t]:.1f}" for t in self.targets)
+                + " |"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -121,8 +148,16 @@ def source_task(name: str, cap: int | None):
     return get_task(name) if len(parts) == 1 else Mixture(tuple(get_task(p) for p in parts), cap)
 
 
-def prepare_sources(lm: LoadedModel, sources: list[str], cfg: TrainConfig, out_dir: Path, library_dir: Path | None,
-                    cap: int | None = None, progress: bool = False, context: dp.Context | None = None) -> dict[str, tuple[Path, Path]]:
+def prepare_sources(
+    lm: LoadedModel,
+    sources: list[str],
+    cfg: TrainConfig,
+    out_dir: Path,
+    library_dir: Path | None,
+    cap: int | None = None,
+    progress: bool = False,
+    context: dp.Context | None = None,
+) -> dict[str, tuple[Path, Path]]:
     """source -> (prompt folder, embedding folder): reused from the library, else trained (and added).
     Under torchrun the sources to train are spread over the workers (each trains and adds its own)."""
     ctx = dp.context() if context is None else context
@@ -139,7 +174,13 @@ def prepare_sources(lm: LoadedModel, sources: list[str], cfg: TrainConfig, out_d
     with dp.local():
         for name in dp.cells(todo, ctx):
             run = out_dir / "sources" / name
-            train_once(lm, source_task(name, cap), replace(cfg, init="vocab", init_from=None, seed=0), run, progress and ctx.main)
+            train_once(
+                lm,
+                source_task(name, cap),
+                replace(cfg, init="vocab", init_from=None, seed=0),
+                run,
+                progress and ctx.main,
+            )
             if library_dir:
                 entry = library.add(library_dir, run, name, overwrite=True)
                 mine[name] = (entry.prompt_dir, entry.embedding_dir)
@@ -149,8 +190,16 @@ def prepare_sources(lm: LoadedModel, sources: list[str], cfg: TrainConfig, out_d
     return {name: found[name] for name in sources}
 
 
-def _target_cells(lm: LoadedModel, targets: list, cfg: TrainConfig, seeds: list[int], out_dir: Path,
-                  prompts: dict[str, Path], progress: bool, ctx: dp.Context) -> None:
+def _target_cells(
+    lm: LoadedModel,
+    targets: list,
+    cfg: TrainConfig,
+    seeds: list[int],
+    out_dir: Path,
+    prompts: dict[str, Path],
+    progress: bool,
+    ctx: dp.Context,
+) -> None:
     """Train every target run of the grid (baseline and from each source, per seed), spread
     over the workers; `transfer` then finds them finished and reuses them (`train_once`).
     The settings are the ones `transfer.run_baseline` and `transfer.run_transfers` use."""
@@ -199,9 +248,19 @@ def transfer_matrix(
         report = None
         if ctx.main:
             with dp.local():
-                report = transfer_matrix(lm, sources, targets, cfg, seeds, out_dir, source_steps=source_steps,
-                                         library_dir=library_dir, mixture_cap=mixture_cap, progress=progress,
-                                         context=dp.SINGLE)
+                report = transfer_matrix(
+                    lm,
+                    sources,
+                    targets,
+                    cfg,
+                    seeds,
+                    out_dir,
+                    source_steps=source_steps,
+                    library_dir=library_dir,
+                    mixture_cap=mixture_cap,
+                    progress=progress,
+                    context=dp.SINGLE,
+                )
         return dp.broadcast_object(report, ctx)
     reports, sims = {}, {}
     for task in target_tasks:
@@ -209,8 +268,10 @@ def transfer_matrix(
         prompts = {s: p for s, (p, _) in prepared.items()}
         reports[task.name] = transfer(lm, task, cfg, seeds, t_out, sources=prompts, progress=progress)
         target = load_prompt(target_embedding_dir(t_out, seeds)).weight
-        sims[task.name] = {s: {m: f(target, load_prompt(e).weight) for m, f in similarity.MEASURES.items()}
-                           for s, (_, e) in prepared.items()}
+        sims[task.name] = {
+            s: {m: f(target, load_prompt(e).weight) for m, f in similarity.MEASURES.items()}
+            for s, (_, e) in prepared.items()
+        }
     report = MatrixReport(list(sources), [t.name for t in target_tasks], reports, sims)
     write_json(out_dir / "matrix.json", report.to_dict())
     (out_dir / "matrix.md").write_text(report.markdown())
@@ -237,4 +298,3 @@ def plot_heatmap(report: MatrixReport, path: Path) -> Path:
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
-

@@ -78,7 +78,9 @@ class Task:
         try:
             names = tuple(f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None)
         except ValueError as err:  # "Single '}' encountered", "expected '}' before end of string"
-            raise ConfigError(f"task {self.name!r}: template {self.template!r}: {err} (write {{{{ }}}} for a literal brace)") from None
+            raise ConfigError(
+                f"task {self.name!r}: template {self.template!r}: {err} (write {{{{ }}}} for a literal brace)"
+            ) from None
         positional = [f for f in names if f == "" or f.isdigit()]
         if positional:
             raise ConfigError(
@@ -106,9 +108,7 @@ class Task:
             return self.template.format(**example.fields)
         except KeyError as missing:
             where = f"{example.source}: " if example.source else ""
-            raise DataError(
-                f"{where}field {missing} needed by the template of task {self.name!r} is missing"
-            ) from None
+            raise DataError(f"{where}field {missing} needed by the template of task {self.name!r} is missing") from None
 
     def candidates(self, example: Example) -> tuple[str, ...]:
         """Candidate label words for rank classification of `example`."""
@@ -143,9 +143,7 @@ class Task:
 
     def load(self, split: str) -> list[Example]:
         if split not in self.splits:
-            raise ConfigError(
-                f"task {self.name!r} has no split {split!r} (available: {', '.join(self.splits)})"
-            )
+            raise ConfigError(f"task {self.name!r} has no split {split!r} (available: {', '.join(self.splits)})")
         examples = self.loader(split)
         if not examples:
             raise DataError(f"task {self.name!r}: split {split!r} is empty")
@@ -192,8 +190,12 @@ def task_from_meta(meta: Mapping) -> Task:
         raise ConfigError(f"task {meta['name']!r} came from its prompt's metadata and has no data: give --dev-file")
 
     return Task(
-        name=meta.get("name") or "custom", template=meta["template"], verbalizer=meta.get("verbalizer"),
-        metrics=tuple(meta.get("metrics") or ("accuracy",)), loader=no_data, splits=(),
+        name=meta.get("name") or "custom",
+        template=meta["template"],
+        verbalizer=meta.get("verbalizer"),
+        metrics=tuple(meta.get("metrics") or ("accuracy",)),
+        loader=no_data,
+        splits=(),
         description=meta.get("description", ""),
     )
 

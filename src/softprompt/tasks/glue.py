@@ -83,9 +83,7 @@ def rows_to_examples(
     return examples
 
 
-def carve(
-    examples: Sequence[Example], split: str, key: Callable[[Example], Hashable]
-) -> list[Example]:
+def carve(examples: Sequence[Example], split: str, key: Callable[[Example], Hashable]) -> list[Example]:
     """The "train" or "dev" part of a fixed, seeded 90/10 split of `examples`.
 
     Whole groups of examples sharing `key` (e.g. a premise) go to one side, so no
@@ -108,17 +106,14 @@ def read_headerless_tsv(path: Path, width: int) -> Iterator[tuple[int, list[str]
                     continue
                 if len(row) != width:
                     raise DataError(
-                        f"{path}:{reader.line_num}: expected {width} tab-separated fields, "
-                        f"found {len(row)}"
+                        f"{path}:{reader.line_num}: expected {width} tab-separated fields, found {len(row)}"
                     )
                 yield reader.line_num, row
     except (UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: unreadable as text ({err})") from None
 
 
-def _tsv(
-    folder: str, name: str, columns: Mapping[str, str], to_label: ToLabel, label_column: str
-) -> list[Example]:
+def _tsv(folder: str, name: str, columns: Mapping[str, str], to_label: ToLabel, label_column: str) -> list[Example]:
     path = data_file(folder, name)
     return rows_to_examples(path, read_delimited(path, "\t"), columns, to_label, label_column)
 
@@ -178,9 +173,7 @@ def _stsb(split: str) -> list[Example]:
 def _cola(split: str) -> list[Example]:
     path = data_file("CoLA", f"{split}.tsv")
     # Columns: source, label, original star, sentence.
-    rows = (
-        (line, {"label": row[1], "sentence": row[3]}) for line, row in read_headerless_tsv(path, 4)
-    )
+    rows = ((line, {"label": row[1], "sentence": row[3]}) for line, row in read_headerless_tsv(path, 4))
     labels = label_map("label (column 2)", {"0": "unacceptable", "1": "acceptable"})
     return rows_to_examples(path, rows, {"sentence": "sentence"}, labels)
 

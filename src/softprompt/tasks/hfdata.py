@@ -28,7 +28,10 @@ def require(why: str):
 
 def offline() -> bool:
     """Whether the user asked Hugging Face libraries to stay offline."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
 def is_dataset(value: object) -> bool:
@@ -87,7 +90,7 @@ def read_arrow_folder(path: Path, split: str) -> tuple[str, Iterator[tuple[int, 
 
 
 def parse_hub_name(spec: str) -> tuple[str, str | None, str | None]:
-    """"name", "name:split" or "name:config:split" -> (name, config, split)."""
+    """ "name", "name:split" or "name:config:split" -> (name, config, split)."""
     parts = spec.split(":")
     if len(parts) == 1:
         return parts[0], None, None

@@ -72,7 +72,9 @@ def _label(row: Mapping, names: Sequence[str] | None = None, skip_unlabelled: bo
     if value == -1:
         if skip_unlabelled:
             return None
-        raise DataError(f"the hub copy has unlabelled rows (label -1) where the task needs labels (idx {row.get('idx')})")
+        raise DataError(
+            f"the hub copy has unlabelled rows (label -1) where the task needs labels (idx {row.get('idx')})"
+        )
     return names[value] if names is not None else value
 
 
@@ -141,7 +143,9 @@ def _multirc(parts: Mapping[str, Rows], path: Path) -> None:
     passages: dict[int, dict] = {}
     for row in _only(parts):
         idx = row["idx"]
-        passage = passages.setdefault(idx["paragraph"], {"idx": idx["paragraph"], "passage": {"text": row["paragraph"], "questions": []}})
+        passage = passages.setdefault(
+            idx["paragraph"], {"idx": idx["paragraph"], "passage": {"text": row["paragraph"], "questions": []}}
+        )
         questions = passage["passage"]["questions"]
         if not questions or questions[-1]["idx"] != idx["question"]:
             questions.append({"question": row["question"], "idx": idx["question"], "answers": []})
@@ -158,9 +162,13 @@ def _squad(parts: Mapping[str, Rows], path: Path) -> None:
         paragraphs = article["paragraphs"]
         if not paragraphs or paragraphs[-1]["context"] != row["context"]:
             paragraphs.append({"context": row["context"], "qas": []})
-        answers = [{"text": t, "answer_start": s} for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])]
+        answers = [
+            {"text": t, "answer_start": s} for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])
+        ]
         paragraphs[-1]["qas"].append({"id": row["id"], "question": row["question"], "answers": answers})
-    path.write_text(json.dumps({"version": "1.1", "data": list(articles.values())}, ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps({"version": "1.1", "data": list(articles.values())}, ensure_ascii=False), encoding="utf-8"
+    )
 
 
 def _imdb(parts: Mapping[str, Rows], path: Path) -> None:
@@ -187,12 +195,28 @@ def _superglue(config: str, split: str, write: Writer) -> HubFile:
 
 _SST2 = _tsv(("sentence", "label"), lambda r: (r["sentence"], _label(r)))
 _COLA = _tsv(None, lambda r: ("hub", _label(r), "", r["sentence"]))  # headerless: source, label, star, sentence
-_MRPC = _tsv(("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"), lambda r: (_label(r), r["idx"], r["idx"], r["sentence1"], r["sentence2"]))
-_STSB = _tsv(("index", "sentence1", "sentence2", "score"), lambda r: (r["idx"], r["sentence1"], r["sentence2"], f"{_label(r):.3f}"))
-_QNLI = _tsv(("index", "question", "sentence", "label"), lambda r: (r["idx"], r["question"], r["sentence"], _label(r, ENTAIL_NAMES)))
-_RTE_GLUE = _tsv(("index", "sentence1", "sentence2", "label"), lambda r: (r["idx"], r["sentence1"], r["sentence2"], _label(r, ENTAIL_NAMES)))
-_WNLI = _tsv(("index", "sentence1", "sentence2", "label"), lambda r: (r["idx"], r["sentence1"], r["sentence2"], _label(r)))  # 0 not_entailment, 1 entailment
-_AX = _tsv(("index", "sentence1", "sentence2"), lambda r: (r["idx"], r["premise"], r["hypothesis"]))  # unlabelled on the hub and locally
+_MRPC = _tsv(
+    ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
+    lambda r: (_label(r), r["idx"], r["idx"], r["sentence1"], r["sentence2"]),
+)
+_STSB = _tsv(
+    ("index", "sentence1", "sentence2", "score"),
+    lambda r: (r["idx"], r["sentence1"], r["sentence2"], f"{_label(r):.3f}"),
+)
+_QNLI = _tsv(
+    ("index", "question", "sentence", "label"),
+    lambda r: (r["idx"], r["question"], r["sentence"], _label(r, ENTAIL_NAMES)),
+)
+_RTE_GLUE = _tsv(
+    ("index", "sentence1", "sentence2", "label"),
+    lambda r: (r["idx"], r["sentence1"], r["sentence2"], _label(r, ENTAIL_NAMES)),
+)
+_WNLI = _tsv(
+    ("index", "sentence1", "sentence2", "label"), lambda r: (r["idx"], r["sentence1"], r["sentence2"], _label(r))
+)  # 0 not_entailment, 1 entailment
+_AX = _tsv(
+    ("index", "sentence1", "sentence2"), lambda r: (r["idx"], r["premise"], r["hypothesis"])
+)  # unlabelled on the hub and locally
 
 HUB_FILES: dict[str, HubFile] = {
     # GLUE (nyu-mll/glue)
@@ -212,8 +236,12 @@ HUB_FILES: dict[str, HubFile] = {
     "GLUE_diagnostic/diagnostic.tsv": _glue("ax", "test", _AX),  # labels are joined from AX-b
     "MNLI/dev_matched.generative-nli.jsonl": _glue("mnli", "validation_matched", _nli_jsonl(skip_unlabelled=False)),
     # SuperGLUE (aps/super_glue)
-    "CB/train.jsonl": _superglue("cb", "train", _superglue_pair("premise", "hypothesis", ("entailment", "contradiction", "neutral"))),
-    "CB/val.jsonl": _superglue("cb", "validation", _superglue_pair("premise", "hypothesis", ("entailment", "contradiction", "neutral"))),
+    "CB/train.jsonl": _superglue(
+        "cb", "train", _superglue_pair("premise", "hypothesis", ("entailment", "contradiction", "neutral"))
+    ),
+    "CB/val.jsonl": _superglue(
+        "cb", "validation", _superglue_pair("premise", "hypothesis", ("entailment", "contradiction", "neutral"))
+    ),
     "RTE/train.jsonl": _superglue("rte", "train", _superglue_pair("premise", "hypothesis", ENTAIL_NAMES)),
     "RTE/val.jsonl": _superglue("rte", "validation", _superglue_pair("premise", "hypothesis", ENTAIL_NAMES)),
     "BoolQ/val.jsonl": _superglue("boolq", "validation", _jsonl(_boolq)),  # train is FewGLUE's 32: not on the hub
@@ -228,9 +256,14 @@ HUB_FILES: dict[str, HubFile] = {
     "SQuAD/dev-v1.1.json": HubFile("rajpurkar/squad", None, ("validation",), _squad),
     "IMDB/aclImdb.tar.gz": HubFile("stanfordnlp/imdb", None, ("train", "test"), _imdb),  # label 0 neg, 1 pos
     # SNLI validation has 158 rows without a gold label (-1); the local file drops them too (9,842).
-    "SNLI/dev.generative-nli.jsonl": HubFile("stanfordnlp/snli", None, ("validation",), _nli_jsonl(skip_unlabelled=True)),
+    "SNLI/dev.generative-nli.jsonl": HubFile(
+        "stanfordnlp/snli", None, ("validation",), _nli_jsonl(skip_unlabelled=True)
+    ),
     "ANLI/test_R1R2R3.generative-nli.jsonl": HubFile(
-        "facebook/anli", None, ("test_r1", "test_r2", "test_r3"), _nli_jsonl(False, lambda split: split.replace("test_", "") + "_test")
+        "facebook/anli",
+        None,
+        ("test_r1", "test_r2", "test_r3"),
+        _nli_jsonl(False, lambda split: split.replace("test_", "") + "_test"),
     ),
 }
 
@@ -258,7 +291,9 @@ def fetch(*parts: str) -> Path:
         spec.write(splits, partial)
         os.replace(partial, target)
     except (KeyError, TypeError, IndexError, ValueError, DataError) as err:
-        raise DataError(f"{spec.describe()}: rows do not have the expected schema ({type(err).__name__}: {err})") from None
+        raise DataError(
+            f"{spec.describe()}: rows do not have the expected schema ({type(err).__name__}: {err})"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
     return target

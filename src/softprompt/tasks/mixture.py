@@ -56,8 +56,15 @@ class Mixture:
             "template": None,
             "verbalizer": None,
             "metrics": list(self.metrics),
-            "mixture": [{"name": t.name, "template": t.template, "verbalizer": dict(t.verbalizer or {}) or None,
-                         "metrics": list(t.metrics)} for t in self.tasks],
+            "mixture": [
+                {
+                    "name": t.name,
+                    "template": t.template,
+                    "verbalizer": dict(t.verbalizer or {}) or None,
+                    "metrics": list(t.metrics),
+                }
+                for t in self.tasks
+            ],
             "mixture_cap": self.cap,
             "description": f"mixture of {', '.join(t.name for t in self.tasks)}, examples-proportional, cap {self.cap}",
         }

@@ -59,7 +59,7 @@ def _mrqa_rows(path: Path) -> Iterator[tuple[int, dict]]:
     rows = read_jsonl(path)
     first = next(rows, None)
     if first is None or "header" not in first[1]:
-        raise DataError(f"{path}:1: expected an MRQA header line {{\"header\": ...}}")
+        raise DataError(f'{path}:1: expected an MRQA header line {{"header": ...}}')
     return rows
 
 

@@ -173,12 +173,17 @@ def read_rows(path: Path, split: str = "train") -> Iterator[tuple[int, dict]]:
     if path.is_dir():
         if hfdata.is_arrow_folder(path):
             return hfdata.read_arrow_folder(path, split)[1]
-        raise DataError(f"{path}: a folder, but not one written by Dataset.save_to_disk (no dataset_info.json, state.json or dataset_dict.json)")
+        raise DataError(
+            f"{path}: a folder, but not one written by Dataset.save_to_disk "
+            "(no dataset_info.json, state.json or dataset_dict.json)"
+        )
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return read_jsonl(path)
     if name.endswith((".tsv", ".csv", ".tsv.gz", ".csv.gz")):
         return read_delimited(path, "\t" if ".tsv" in name else ",", csv.QUOTE_MINIMAL)
-    raise DataError(f"{path}: unknown file type, expected .csv, .tsv, .jsonl or .parquet, or a saved Arrow dataset folder")
+    raise DataError(
+        f"{path}: unknown file type, expected .csv, .tsv, .jsonl or .parquet, or a saved Arrow dataset folder"
+    )
 
 
 def _missing(path: Path):

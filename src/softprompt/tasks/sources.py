@@ -52,7 +52,10 @@ def open_source(value: object, split: str) -> tuple[str, Rows]:
     if isinstance(value, Mapping):
         raise DataError(f"{split} data: a dict is not a dataset; pass a list of row dicts or a datasets.Dataset")
     if not isinstance(value, (str, Path)):
-        raise DataError(f"{split} data: expected a file path, hub name, datasets.Dataset or list of dicts, found {type(value).__name__}")
+        raise DataError(
+            f"{split} data: expected a file path, hub name, datasets.Dataset or list of dicts, "
+            f"found {type(value).__name__}"
+        )
     path = Path(value)
     if not path.exists() and looks_like_hub_name(str(value)):
         return hfdata.load_hub_split(str(value), split)

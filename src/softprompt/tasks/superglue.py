@@ -66,9 +66,7 @@ def _axg(split: str) -> list[Example]:
     for i, example in enumerate(rows):
         partner = rows[i ^ 1]
         if partner.fields["hypothesis"] != example.fields["hypothesis"]:
-            raise DataError(
-                f"{example.source}: hypothesis differs from its minimal pair {partner.source}"
-            )
+            raise DataError(f"{example.source}: hypothesis differs from its minimal pair {partner.source}")
         group = f"pair{i // 2}"
         examples.append(Example(example.fields, example.target, group=group, source=example.source))
     return examples
@@ -87,7 +85,7 @@ def _mark_pronoun(text: str, index: int, pronoun: str) -> str:
     if 0 <= index < len(words):
         core = words[index].rstrip(string.punctuation)
         if core.lower() == pronoun.lower():
-            words[index] = f"*{core}*{words[index][len(core):]}"
+            words[index] = f"*{core}*{words[index][len(core) :]}"
     return " ".join(words)
 
 
@@ -211,8 +209,7 @@ def wsc() -> Task:
         verbalizer=BOOL_VERBALIZER,
         metrics=("accuracy",),
         loader=_wsc,
-        description="SuperGLUE WSC: does the *marked* pronoun refer to the noun? "
-        "(train 554 / dev 104)",
+        description="SuperGLUE WSC: does the *marked* pronoun refer to the noun? (train 554 / dev 104)",
     )
 
 
@@ -265,8 +262,7 @@ def axg() -> Task:
         metrics=("accuracy", "gender_parity"),
         loader=_axg,
         splits=("dev",),
-        description="SuperGLUE Winogender diagnostic AX-g, eval only (dev 356 = 178 minimal "
-        "pairs; RTE format)",
+        description="SuperGLUE Winogender diagnostic AX-g, eval only (dev 356 = 178 minimal pairs; RTE format)",
     )
 
 
@@ -278,8 +274,7 @@ def _anli_task(round_: int, size: int) -> Task:
         metrics=("accuracy",),
         loader=lambda split: _anli(round_, split),
         splits=("dev",),
-        description=f"ANLI round {round_}, eval only: dev = the official R{round_} test set "
-        f"({size:,}; MNLI format)",
+        description=f"ANLI round {round_}, eval only: dev = the official R{round_} test set ({size:,}; MNLI format)",
     )
 
 

@@ -12,7 +12,7 @@ from softprompt.tasks.sources import describe, open_source
 
 
 def parse_label_words(spec: str) -> dict[str, str]:
-    """"0=negative,1=positive" -> {"0": "negative", "1": "positive"}; "neg,pos" maps each to itself."""
+    """ "0=negative,1=positive" -> {"0": "negative", "1": "positive"}; "neg,pos" maps each to itself."""
     pairs = [p.strip() for p in spec.split(",") if p.strip()]
     verbalizer: dict[str, str] = {}
     for pair in pairs:
@@ -23,7 +23,9 @@ def parse_label_words(spec: str) -> dict[str, str]:
         if label in verbalizer:
             raise ConfigError(f"--labels {spec!r}: label {label!r} is given twice")
         if words in verbalizer.values():
-            raise ConfigError(f"--labels {spec!r}: label word {words!r} is given to two labels (one would be unreachable)")
+            raise ConfigError(
+                f"--labels {spec!r}: label word {words!r} is given to two labels (one would be unreachable)"
+            )
         verbalizer[label] = words
     if len(verbalizer) < 2:
         raise ConfigError(f"--labels {spec!r}: expected at least two labels like '0=negative,1=positive'")
@@ -65,8 +67,7 @@ def user_task(
             label = str(row[label_field]).strip()
             if verbalizer is not None and label not in verbalizer:
                 raise DataError(
-                    f"{where}: label {label!r} is not one of the label words' keys "
-                    f"({', '.join(verbalizer)})"
+                    f"{where}: label {label!r} is not one of the label words' keys ({', '.join(verbalizer)})"
                 )
             fields = {f: str(row[f]) for f in text_fields}
             if not any(v.strip() for v in fields.values()):
