@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 def model(hidden: int, layers: int):
     import torch
-    from conftest import WORDS, _wrap, make_tokenizer
+    from helpers import WORDS, _wrap, make_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -46,7 +46,7 @@ def model(hidden: int, layers: int):
 def work(args) -> None:
     """One side of the comparison: in a torchrun worker, or alone with 2 threads."""
     import torch
-    from conftest import toy_task
+    from helpers import toy_task
 
     from softprompt import distributed as dp
     from softprompt.evaluate import evaluate

@@ -152,7 +152,7 @@ if [ "${GPU_CHECK_SMOKE:-0}" = "1" ]; then
     # Exercise the benchmark plumbing on a tiny random model saved to disk.
     "$PY" -c "
 import sys; sys.path.insert(0, 'tests')
-from conftest import tiny_llama
+from helpers import tiny_llama
 lm = tiny_llama(); lm.model.save_pretrained('/tmp/gpu_check_tiny'); lm.tokenizer.save_pretrained('/tmp/gpu_check_tiny')
 " >/dev/null 2>&1
     DEFAULT_BENCH="--model /tmp/gpu_check_tiny --steps 2 --batch-size 4 --prompt-length 4 --eval-examples 12 --repeats 1"
