@@ -42,6 +42,27 @@ def test_chunk_packages_are_concatenated_in_order_once(site, monkeypatch):
     assert packaged_gguf("fake") == path and path.stat().st_mtime_ns == stamp  # reused, not rewritten
 
 
+def test_a_cut_short_assembled_file_is_assembled_again(site, monkeypatch):
+    for i, part in enumerate([b"GGUF-head-", b"tail"]):
+        make_package(site, f"fake_model_cut{i + 1}", {f"m.gguf.part0{i}": part})
+    monkeypatch.setitem(loading.SHORT_NAMES, "cut", PackagedGGUF(("fake_model_cut1", "fake_model_cut2"), "pip x"))
+    path = packaged_gguf("cut")
+    path.write_bytes(b"GGUF-he")  # a crash or a full disk left it short
+    assert packaged_gguf("cut").read_bytes() == b"GGUF-head-tail"
+
+
+def test_a_dequantised_cache_folder_counts_only_when_whole(tmp_path):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert not loading._complete(folder)  # the old check took config.json alone as a whole model
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer.json").write_text("{}")
+    assert not loading._complete(folder)  # empty weights
+    (folder / "model.safetensors").write_bytes(b"x" * 16)
+    assert loading._complete(folder)
+
+
 def test_a_single_package_file_is_used_in_place(site, monkeypatch):
     make_package(site, "fake_model_single", {"model.gguf": b"GGUF"})
     monkeypatch.setitem(loading.SHORT_NAMES, "single", PackagedGGUF(("fake_model_single",), "pip install x"))

@@ -10,12 +10,12 @@ sample standard deviation over seeds of the task score (or of the average).
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from softprompt.io import atomic_write_text, write_json
 from softprompt.plots import pyplot, save_figure
 from softprompt.tasks.base import Task
 
@@ -231,6 +231,6 @@ def plot_bars(table: dict, out_path: Path) -> Path:
 def write_outputs(table: dict, out: Path) -> None:
     """table.json, table.md and table.png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "table.md").write_text(render_markdown(table))
+    write_json(out / "table.json", table)
+    atomic_write_text(out / "table.md", render_markdown(table))
     plot_bars(table, out / "table.png")

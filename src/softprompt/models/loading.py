@@ -130,7 +130,7 @@ def packaged_gguf(short_name: str) -> Path:
         raise ModelError(f"model {short_name!r}: no GGUF file found in {', '.join(map(str, dirs))}")
     size = sum(p.stat().st_size for p in chunks)
     out = cache_dir() / "gguf" / f"{short_name}-{size}.gguf"
-    if not out.exists():
+    if not out.exists() or out.stat().st_size != size:  # missing, or cut short: assemble again
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
             for chunk in chunks:
@@ -147,8 +147,11 @@ def _dequantised_dir(gguf: Path) -> Path:
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     out = cache_dir() / "hf" / f"{gguf.stem}-{key}"
-    if (out / "config.json").exists():
+    if _complete(out):
         return out
+    if out.exists():  # a cache folder missing a file (disk trouble, a hand edit): rebuild it
+        log.warning("rebuilding the incomplete model cache %s", out)
+        shutil.rmtree(out, ignore_errors=True)
     log.info("dequantising %s once (cached in %s)", gguf, out)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -168,6 +171,19 @@ def _dequantised_dir(gguf: Path) -> Path:
     except OSError:  # another process won the race
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _complete(folder: Path) -> bool:
+    """Whether a dequantised-model cache folder holds a whole model: its config, at least one
+    non-empty safetensors file and its tokenizer (written into a temporary folder first and
+    renamed into place, so a folder missing one of them was damaged after the fact)."""
+    weights = list(folder.glob("*.safetensors"))
+    return (
+        (folder / "config.json").is_file()
+        and bool(weights)
+        and all(w.stat().st_size > 0 for w in weights)
+        and any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    )
 
 
 def resolve_source(name: str | None) -> tuple[str, str]:

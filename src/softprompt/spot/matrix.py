@@ -23,7 +23,7 @@ from pathlib import Path
 
 from softprompt import distributed as dp
 from softprompt.errors import ConfigError
-from softprompt.io import load_prompt, resolve_prompt_dir, write_json
+from softprompt.io import atomic_write_text, load_prompt, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.config import embed_step_for
@@ -274,7 +274,7 @@ def transfer_matrix(
         }
     report = MatrixReport(list(sources), [t.name for t in target_tasks], reports, sims)
     write_json(out_dir / "matrix.json", report.to_dict())
-    (out_dir / "matrix.md").write_text(report.markdown())
+    atomic_write_text(out_dir / "matrix.md", report.markdown())
     plot_heatmap(report, out_dir / "heatmap.png")
     return report
 
