@@ -22,25 +22,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 
 def model(hidden: int, layers: int):
-    import torch
-    from helpers import WORDS, _wrap, make_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from helpers import tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(WORDS),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
-        tie_word_embeddings=False,
-    )
-    return _wrap(LlamaForCausalLM(cfg), make_tokenizer(), f"bench-llama-{hidden}x{layers}")
+    return tiny_llama(hidden_size=hidden, layers=layers, heads=8, mlp_ratio=4, tie_word_embeddings=False)
 
 
 def work(args) -> None:

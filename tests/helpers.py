@@ -63,18 +63,22 @@ def tiny_llama(
     hidden_size: int = 32,
     tie_word_embeddings: bool = True,
     initializer_range: float = 0.02,
+    layers: int = 2,
+    heads: int = 4,
+    mlp_ratio: int = 2,
 ) -> LoadedModel:
-    """A 2-layer random Llama. `initializer_range` 0.2 with untied embeddings gives logits a
-    range wide enough that a 4-token prompt can learn the toy task in a few dozen steps."""
+    """A random Llama over the tiny vocabulary (2 layers by default). `initializer_range` 0.2 with
+    untied embeddings gives logits a range wide enough that a 4-token prompt can learn the toy
+    task in a few dozen steps; benchmarks build larger ones with `layers`, `heads`, `mlp_ratio`."""
     torch.manual_seed(seed)
     tok = make_tokenizer()
     cfg = LlamaConfig(
         vocab_size=len(WORDS),
         hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        intermediate_size=mlp_ratio * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
         max_position_embeddings=256,
         pad_token_id=0,
         eos_token_id=1,

@@ -159,10 +159,11 @@ def train(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
-    if resume and ctx.main:  # a kill inside a folder swap left the last complete version aside: put it back
-        for name in ("checkpoint", "best", "embedding"):
-            recover_dir(out_dir / name)
-    dp.barrier(ctx, "start-up")
+    if resume:  # a kill inside a folder swap left the last complete version aside: put it back
+        if ctx.main:
+            for name in ("checkpoint", "best", "embedding"):
+                recover_dir(out_dir / name)
+        dp.barrier(ctx, "start-up")  # restored before any worker looks for the checkpoint
     if resume and not (out_dir / "checkpoint").is_dir():
         raise ConfigError(f"{out_dir}: no checkpoint/ to resume from")
     dp.barrier(ctx, "start-up")  # every worker has checked the folder before rank 0 writes to it
