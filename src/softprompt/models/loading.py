@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from softprompt.errors import ModelError
+from softprompt.models import attention as attention_probe
+from softprompt.models.attention import AttentionChoice
 from softprompt.models.identity import ModelIdentity, fingerprint_embeddings
 from softprompt.models.precision import PrecisionChoice, choose, describe
 
@@ -68,6 +70,8 @@ class LoadedModel:
         dtype: Dtype of the frozen weights (bf16 where the hardware runs it fast).
         precision: How `--precision` resolved to `dtype` (probe rates, reason); None for
             models built by hand.
+        attention: Which attention kernel the model runs and why (`models/attention.py`);
+            None where the model's own default was kept (encoder-decoders, models built by hand).
     """
 
     model: nn.Module
@@ -75,6 +79,7 @@ class LoadedModel:
     identity: ModelIdentity
     dtype: torch.dtype
     precision: PrecisionChoice | None = None
+    attention: AttentionChoice | None = None
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -208,6 +213,7 @@ def load_model(
     precision: str = "auto",
     device: str | None = None,
     trust_remote_code: bool = False,
+    attention: str = "auto",
 ) -> LoadedModel:
     """Load and freeze a causal LM or encoder-decoder model.
 
@@ -218,6 +224,8 @@ def load_model(
             trains in fp32.
         device: "cpu", "cuda", ...; default CUDA when available.
         trust_remote_code: Allow model code from the hub (off by default).
+        attention: "auto" (the faster of fused sdpa and matmul attention for a training step,
+            measured; decoder-only models), "sdpa" or "eager".
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -230,8 +238,13 @@ def load_model(
     kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": offline}
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
-        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        model = auto.from_pretrained(source, dtype=torch.float32, use_safetensors=True, **kwargs)
+        seq2seq = getattr(config, "is_encoder_decoder", False)
+        attn = None if seq2seq else _attention_for(config, attention, dev, dtype)
+        if attn is not None:
+            log.info(attention_probe.describe(attn))
+        attn_kwargs = {"attn_implementation": attn.implementation} if attn is not None else {}
+        auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+        model = auto.from_pretrained(source, dtype=torch.float32, use_safetensors=True, **kwargs, **attn_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -250,4 +263,17 @@ def load_model(
     model.requires_grad_(False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, dtype=dtype, precision=choice)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, identity=identity, dtype=dtype, precision=choice, attention=attn
+    )
+
+
+def _attention_for(config, attention: str, device: torch.device, dtype: torch.dtype) -> AttentionChoice | None:
+    """The attention kernel for a decoder-only model (None: keep the model's default, for
+    configs without the usual head fields)."""
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not heads or not hidden:
+        return None
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    return attention_probe.choose(attention, device, dtype, heads, head_dim)

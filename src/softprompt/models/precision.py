@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from softprompt.errors import ModelError
+from softprompt.models import attention
 
 # bf16 must beat fp32 by this factor in the probe before auto picks it. A model step is not
 # only matmuls: the prompt and the logits are cast between fp32 and bf16, and the
@@ -263,4 +264,6 @@ def report(device: torch.device | str | None = None) -> str:
         f"(bf16/fp32 {rates.bf16 / rates.fp32:.2f}x, probe {1000 * rates.seconds:.0f} ms)",
         f"--precision auto -> {choice.name}: {choice.reason}",
     ]
+    att = attention.choose("auto", device, choice.dtype)
+    lines.append(f"{attention.describe(att)} (9 heads x 64, {choice.name}; the model's own shape decides at load)")
     return "\n".join(lines)
