@@ -19,6 +19,8 @@ Rows:
     softprompt.batching), `logits_to_keep` at evaluation (only the positions that are
     scored go through the head), and the precision the matmul probe picks on this machine
     (softprompt.models.precision; bf16 means bf16 autocast over fp32 weights).
+    It also gets the attention kernel softprompt's loader measures as fastest
+    (softprompt.models.attention: fused sdpa or matmul "eager" attention).
   * softprompt: `train` + `evaluate` at that same precision (bf16 frozen weights).
 
 Fairness: both sides time the same passes (every training step, then one evaluation pass);
@@ -213,6 +215,7 @@ def run_softprompt(args, plan) -> dict:
         "train_batches": used_train,
         "eval_batches": used_eval[0],
         "dtype": "bf16" if lm.dtype == torch.bfloat16 else "fp32",
+        "attention": lm.model.config._attn_implementation,
     }
 
 
@@ -227,8 +230,19 @@ def run_peft(args, plan) -> dict:
     _, source = resolve_source(args.model)
     tok = AutoTokenizer.from_pretrained(source)
     tok.pad_token = tok.pad_token or tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     dev = device()
+    autocast = args.precision == "bf16"
+    attn = {}
+    if best:  # the attention kernel softprompt's loader measures as fastest, at the dtype the matmuls run in
+        from transformers import AutoConfig
+
+        from softprompt.models import attention
+
+        cfg = AutoConfig.from_pretrained(source)
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dtype = torch.bfloat16 if autocast else torch.float32
+        attn = {"attn_implementation": attention.choose("auto", dev, dtype, cfg.num_attention_heads, head_dim).implementation}
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **attn)
     config = PromptTuningConfig(
         task_type=TaskType.CAUSAL_LM,
         num_virtual_tokens=args.prompt_length,
@@ -239,7 +253,6 @@ def run_peft(args, plan) -> dict:
     model = get_peft_model(model, config).to(dev)
     task, train_ex, dev_ex = sample_data(args)
     batches = plan[args.setup]
-    autocast = args.precision == "bf16"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (
         torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -328,6 +341,7 @@ def run_peft(args, plan) -> dict:
         "train_batches": batches["train"],
         "eval_batches": batches["eval"],
         "dtype": "bf16-autocast" if autocast else "fp32",
+        "attention": model.get_base_model().config._attn_implementation,
     }
 
 
@@ -409,6 +423,7 @@ def aggregate(runs: list[dict]) -> dict:
             "tool",
             "setup",
             "precision",
+            "attention",
             "train_examples",
             "eval_examples",
             "accuracy",
@@ -547,7 +562,7 @@ def print_table(rows, peaks, args) -> None:
     cols = [
         "tool",
         "setup",
-        "precision",
+        "precision, attention",
         "train ex/s",
         "(min-max)",
         "x PEFT best",
@@ -567,7 +582,7 @@ def print_table(rows, peaks, args) -> None:
         cells = [
             r["tool"],
             r["setup"],
-            r["precision"],
+            f"{r['precision']}, {r['attention']}",
             f"{r['train_ex_s']:.1f}",
             f"{r['train_ex_s_min']:.1f}-{r['train_ex_s_max']:.1f}",
             f"{r['train_ex_s'] / best['train_ex_s']:.2f}",

@@ -76,7 +76,7 @@ def test_benchmark_rows_are_internally_consistent(tmp_path):
     assert out.stdout.startswith("cpu flags: ")
     table = [l for l in out.stdout.splitlines() if l.startswith("| softprompt")]
     cells = [c.strip() for c in table[0].strip("|").split("|")]
-    assert cells[2] == sp["precision"]
+    assert cells[2] == f"{sp['precision']}, {sp['attention']}" and sp["attention"] in ("sdpa", "eager")
     assert float(cells[5]) == pytest.approx(sp["train_ex_s"] / peft["train_ex_s"], abs=0.006)
     assert float(cells[6]) == pytest.approx(sp["train_ex_s"] / rows[0]["train_ex_s"], abs=0.006)
     assert float(cells[9]) == pytest.approx(sp["eval_ex_s"] / peft["eval_ex_s"], abs=0.006)
