@@ -7,7 +7,7 @@ The command table below is the whole list, in the order `softprompt --help` show
     core.py      train, eval, predict, inspect, tasks, info  runtime.py  model loading (the test seam),
     peft_io.py   export-peft, import-peft                               prompt and task resolution
     bench.py     bench                                     options.py  the shared options
-    spot.py      similar, transfer, transfer-matrix, library list|add|remove
+    spot.py      similar, transfer, transfer-matrix, library list|add|remove|build
     serve.py     serve                                     app.py      the typer apps
 """
 
@@ -40,6 +40,7 @@ app.add_typer(library_app, name="library")
 library_app.command("list")(spot.library_list)
 library_app.command("add")(spot.library_add)
 library_app.command("remove")(spot.library_remove)
+library_app.command("build")(spot.library_build)
 
 # typer >= 0.20 raises its own (vendored click) exceptions, older typer raises click's.
 USAGE_ERRORS = (

@@ -1,13 +1,18 @@
-"""SPoT commands: `similar`, `transfer`, `transfer-matrix` and `library list|add|remove`."""
+"""SPoT commands: `similar`, `transfer`, `transfer-matrix` and `library list|add|remove|build`.
+
+Commands that read a library and are given no --library use the built-in one (the loaded
+model's folder of softprompt/pretrained/) and say so."""
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 
 from softprompt import distributed as dp
@@ -15,10 +20,16 @@ from softprompt.cli import runtime
 from softprompt.cli.options import (
     MODEL,
     TRAIN,
+    SPOT,
     BatchSizeOpt,
+    BuiltinOpt,
+    DevFileOpt,
     EmaOpt,
     EmbedStepOpt,
+    EmbeddingOpt,
     EvalEveryOpt,
+    LabelFieldOpt,
+    LabelsOpt,
     LibraryOpt,
     LrOpt,
     MaxEvalOpt,
@@ -29,20 +40,31 @@ from softprompt.cli.options import (
     NprocOpt,
     OptLibraryOpt,
     OptimizerOpt,
+    PatienceOpt,
     PrecisionOpt,
     PromptLengthOpt,
     SeedsOpt,
     TargetStepsOpt,
+    TemplateOpt,
+    TextFieldOpt,
+    TrainFileOpt,
     config_from,
 )
 from softprompt.config import (
     AUTO_TOP_K,
     DEFAULT_EMBED_STEP,
+    LIBRARY_BATCH_SIZE,
+    LIBRARY_EVAL_EVERY,
+    LIBRARY_MAX_EVAL,
+    LIBRARY_MIXTURE_CAP,
+    LIBRARY_PATIENCE,
+    LIBRARY_STEPS,
     SIMILAR_MAX_EVAL,
     TRANSFER_EVAL_EVERY,
     TRANSFER_SEEDS,
     TRANSFER_STEPS,
     Init,
+    SpotConfig,
     TrainConfig,
     embed_step_for,
     parse_seeds,
@@ -50,9 +72,10 @@ from softprompt.config import (
 from softprompt.errors import ConfigError
 from softprompt.spot import library as lib
 from softprompt.spot import similarity
+from softprompt.spot.build import BUILTIN_SOURCES, build_library
 from softprompt.spot.matrix import source_task
 from softprompt.spot.matrix import transfer_matrix as run_matrix
-from softprompt.spot.transfer import retrieve
+from softprompt.spot.transfer import retrieve, target_embedding_dir
 from softprompt.spot.transfer import transfer as run_transfer
 from softprompt.tasks import get_task
 from softprompt.train import train
@@ -69,17 +92,34 @@ def names(text: str, flag: str) -> list[str]:
 # -- library ------------------------------------------------------------------------------
 
 
-def library_list(library: LibraryOpt):
-    """List the entries: task, model, dev metrics, whether a task embedding is stored."""
-    found = lib.entries(library)
+def library_list(library: OptLibraryOpt = None, builtin: BuiltinOpt = False):
+    """List the entries: task, model, dev metrics, whether a task embedding is stored. With
+    --builtin (or no --library): the built-in library, for every model it ships prompts for."""
+    if library is not None and not builtin:
+        _list_entries(lib.entries(library), library)
+        return
+    root = lib.builtin_root()
+    models = lib.builtin_index(root).get("models", {})
+    if not models:
+        typer.echo(
+            f"built-in library ({root}): empty, no prompts built yet "
+            "(build it with `softprompt library build --builtin`; see README, Transfer)"
+        )
+    for key, model in models.items():
+        typer.echo(f"built-in library {root / key}: {model['name']} (embeddings {model['fingerprint']})")
+        _list_entries(lib.entries(root / key, must_exist=False), root / key)
+
+
+def _list_entries(found: list[lib.Entry], where: Path) -> None:
     if not found:
-        typer.echo(f"{library}: no entries")
+        typer.echo(f"{where}: no entries")
     for e in found:
         metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
         has = e.meta.get("has_embedding")
         embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
         model = e.meta["model"]["name"]
-        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {metrics}")
+        steps = f"{e.meta['steps_done']} steps" if "steps_done" in e.meta else ""
+        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {steps:10s} {metrics}")
 
 
 def library_add(
@@ -105,16 +145,86 @@ def library_remove(name: Annotated[str, typer.Argument(help="Entry to remove.")]
     typer.echo(f"removed {name} from {library}")
 
 
+def library_build(
+    library: OptLibraryOpt = None,
+    builtin: BuiltinOpt = False,
+    sources: Annotated[
+        str,
+        typer.Option(help="Comma list of sources: tasks, a+b mixtures, or glue (GLUE without WNLI)."),
+    ] = ",".join(BUILTIN_SOURCES),
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Work folder: one training run per source (resumed if cut short)."),
+    ] = Path("runs/library"),
+    steps: Annotated[int, typer.Option(help="Most steps a source trains (early stopping ends it sooner).")] = LIBRARY_STEPS,
+    patience: PatienceOpt = LIBRARY_PATIENCE,
+    eval_every: EvalEveryOpt = LIBRARY_EVAL_EVERY,
+    max_eval: MaxEvalOpt = LIBRARY_MAX_EVAL,
+    batch_size: BatchSizeOpt = LIBRARY_BATCH_SIZE,
+    mixture_cap: MixtureCapOpt = LIBRARY_MIXTURE_CAP,
+    model: ModelOpt = MODEL.model,
+    precision: PrecisionOpt = MODEL.precision,
+    prompt_length: PromptLengthOpt = TRAIN.prompt_length,
+    lr: LrOpt = TRAIN.lr,
+    optimizer: OptimizerOpt = TRAIN.optimizer,
+    max_train: MaxTrainOpt = TRAIN.max_train,
+    embed_step: EmbedStepOpt = TRAIN.embed_step,
+    ema: EmaOpt = TRAIN.ema,
+    full_precision: Annotated[
+        bool, typer.Option(help="Store prompts as float32 (default: float16 in --builtin, float32 in --library).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild entries made with other settings.")] = False,
+    nproc: NprocOpt = 1,
+):
+    """Train every source to convergence (early stopping on its dev) from one init and file it,
+    with its task embedding, dev metrics and rebuild command, in --library or the built-in library.
+    Resumable: finished sources are reused (refused if built with other settings). Under torchrun
+    (or --nproc N) the workers share out the sources."""
+    if builtin == (library is not None):
+        raise ConfigError("library build: give --builtin (the library shipped with softprompt) or --library DIR")
+    cfg = config_from(TrainConfig, locals(), init=Init.VOCAB.value, seed=0)
+    source_list = names(sources, "--sources")
+    for name in source_list:  # unknown names fail before the model loads
+        source_task(name, mixture_cap)
+    code = runtime.relaunch(nproc)
+    if code is not None:
+        raise typer.Exit(code)
+    lm = runtime.load_model(model, precision)
+    target = library if library is not None else lib.builtin_dir_for(lm.identity)
+    model_args = f"--model {model}" if model else ""
+    command = shlex.join(["softprompt", *runtime.ARGV])
+    dtype = torch.float32 if full_precision or not builtin else torch.float16
+    found = build_library(
+        lm,
+        source_list,
+        cfg,
+        out,
+        target,
+        cap=mixture_cap,
+        dtype=dtype,
+        overwrite=overwrite,
+        build_command=command,
+        model_args=model_args,
+        builtin=builtin,
+        progress=True,
+    )
+    if not dp.context().main:
+        return
+    _list_entries(found, target)
+    typer.echo(f"-> {target} ({len(found)} entries)")
+
+
 # -- similarity, transfer, grid --------------------------------------------------------------
 
 
 def similar(
     task: Annotated[str, typer.Option("--task", "-t", help="The new (target) task.")],
-    library: LibraryOpt,
+    library: OptLibraryOpt = None,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
-    measure: MeasureOpt = "avg_cosine",
+    measure: MeasureOpt = SPOT.measure,
+    embedding: EmbeddingOpt = SPOT.embedding,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
     lr: LrOpt = TRAIN.lr,
@@ -128,28 +238,43 @@ def similar(
     ] = None,
 ):
     """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
-    and rank the library's sources by similarity."""
+    and rank the library's sources (default: the built-in library) by similarity."""
     the_task = get_task(task)
-    similarity.measure(measure)
-    lib.entries(library)  # a missing library fails before the model loads
+    spot = SpotConfig(measure, embedding)
+    if library is not None:
+        lib.entries(library)  # a missing library fails before the model loads
     step = DEFAULT_EMBED_STEP if embed_step is None else embed_step
     cfg = config_from(
         TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value, seed=0
     )
     lm = runtime.load_model(model, precision)
+    library = _library_or_builtin(library, lm)
     with tempfile.TemporaryDirectory(prefix="softprompt-embed-") as tmp:
         run = out or Path(tmp) / "run"
         with contextlib.redirect_stdout(sys.stderr):  # the run's dev line is not part of the ranking
             train(lm, the_task, cfg, run, overwrite=True, progress=False)
-        ranked = retrieve(lm, run / "embedding", library, measure)
-    typer.echo(f"sources most similar to {the_task.name} (embedding at step {step}), by {measure}")
+        where = run / ("embedding" if spot.embedding == "early" else "best")
+        ranked = retrieve(lm, where, library, spot.measure, spot.embedding)
+    typer.echo(f"sources most similar to {the_task.name} (embedding {spot.embedding}, step {step}), by {spot.measure}")
     typer.echo(f"{'rank':>4s}  {'source':20s} {'avg_cosine':>10s} {'per_token_cosine':>16s}")
     for i, (name, scores) in enumerate(ranked, 1):
         typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}")
 
 
+def _library_or_builtin(library: Path | None, lm) -> Path:
+    """--library, else the built-in library of the loaded model (said on stderr)."""
+    if library is not None:
+        return library
+    found = lib.builtin_for(lm.identity)
+    typer.echo(f"no --library given: using the built-in library {found}", err=True)
+    return found
+
+
 def transfer(
-    task: Annotated[str, typer.Option("--task", "-t", help="Target task.")],
+    task: Annotated[
+        Optional[str],
+        typer.Option("--task", "-t", help="Target task: built-in, or a name for your own --train-file/--dev-file task."),
+    ] = None,
     source: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -168,7 +293,8 @@ def transfer(
     auto: Annotated[
         bool,
         typer.Option(
-            help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; needs --library.",
+            help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; from --library, "
+            "else the built-in library.",
         ),
     ] = False,
     out: Annotated[
@@ -192,19 +318,27 @@ def transfer(
     max_train: MaxTrainOpt = TRAIN.max_train,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     ema: EmaOpt = TRAIN.ema,
-    measure: MeasureOpt = "avg_cosine",
+    measure: MeasureOpt = SPOT.measure,
+    embedding: EmbeddingOpt = SPOT.embedding,
     baseline_init: Annotated[
         str,
         typer.Option(
             help="Baseline initialisation: vocab (sampled vocabulary), uniform, labels.",
         ),
     ] = Init.VOCAB.value,
+    train_file: TrainFileOpt = None,
+    dev_file: DevFileOpt = None,
+    text_field: TextFieldOpt = None,
+    label_field: LabelFieldOpt = "label",
+    labels: LabelsOpt = None,
+    template: TemplateOpt = None,
 ):
     """Train TASK from source prompt(s) and from the default init, same steps and seeds;
-    print mean ± std of the target dev score for each and the gain."""
-    the_task = get_task(task)
+    print mean ± std of the target dev score for each, and each gain with its interval and
+    paired p-value over seeds (saying plainly when it is not significant)."""
+    the_task = runtime.resolve_task(task, train_file, dev_file, text_field, label_field, labels, template)
     seed_list = list(parse_seeds(seeds))
-    similarity.measure(measure)
+    spot = SpotConfig(measure, embedding)
     if auto:
         top_k = top_k or AUTO_TOP_K
     if top_k is not None and top_k < 1:
@@ -215,13 +349,14 @@ def transfer(
         raise ConfigError(
             "--source DIR, or --library DIR with --top-k K or --auto: name where the source prompts come from"
         )
-    if top_k and library is None:
-        raise ConfigError("--top-k/--auto: retrieval needs --library DIR")
     sources = lib.resolve_sources([s for item in source or [] for s in item.split(",") if s.strip()], library)
     cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
-    if top_k:
+    if top_k and library is not None:
         lib.entries(library)
+    runtime.training_data(the_task)  # a bad data file fails before the model loads
     lm = runtime.load_model(model, precision)
+    if top_k:
+        library = _library_or_builtin(library, lm)
     report = run_transfer(
         lm,
         the_task,
@@ -231,13 +366,14 @@ def transfer(
         sources=sources or None,
         library_dir=library,
         top_k=top_k,
-        by=measure,
+        by=spot.measure,
+        at=spot.embedding,
         baseline_init=baseline_init,
         progress=True,
     )
     if report.retrieved:
-        found = ", ".join(f"{n} {s[measure]:.3f}" for n, s in report.retrieved[:top_k])
-        typer.echo(f"retrieved by {measure}: {found}")
+        found = ", ".join(f"{n} {s[spot.measure]:.3f}" for n, s in report.retrieved[:top_k])
+        typer.echo(f"retrieved by {spot.measure} ({spot.embedding} embeddings of {library}): {found}")
     typer.echo(report.table())
     typer.echo(f"-> {out}/transfer.json")
 
