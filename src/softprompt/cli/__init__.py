@@ -8,6 +8,7 @@ The command table below is the whole list, in the order `softprompt --help` show
     peft_io.py   export-peft, import-peft                               prompt and task resolution
     bench.py     bench                                     options.py  the shared options
     spot.py      similar, transfer, transfer-matrix, library list|add|remove|build
+    study.py     transfer-study, embedding-study
     serve.py     serve                                     app.py      the typer apps
 """
 
@@ -19,7 +20,7 @@ import click
 import typer
 
 from softprompt import distributed as dp
-from softprompt.cli import bench, core, peft_io, runtime, serve, spot
+from softprompt.cli import bench, core, peft_io, runtime, serve, spot, study
 from softprompt.cli.app import app, library_app
 from softprompt.errors import SoftPromptError
 
@@ -35,6 +36,8 @@ app.command()(bench.bench)
 app.command()(spot.similar)
 app.command()(spot.transfer)
 app.command("transfer-matrix")(spot.transfer_matrix)
+app.command("transfer-study")(study.transfer_study)
+app.command("embedding-study")(study.embedding_study)
 app.command()(serve.serve)
 app.add_typer(library_app, name="library")
 library_app.command("list")(spot.library_list)

@@ -248,7 +248,7 @@ def similar(
         TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value, seed=0
     )
     lm = runtime.load_model(model, precision)
-    library = _library_or_builtin(library, lm)
+    library = library_or_builtin(library, lm)
     with tempfile.TemporaryDirectory(prefix="softprompt-embed-") as tmp:
         run = out or Path(tmp) / "run"
         with contextlib.redirect_stdout(sys.stderr):  # the run's dev line is not part of the ranking
@@ -261,7 +261,7 @@ def similar(
         typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}")
 
 
-def _library_or_builtin(library: Path | None, lm) -> Path:
+def library_or_builtin(library: Path | None, lm) -> Path:
     """--library, else the built-in library of the loaded model (said on stderr)."""
     if library is not None:
         return library
@@ -356,7 +356,7 @@ def transfer(
     runtime.training_data(the_task)  # a bad data file fails before the model loads
     lm = runtime.load_model(model, precision)
     if top_k:
-        library = _library_or_builtin(library, lm)
+        library = library_or_builtin(library, lm)
     report = run_transfer(
         lm,
         the_task,
