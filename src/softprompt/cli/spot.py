@@ -71,11 +71,10 @@ from softprompt.config import (
 )
 from softprompt.errors import ConfigError
 from softprompt.spot import library as lib
-from softprompt.spot import similarity
 from softprompt.spot.build import BUILTIN_SOURCES, build_library
 from softprompt.spot.matrix import source_task
 from softprompt.spot.matrix import transfer_matrix as run_matrix
-from softprompt.spot.transfer import retrieve, target_embedding_dir
+from softprompt.spot.transfer import retrieve
 from softprompt.spot.transfer import transfer as run_transfer
 from softprompt.tasks import get_task
 from softprompt.train import train

@@ -37,8 +37,10 @@ from softprompt.cli.options import (
 )
 from softprompt.cli.spot import library_or_builtin, names
 from softprompt.config import (
+    LIBRARY_BATCH_SIZE,
     LIBRARY_MIXTURE_CAP,
     SIMILAR_MAX_EVAL,
+    STUDY_BATCH_SIZE,
     STUDY_EVAL_EVERY,
     STUDY_MAX_EVAL,
     STUDY_PATIENCE,
@@ -88,7 +90,7 @@ def transfer_study(
     embedding: EmbeddingOpt = SPOT.embedding,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
-    batch_size: BatchSizeOpt = TRAIN.batch_size,
+    batch_size: BatchSizeOpt = STUDY_BATCH_SIZE,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
     lr: LrOpt = TRAIN.lr,
     optimizer: OptimizerOpt = TRAIN.optimizer,
@@ -134,7 +136,7 @@ def embedding_study(
     steps: Annotated[str, typer.Option(help="Embedding steps of the fresh runs (early vs later).")] = "10,100",
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
-    batch_size: BatchSizeOpt = TRAIN.batch_size,
+    batch_size: BatchSizeOpt = LIBRARY_BATCH_SIZE,
     lr: LrOpt = TRAIN.lr,
     optimizer: OptimizerOpt = TRAIN.optimizer,
     max_train: MaxTrainOpt = TRAIN.max_train,
