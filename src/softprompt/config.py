@@ -214,3 +214,58 @@ def embed_step_for(steps: int, embed_step: int | None = None) -> int:
     """The step whose prompt is the task embedding: `embed_step` when given (0: none), else
     DEFAULT_EMBED_STEP, or the last step of a run shorter than that."""
     return min(DEFAULT_EMBED_STEP, steps) if embed_step is None else embed_step
+
+
+# -- SPoT: the built-in library build, the transfer study, task embeddings ---------------------
+
+
+class Measure(str, enum.Enum):
+    AVG_COSINE = "avg_cosine"  # cosine of the average prompt tokens (SPoT's "average-token")
+    PER_TOKEN_COSINE = "per_token_cosine"  # mean cosine over every token pair
+
+
+class EmbeddingAt(str, enum.Enum):
+    EARLY = "early"  # the prompt at --embed-step (embedding/): SPoT's choice
+    LATE = "late"  # the best prompt on dev (best/)
+
+
+@dataclass
+class SpotConfig:
+    """How task embeddings are compared (`similar`, `transfer --auto`, the studies)."""
+
+    measure: str = helped(
+        Measure.AVG_COSINE.value, "Similarity: avg_cosine (cosine of average tokens) or per_token_cosine."
+    )
+    embedding: str = helped(
+        EmbeddingAt.EARLY.value,
+        "Task embedding: early (the prompt at --embed-step, SPoT) or late (the best prompt on dev). "
+        "`softprompt embedding-study` measures which predicts transfer gain.",
+    )
+
+    def __post_init__(self) -> None:
+        self.measure = choice(
+            Measure, self.measure, f"--measure {self.measure!r}: expected one of {', '.join(m.value for m in Measure)}"
+        )
+        self.embedding = choice(
+            EmbeddingAt, self.embedding, f"--embedding {self.embedding!r}: expected early or late"
+        )
+
+
+# `library build`: every source to convergence (early stopping on its dev sample), at most
+# LIBRARY_STEPS steps; batch 8 keeps one source under about 40 minutes on 2 cores.
+LIBRARY_STEPS = 1000
+LIBRARY_BATCH_SIZE = 8
+LIBRARY_EVAL_EVERY = 50
+LIBRARY_PATIENCE = 4
+LIBRARY_MAX_EVAL = 200
+LIBRARY_MIXTURE_CAP = 2000
+# `transfer-study`: each target run to convergence, at most STUDY_STEPS steps.
+STUDY_STEPS = 300
+STUDY_BATCH_SIZE = 8
+STUDY_EVAL_EVERY = 25
+STUDY_PATIENCE = 3
+STUDY_MAX_EVAL = 100
+STUDY_SEEDS = "0,1,2,3,4,5"  # 6: with 5 paired seeds no exact two-sided test can reach p < 0.05
+STUDY_TARGETS = "cb,rte,wsc,mrpc,boolq"
+STUDY_TOP_K = 3
+SIGNIFICANCE = 0.05  # the level at which a gain is called significant

@@ -1,7 +1,7 @@
 """Save and load prompts and training checkpoints; PEFT adapter import/export.
 
 A saved prompt is a folder:
-  prompt.safetensors   {"prompt": (P, H) float32}
+  prompt.safetensors   {"prompt": (P, H) float32; float16 in the built-in library, read as float32}
   prompt.json          everything needed to use it again (model identity, task,
                        template, verbalizer, init, training settings, dev metrics)
 A checkpoint folder (`save_checkpoint`) holds prompt/ (the raw prompt),
@@ -181,11 +181,12 @@ def resolve_prompt_dir(path: Path) -> Path:
     return path / "best" if (path / "best").is_dir() else path
 
 
-def save_prompt(path: Path, prompt: SavedPrompt) -> Path:
-    """Save `prompt` as a folder at `path` (atomically)."""
+def save_prompt(path: Path, prompt: SavedPrompt, dtype: torch.dtype = torch.float32) -> Path:
+    """Save `prompt` as a folder at `path` (atomically); `dtype` float16 halves the file
+    (the built-in library); `load_prompt` always returns float32."""
 
     def write(tmp: Path) -> None:
-        save_file({"prompt": prompt.weight.detach().float().cpu().contiguous()}, tmp / PROMPT_FILE)
+        save_file({"prompt": prompt.weight.detach().float().to(dtype).cpu().contiguous()}, tmp / PROMPT_FILE)
         write_json(tmp / META_FILE, prompt.meta())
 
     return atomic_dir(Path(path), write)

@@ -7,7 +7,9 @@ The command table below is the whole list, in the order `softprompt --help` show
     core.py      train, eval, predict, inspect, tasks, info  runtime.py  model loading (the test seam),
     peft_io.py   export-peft, import-peft                               prompt and task resolution
     bench.py     bench                                     options.py  the shared options
-    spot.py      similar, transfer, transfer-matrix, library list|add|remove
+    spot.py      similar, transfer, transfer-matrix
+    library.py   library list|add|remove|build
+    study.py     transfer-study, embedding-study
     serve.py     serve                                     app.py      the typer apps
 """
 
@@ -19,7 +21,7 @@ import click
 import typer
 
 from softprompt import distributed as dp
-from softprompt.cli import bench, core, peft_io, runtime, serve, spot
+from softprompt.cli import bench, core, library, peft_io, runtime, serve, spot, study
 from softprompt.cli.app import app, library_app
 from softprompt.errors import SoftPromptError
 
@@ -35,11 +37,14 @@ app.command()(bench.bench)
 app.command()(spot.similar)
 app.command()(spot.transfer)
 app.command("transfer-matrix")(spot.transfer_matrix)
+app.command("transfer-study")(study.transfer_study)
+app.command("embedding-study")(study.embedding_study)
 app.command()(serve.serve)
 app.add_typer(library_app, name="library")
-library_app.command("list")(spot.library_list)
-library_app.command("add")(spot.library_add)
-library_app.command("remove")(spot.library_remove)
+library_app.command("list")(library.library_list)
+library_app.command("add")(library.library_add)
+library_app.command("remove")(library.library_remove)
+library_app.command("build")(library.library_build)
 
 # typer >= 0.20 raises its own (vendored click) exceptions, older typer raises click's.
 USAGE_ERRORS = (

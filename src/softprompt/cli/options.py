@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional, Union
 import typer
 
 from softprompt.bench.suite import BenchConfig
-from softprompt.config import ModelConfig, TrainConfig, default_of, help_of
+from softprompt.config import ModelConfig, SpotConfig, TrainConfig, default_of, help_of
 
 
 def from_field(cls: type, name: str, *param_decls: str, help: str | None = None, with_help: bool = True) -> Any:
@@ -48,6 +48,7 @@ def config_from(cls: type, params: Mapping[str, Any], **overrides: Any) -> Any:
 MODEL = defaults(ModelConfig)
 TRAIN = defaults(TrainConfig)
 BENCH = defaults(BenchConfig)
+SPOT = defaults(SpotConfig)
 
 # -- the model, the task and the user's data files ---------------------------------------------
 
@@ -129,15 +130,18 @@ BenchSeedsOpt = Annotated[str, typer.Option(help=help_of(BenchConfig, "seeds"))]
 
 # -- SPoT: libraries, seeds, similarity -------------------------------------------------------
 
-_LIBRARY_HELP = "Prompt library folder (see softprompt.spot.library)."
+_LIBRARY_HELP = "Prompt library folder (see softprompt.spot.library); where optional, default: the built-in library."
 LibraryOpt = Annotated[Path, typer.Option("--library", "-l", help=_LIBRARY_HELP)]
 OptLibraryOpt = Annotated[Optional[Path], typer.Option("--library", "-l", help=_LIBRARY_HELP)]
 SeedsOpt = Annotated[str, typer.Option(help="Comma list of seeds; every initialisation runs with each.")]
 TargetStepsOpt = from_field(TrainConfig, "steps", help="Target training steps (the same for every initialisation).")
-MeasureOpt = Annotated[
-    str,
+MeasureOpt = from_field(SpotConfig, "measure")
+EmbeddingOpt = from_field(SpotConfig, "embedding")
+BuiltinOpt = Annotated[
+    bool,
     typer.Option(
-        help="Similarity: avg_cosine (cosine of average tokens) or per_token_cosine.",
+        "--builtin",
+        help="The built-in library shipped with softprompt (softprompt/pretrained/<model>, or $SOFTPROMPT_PRETRAINED).",
     ),
 ]
 

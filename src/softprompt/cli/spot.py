@@ -1,4 +1,7 @@
-"""SPoT commands: `similar`, `transfer`, `transfer-matrix` and `library list|add|remove`."""
+"""SPoT commands: `similar`, `transfer`, `transfer-matrix` (the library commands: cli/library.py).
+
+Commands that read a library and are given no --library use the built-in one (the loaded
+model's folder of softprompt/pretrained/) and say so."""
 
 from __future__ import annotations
 
@@ -15,11 +18,15 @@ from softprompt.cli import runtime
 from softprompt.cli.options import (
     MODEL,
     TRAIN,
+    SPOT,
     BatchSizeOpt,
+    DevFileOpt,
     EmaOpt,
     EmbedStepOpt,
+    EmbeddingOpt,
     EvalEveryOpt,
-    LibraryOpt,
+    LabelFieldOpt,
+    LabelsOpt,
     LrOpt,
     MaxEvalOpt,
     MaxTrainOpt,
@@ -33,6 +40,9 @@ from softprompt.cli.options import (
     PromptLengthOpt,
     SeedsOpt,
     TargetStepsOpt,
+    TemplateOpt,
+    TextFieldOpt,
+    TrainFileOpt,
     config_from,
 )
 from softprompt.config import (
@@ -43,13 +53,13 @@ from softprompt.config import (
     TRANSFER_SEEDS,
     TRANSFER_STEPS,
     Init,
+    SpotConfig,
     TrainConfig,
     embed_step_for,
     parse_seeds,
 )
 from softprompt.errors import ConfigError
 from softprompt.spot import library as lib
-from softprompt.spot import similarity
 from softprompt.spot.matrix import source_task
 from softprompt.spot.matrix import transfer_matrix as run_matrix
 from softprompt.spot.transfer import retrieve
@@ -66,55 +76,17 @@ def names(text: str, flag: str) -> list[str]:
     return found
 
 
-# -- library ------------------------------------------------------------------------------
-
-
-def library_list(library: LibraryOpt):
-    """List the entries: task, model, dev metrics, whether a task embedding is stored."""
-    found = lib.entries(library)
-    if not found:
-        typer.echo(f"{library}: no entries")
-    for e in found:
-        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in e.meta.get("metrics", {}).items() if isinstance(v, float))
-        has = e.meta.get("has_embedding")
-        embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
-        model = e.meta["model"]["name"]
-        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {metrics}")
-
-
-def library_add(
-    run: Annotated[
-        Path,
-        typer.Argument(
-            help="A `softprompt train` output folder (best/ and embedding/) or a prompt folder.",
-        ),
-    ],
-    library: LibraryOpt,
-    name: Annotated[Optional[str], typer.Option(help="Entry name (default: the prompt's task).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an entry of the same name.")] = False,
-):
-    """Copy a trained prompt and its task embedding into the library."""
-    entry = lib.add(library, run, name, overwrite)
-    note = "" if entry.meta["has_embedding"] else " (no embedding/: best/ stands in)"
-    typer.echo(f"added {entry.name} to {library}{note}")
-
-
-def library_remove(name: Annotated[str, typer.Argument(help="Entry to remove.")], library: LibraryOpt):
-    """Remove an entry."""
-    lib.remove(library, name)
-    typer.echo(f"removed {name} from {library}")
-
-
 # -- similarity, transfer, grid --------------------------------------------------------------
 
 
 def similar(
     task: Annotated[str, typer.Option("--task", "-t", help="The new (target) task.")],
-    library: LibraryOpt,
+    library: OptLibraryOpt = None,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
-    measure: MeasureOpt = "avg_cosine",
+    measure: MeasureOpt = SPOT.measure,
+    embedding: EmbeddingOpt = SPOT.embedding,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
     lr: LrOpt = TRAIN.lr,
@@ -128,28 +100,43 @@ def similar(
     ] = None,
 ):
     """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
-    and rank the library's sources by similarity."""
+    and rank the library's sources (default: the built-in library) by similarity."""
     the_task = get_task(task)
-    similarity.measure(measure)
-    lib.entries(library)  # a missing library fails before the model loads
+    spot = SpotConfig(measure, embedding)
+    if library is not None:
+        lib.entries(library)  # a missing library fails before the model loads
     step = DEFAULT_EMBED_STEP if embed_step is None else embed_step
     cfg = config_from(
         TrainConfig, locals(), steps=step, eval_every=step, embed_step=step, init=Init.VOCAB.value, seed=0
     )
     lm = runtime.load_model(model, precision)
+    library = library_or_builtin(library, lm)
     with tempfile.TemporaryDirectory(prefix="softprompt-embed-") as tmp:
         run = out or Path(tmp) / "run"
         with contextlib.redirect_stdout(sys.stderr):  # the run's dev line is not part of the ranking
             train(lm, the_task, cfg, run, overwrite=True, progress=False)
-        ranked = retrieve(lm, run / "embedding", library, measure)
-    typer.echo(f"sources most similar to {the_task.name} (embedding at step {step}), by {measure}")
+        where = run / ("embedding" if spot.embedding == "early" else "best")
+        ranked = retrieve(lm, where, library, spot.measure, spot.embedding)
+    typer.echo(f"sources most similar to {the_task.name} (embedding {spot.embedding}, step {step}), by {spot.measure}")
     typer.echo(f"{'rank':>4s}  {'source':20s} {'avg_cosine':>10s} {'per_token_cosine':>16s}")
     for i, (name, scores) in enumerate(ranked, 1):
         typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}")
 
 
+def library_or_builtin(library: Path | None, lm) -> Path:
+    """--library, else the built-in library of the loaded model (said on stderr)."""
+    if library is not None:
+        return library
+    found = lib.builtin_for(lm.identity)
+    typer.echo(f"no --library given: using the built-in library {found}", err=True)
+    return found
+
+
 def transfer(
-    task: Annotated[str, typer.Option("--task", "-t", help="Target task.")],
+    task: Annotated[
+        Optional[str],
+        typer.Option("--task", "-t", help="Target task: built-in, or a name for your own --train-file/--dev-file task."),
+    ] = None,
     source: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -168,7 +155,8 @@ def transfer(
     auto: Annotated[
         bool,
         typer.Option(
-            help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; needs --library.",
+            help=f"Retrieval + transfer in one command: --top-k {AUTO_TOP_K} unless given; from --library, "
+            "else the built-in library.",
         ),
     ] = False,
     out: Annotated[
@@ -192,19 +180,27 @@ def transfer(
     max_train: MaxTrainOpt = TRAIN.max_train,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     ema: EmaOpt = TRAIN.ema,
-    measure: MeasureOpt = "avg_cosine",
+    measure: MeasureOpt = SPOT.measure,
+    embedding: EmbeddingOpt = SPOT.embedding,
     baseline_init: Annotated[
         str,
         typer.Option(
             help="Baseline initialisation: vocab (sampled vocabulary), uniform, labels.",
         ),
     ] = Init.VOCAB.value,
+    train_file: TrainFileOpt = None,
+    dev_file: DevFileOpt = None,
+    text_field: TextFieldOpt = None,
+    label_field: LabelFieldOpt = "label",
+    labels: LabelsOpt = None,
+    template: TemplateOpt = None,
 ):
     """Train TASK from source prompt(s) and from the default init, same steps and seeds;
-    print mean ± std of the target dev score for each and the gain."""
-    the_task = get_task(task)
+    print mean ± std of the target dev score for each, and each gain with its interval and
+    paired p-value over seeds (saying plainly when it is not significant)."""
+    the_task = runtime.resolve_task(task, train_file, dev_file, text_field, label_field, labels, template)
     seed_list = list(parse_seeds(seeds))
-    similarity.measure(measure)
+    spot = SpotConfig(measure, embedding)
     if auto:
         top_k = top_k or AUTO_TOP_K
     if top_k is not None and top_k < 1:
@@ -215,13 +211,14 @@ def transfer(
         raise ConfigError(
             "--source DIR, or --library DIR with --top-k K or --auto: name where the source prompts come from"
         )
-    if top_k and library is None:
-        raise ConfigError("--top-k/--auto: retrieval needs --library DIR")
     sources = lib.resolve_sources([s for item in source or [] for s in item.split(",") if s.strip()], library)
     cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
-    if top_k:
+    if top_k and library is not None:
         lib.entries(library)
+    runtime.training_data(the_task)  # a bad data file fails before the model loads
     lm = runtime.load_model(model, precision)
+    if top_k:
+        library = library_or_builtin(library, lm)
     report = run_transfer(
         lm,
         the_task,
@@ -231,13 +228,14 @@ def transfer(
         sources=sources or None,
         library_dir=library,
         top_k=top_k,
-        by=measure,
+        by=spot.measure,
+        at=spot.embedding,
         baseline_init=baseline_init,
         progress=True,
     )
     if report.retrieved:
-        found = ", ".join(f"{n} {s[measure]:.3f}" for n, s in report.retrieved[:top_k])
-        typer.echo(f"retrieved by {measure}: {found}")
+        found = ", ".join(f"{n} {s[spot.measure]:.3f}" for n, s in report.retrieved[:top_k])
+        typer.echo(f"retrieved by {spot.measure} ({spot.embedding} embeddings of {library}): {found}")
     typer.echo(report.table())
     typer.echo(f"-> {out}/transfer.json")
 

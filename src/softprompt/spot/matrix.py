@@ -142,9 +142,13 @@ class MatrixReport:
         return "\n".join(lines) + "\n"
 
 
+# Named mixtures a source may be called by (the built-in library's "glue": GLUE without WNLI).
+MIXTURES = {"glue": "mnli+qnli+sst2+mrpc+cola+stsb+rte"}
+
+
 def source_task(name: str, cap: int | None):
-    """A source name: a task, or a mixture written with "+" (mnli+snli)."""
-    parts = name.split("+")
+    """A source name: a task, a mixture written with "+" (mnli+snli), or a named mixture (glue)."""
+    parts = MIXTURES.get(name, name).split("+")
     return get_task(name) if len(parts) == 1 else Mixture(tuple(get_task(p) for p in parts), cap)
 
 

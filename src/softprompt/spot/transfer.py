@@ -25,6 +25,7 @@ from softprompt.errors import ConfigError
 from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
+from softprompt.spot.stats import Paired, paired
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
 from softprompt.train import TrainConfig, train
@@ -56,8 +57,13 @@ class TransferReport:
         best = self.best_source
         return None if best is None else mean(self.sources[best]) - mean(self.baseline)
 
+    def significance(self) -> dict[str, Paired]:
+        """Per source: its gain over the baseline, paired by seed, with interval and p-values."""
+        return {name: paired(scores, self.baseline) for name, scores in self.sources.items()}
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "best_source": self.best_source, "gain": self.gain}
+        tests = {name: t.to_dict() for name, t in self.significance().items()}
+        return {**asdict(self), "best_source": self.best_source, "gain": self.gain, "significance": tests}
 
     def table(self) -> str:
         """A plain-text table: one row per initialisation, mean ± std over seeds, gain."""
@@ -77,6 +83,8 @@ class TransferReport:
             )
         if self.best_source is not None:
             lines.append(f"best source on dev: {self.best_source} ({100 * self.gain:+.2f} points over {BASELINE})")
+            for name, test in self.significance().items():
+                lines.append(f"gain of {name} over {BASELINE}: {test.statement()}")
         return "\n".join(lines)
 
 
@@ -89,18 +97,48 @@ def std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def train_once(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig, out_dir: Path, progress: bool = False) -> float:
-    """Train one run and return its best dev score; a finished run with the same settings
-    in `out_dir` is reused, so an interrupted grid picks up where it stopped."""
+def run_state(out_dir: Path, cfg: TrainConfig) -> str:
+    """What `out_dir` holds for a run with settings `cfg`: "done" (finished: every step, or
+    stopped early by --patience), "partial" (a checkpoint to resume), "other" (a run with other
+    settings) or "none"."""
+    trainer = out_dir / "checkpoint" / "trainer.json"
+    if not trainer.is_file():
+        return "none"
+    counters = read_json(trainer)
     best = out_dir / "best" / "prompt.json"
-    if best.is_file() and (out_dir / "checkpoint" / "trainer.json").is_file():
-        done = read_json(out_dir / "checkpoint" / "trainer.json")["step"] == cfg.steps
-        settings = read_json(best).get("training", {})
-        if done and all(settings.get(k) == v for k, v in asdict(cfg).items()):
-            return float(load_prompt(out_dir / "best").metrics[task.metrics[0]])
+    settings = read_json(best).get("training", {}) if best.is_file() else None
+    if settings is None:  # no dev evaluation yet: compare with the checkpoint's prompt
+        settings = read_json(out_dir / "checkpoint" / "prompt" / "prompt.json").get("training", {})
+    if any(settings.get(k) != v for k, v in asdict(cfg).items() if k != "init" and k in settings):
+        return "other"
+    if settings.get("requested_init", cfg.init) != cfg.init:
+        return "other"
+    stopped = bool(cfg.patience) and counters.get("evals_since_best", 0) >= cfg.patience
+    return "done" if best.is_file() and (counters["step"] == cfg.steps or stopped) else "partial"
+
+
+def train_once(
+    lm: LoadedModel,
+    task: Task | Mixture,
+    cfg: TrainConfig,
+    out_dir: Path,
+    progress: bool = False,
+    *,
+    refuse_other: bool = False,
+) -> float:
+    """Train one run and return its best dev score. A finished run with the same settings in
+    `out_dir` is reused and an interrupted one resumed, so a grid picks up where it stopped;
+    a run with other settings is replaced (or refused, with `refuse_other`)."""
+    state = run_state(out_dir, cfg)
+    if state == "done":
+        return float(load_prompt(out_dir / "best").metrics[task.metrics[0]])
+    if state == "other" and refuse_other:
+        raise ConfigError(
+            f"{out_dir}: holds a run with other settings (use the settings it was made with, or another --out)"
+        )
     if progress:
-        tqdm.write(f"-> {out_dir}")
-    result = train(lm, task, cfg, out_dir, overwrite=True, progress=progress)
+        tqdm.write(f"-> {out_dir}" + (" (resumed)" if state == "partial" else ""))
+    result = train(lm, task, cfg, out_dir, resume=state == "partial", overwrite=state != "partial", progress=progress)
     return float(result.best.metrics[task.metrics[0]])
 
 
@@ -138,20 +176,30 @@ def run_transfers(
     return scores
 
 
-def target_embedding_dir(out_dir: Path, seeds: list[int]) -> Path:
-    """The target's task embedding: the first seed's baseline run at --embed-step."""
-    path = out_dir / BASELINE / f"seed{seeds[0]}" / "embedding"
+def target_embedding_dir(out_dir: Path, seeds: list[int], at: str = "early") -> Path:
+    """The target's task embedding: the first seed's baseline run at --embed-step (early) or its best prompt (late)."""
+    path = out_dir / BASELINE / f"seed{seeds[0]}" / ("embedding" if at == "early" else "best")
     if not path.is_dir():
         raise ConfigError(f"{path}: no target embedding (the baseline runs need --embed-step)")
     return path
 
 
 def retrieve(
-    lm: LoadedModel, embedding_dir: Path, library_dir: Path, by: str = "avg_cosine"
+    lm: LoadedModel,
+    embedding_dir: Path,
+    library_dir: Path,
+    by: str = "avg_cosine",
+    at: str = "early",
+    exclude: str | None = None,
 ) -> list[tuple[str, dict[str, float]]]:
-    """Library entries for this model, most similar task embedding first."""
+    """Library entries for this model, most similar task embedding first; `at` picks the
+    library's embeddings (early/late, as the target's); `exclude`: a task whose own data must
+    not have trained the source (the target)."""
     target = load_prompt(embedding_dir).weight
-    return similarity.rank(target, library.embeddings(library_dir, lm.identity), by)
+    allowed = [e.name for e in library.entries(library_dir) if exclude is None or not e.trained_on(exclude)]
+    if not allowed:
+        raise ConfigError(f"--library {library_dir}: every entry was trained on {exclude}'s own data")
+    return similarity.rank(target, library.embeddings(library_dir, lm.identity, allowed, at), by)
 
 
 def transfer(
@@ -165,6 +213,7 @@ def transfer(
     library_dir: Path | None = None,
     top_k: int | None = None,
     by: str = "avg_cosine",
+    at: str = "early",
     baseline_init: str = "vocab",
     progress: bool = False,
 ) -> TransferReport:
@@ -184,7 +233,7 @@ def transfer(
     if top_k:
         if library_dir is None:
             raise ConfigError("--top-k/--auto need --library")
-        retrieved = retrieve(lm, target_embedding_dir(out_dir, seeds), library_dir, by)
+        retrieved = retrieve(lm, target_embedding_dir(out_dir, seeds, at), library_dir, by, at, exclude=task.name)
         sources = {name: library.get(library_dir, name).prompt_dir for name, _ in retrieved[:top_k]}
     report = TransferReport(
         task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved

@@ -1,0 +1,147 @@
+"""Which task embedding predicts transfer gain? (SPoT §4, measured here.)
+
+Takes a finished transfer study (its per-target gains of every source) and recomputes the
+similarity of each target to each source under several embeddings:
+
+    library early    the library's embedding/ (its --embed-step) vs the target's study run at that step
+    library late     the library's best/ (the converged source) vs the target's best vocab run
+    P<L> step <S>    a fresh run of S steps with an L-token prompt, the same init (sampled
+                     vocabulary, seed 0) for every task, the raw prompt at step S
+
+each under both cosines (average-token, per-token), and reports how well each ranks the
+sources: the Spearman correlation of similarity with gain per target, its mean and its value
+pooled over all (target, source) pairs, and the dev score of the best of the top-k sources.
+The best row names the default to choose (`SpotConfig.measure`/`embedding`, --embed-step,
+--prompt-length). Output:
+
+    OUT/runs/P<L>-S<S>/<task>/     the embedding runs (reused when finished)
+    OUT/embeddings.json, embeddings.md
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from softprompt.config import TrainConfig
+from softprompt.io import atomic_write_text, load_prompt, read_json, write_json
+from softprompt.models.loading import LoadedModel
+from softprompt.spot import library, similarity
+from softprompt.spot.matrix import source_task
+from softprompt.spot.study import BASE, StudyReport
+from softprompt.spot.transfer import mean, train_once
+
+
+def _similarities(targets: dict[str, torch.Tensor], sources: dict[str, torch.Tensor], allowed) -> dict:
+    return {
+        t: {s: {m: f(targets[t], sources[s]) for m, f in similarity.MEASURES.items()} for s in allowed[t]}
+        for t in targets
+    }
+
+
+def _fresh(lm, names: list[str], cfg: TrainConfig, length: int, step: int, out: Path, cap, bar) -> dict:
+    """name -> the raw prompt after `step` steps of a `length`-token prompt (vocab init, seed 0)."""
+    run_cfg = replace(
+        cfg, prompt_length=length, steps=step, embed_step=step, eval_every=step, init="vocab", init_from=None, seed=0
+    )
+    found = {}
+    for name in names:
+        folder = out / f"P{length}-S{step}" / name
+        train_once(lm, source_task(name, cap), run_cfg, folder)
+        found[name] = load_prompt(folder / "embedding").weight
+        bar.update(1)
+    return found
+
+
+def embedding_study(
+    lm: LoadedModel,
+    study_dir: Path,
+    library_dir: Path,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    lengths: list[int],
+    steps: list[int],
+    cap: int | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Rows (variant, measure, Spearman per target / mean / pooled, best-of-top-k score), best first."""
+    study = StudyReport.from_dict(read_json(Path(study_dir) / "study.json"))
+    entries = {e.name: e for e in library.entries(library_dir)}
+    names = sorted({s for t in study.targets for s in study.sources[t]})
+    tasks = names + [t for t in study.targets if t not in names]
+    variants: dict[str, dict] = {}
+    run = {t: Path(study_dir) / t / BASE / f"seed{study.seeds[0]}" for t in study.targets}
+    for label, source_dir, target_dir in (("library early", "embedding_dir", "embedding"), ("library late", "prompt_dir", "best")):
+        srcs = {n: load_prompt(getattr(entries[n], source_dir)).weight for n in names}
+        tgts = {t: load_prompt(run[t] / target_dir).weight for t in study.targets}
+        variants[label] = _similarities(tgts, srcs, study.sources)
+    bar = tqdm(total=len(lengths) * len(steps) * len(tasks), desc="embedding runs", unit="run", disable=not progress)
+    for length in lengths:
+        for step in steps:
+            fresh = _fresh(lm, tasks, cfg, length, step, Path(out_dir) / "runs", cap, bar)
+            variants[f"P{length} step {step}"] = _similarities(
+                {t: fresh[t] for t in study.targets}, fresh, study.sources
+            )
+    bar.close()
+    rows = []
+    for label, sims in variants.items():
+        scored = replace(study, similarities=sims)
+        corr = scored.correlations()
+        table = {r["method"]: r for r in scored.retrieval()}
+        for m in similarity.MEASURES:
+            top = table.get(f"{m} best of top-{study.top_k}") or table[f"{m} best of top-1"]
+            rows.append(
+                {
+                    "embedding": label,
+                    "measure": m,
+                    "spearman": {t: corr[m][t] for t in study.targets},
+                    "mean": corr[m]["mean"],
+                    "pooled": corr[m]["pooled"],
+                    "top1_score": table[f"{m} best of top-1"]["score"],
+                    "topk_score": top["score"],
+                    "spread": _spread(sims),
+                }
+            )
+    rows.sort(key=lambda r: -(r["mean"] if math.isfinite(r["mean"]) else -math.inf))
+    write_json(Path(out_dir) / "embeddings.json", {"study": str(study_dir), "top_k": study.top_k, "rows": rows})
+    atomic_write_text(Path(out_dir) / "embeddings.md", markdown(rows, study))
+    return rows
+
+
+def _spread(sims: dict) -> dict[str, float]:
+    """Per measure, the range of similarity values (near 0: every task looks alike)."""
+    out = {}
+    for m in similarity.MEASURES:
+        values = [v[m] for per in sims.values() for v in per.values()]
+        out[m] = max(values) - min(values) if values else math.nan
+    return out
+
+
+def markdown(rows: list[dict], study: StudyReport) -> str:
+    base = mean([100 * mean(study.scores[t][BASE]) for t in study.targets])
+    lines = [
+        "### Task embedding choice: Spearman of similarity with transfer gain (sources ranked per target)",
+        "",
+        "| embedding | measure | " + " | ".join(study.targets) + f" | mean | pooled | top-1 score | top-{study.top_k} score | similarity range |",
+        "|---|---|" + "---:|" * (len(study.targets) + 5),
+    ]
+    for r in rows:
+        cells = [r["spearman"][t] for t in study.targets] + [r["mean"], r["pooled"]]
+        lines.append(
+            f"| {r['embedding']} | {r['measure']} | "
+            + " | ".join(f"{v:+.2f}" for v in cells)
+            + f" | {r['top1_score']:.1f} | {r['topk_score']:.1f} | {r['spread'][r['measure']]:.3f} |"
+        )
+    best = rows[0] if rows else None
+    lines += ["", f"Baseline (vocab) mean dev score: {base:.1f}."]
+    if best is not None:
+        lines.append(
+            f"Best predictor of gain: {best['embedding']}, {best['measure']} (mean Spearman {best['mean']:+.2f}, "
+            f"pooled {best['pooled']:+.2f})."
+        )
+    return "\n".join(lines) + "\n"

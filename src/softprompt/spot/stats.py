@@ -1,0 +1,138 @@
+"""Paired statistics over seeds: is a transfer gain more than seed noise?
+
+Two initialisations trained with the same seeds give paired scores a_i, b_i; d_i = a_i - b_i.
+
+  bootstrap_ci(d)  percentile interval of mean(d) under resampling the seeds with replacement:
+                   exact (the n-fold convolution of the empirical distribution) for n <= 8,
+                   else a seeded Monte Carlo of 20,000 resamples
+  sign_flip_p(d)   exact two-sided permutation p-value of mean(d): under "no effect" each d_i
+                   is as likely to have had the other sign, so p is the share of the 2^n sign
+                   assignments whose |sum| reaches the observed one
+  wilcoxon_p(d)    exact two-sided Wilcoxon signed-rank p-value (zeros dropped, ties given
+                   average ranks), by enumerating the 2^m sign assignments of the ranks
+
+A gain is called significant when the sign-flip p is below the level (default 0.05). With n
+seeds no exact two-sided test goes below 2 / 2^n: 5 seeds cannot reach 0.05 (0.0625), 6 can.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from softprompt.config import SIGNIFICANCE
+from softprompt.errors import ConfigError
+from softprompt.tasks.metrics import average_ranks
+
+EXACT_BOOTSTRAP_MAX = 8  # seeds up to which the bootstrap distribution is enumerated exactly
+MONTE_CARLO = 20_000
+_TOL = 1e-9  # score differences are sums of float percentages: compare with a tolerance
+
+
+def differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    if len(a) != len(b) or not a:
+        raise ConfigError(f"paired scores need the same seeds on both sides, got {len(a)} and {len(b)} scores")
+    return [x - y for x, y in zip(a, b)]
+
+
+def bootstrap_ci(d: Sequence[float], level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(d): the smallest means whose cumulative probability
+    reaches (1 - level) / 2 and (1 + level) / 2."""
+    n = len(d)
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    if n <= EXACT_BOOTSTRAP_MAX:
+        sums = {0.0: 1.0}
+        for _ in range(n):  # distribution of the sum of n draws with replacement
+            nxt: dict[float, float] = {}
+            for s, p in sums.items():
+                for x in d:
+                    key = round(s + x, 9)
+                    nxt[key] = nxt.get(key, 0.0) + p / n
+            sums = nxt
+        values = sorted(sums)
+        cdf = np.cumsum([sums[v] for v in values])
+
+        def quantile(q: float) -> float:
+            return values[int(np.searchsorted(cdf, q - 1e-12))] / n
+
+        return quantile(lo_q), quantile(hi_q)
+    rng = np.random.default_rng(seed)
+    means = np.sort(np.asarray(d, dtype=float)[rng.integers(0, n, size=(MONTE_CARLO, n))].mean(axis=1))
+    return float(means[max(0, math.ceil(lo_q * MONTE_CARLO) - 1)]), float(means[math.ceil(hi_q * MONTE_CARLO) - 1])
+
+
+def sign_flip_p(d: Sequence[float]) -> float:
+    """Exact two-sided permutation p-value of the mean difference (1.0 when every d_i is 0)."""
+    observed = abs(sum(d))
+    if observed <= _TOL:
+        return 1.0
+    hits = sum(
+        abs(sum(s * x for s, x in zip(signs, d))) >= observed - _TOL
+        for signs in itertools.product((1, -1), repeat=len(d))
+    )
+    return hits / 2 ** len(d)
+
+
+def wilcoxon_p(d: Sequence[float]) -> float:
+    """Exact two-sided Wilcoxon signed-rank p-value: P(|W+ - E W+| >= observed) over sign flips."""
+    nonzero = [x for x in d if abs(x) > _TOL]
+    if not nonzero:
+        return 1.0
+    ranks = average_ranks([round(abs(x), 9) for x in nonzero])  # equal gaps tie despite float noise
+    w_plus = sum(r for r, x in zip(ranks, nonzero) if x > 0)
+    centre = sum(ranks) / 2
+    observed = abs(w_plus - centre)
+    hits = sum(
+        abs(sum(r for r, keep in zip(ranks, signs) if keep) - centre) >= observed - _TOL
+        for signs in itertools.product((True, False), repeat=len(ranks))
+    )
+    return hits / 2 ** len(ranks)
+
+
+@dataclass
+class Paired:
+    """A gain over seeds (a - b, metric units) with its interval and exact p-values."""
+
+    n: int
+    gain: float
+    ci_low: float
+    ci_high: float
+    p_sign_flip: float
+    p_wilcoxon: float
+    level: float = SIGNIFICANCE
+
+    @property
+    def significant(self) -> bool:
+        return self.p_sign_flip < self.level
+
+    @property
+    def smallest_p(self) -> float:
+        """The smallest two-sided p-value n seeds allow."""
+        return 2 / 2**self.n
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "significant": self.significant, "smallest_p": self.smallest_p}
+
+    def statement(self, scale: float = 100.0) -> str:
+        """One plain line: the gain in points, its interval, p, and whether it is significant."""
+        ci = 100 * (1 - self.level)
+        head = (
+            f"{scale * self.gain:+.2f} points ({ci:.0f}% CI {scale * self.ci_low:+.2f} to {scale * self.ci_high:+.2f}), "
+            f"p = {self.p_sign_flip:.3g} (sign-flip), {self.p_wilcoxon:.3g} (Wilcoxon), {self.n} seeds: "
+        )
+        if self.significant:
+            return head + "significant"
+        if self.smallest_p >= self.level:
+            return head + f"not significant (with {self.n} seeds p cannot go below {self.smallest_p:.3g}; use more seeds)"
+        return head + "not significant"
+
+
+def paired(a: Sequence[float], b: Sequence[float], level: float = SIGNIFICANCE) -> Paired:
+    """The paired comparison of scores `a` against `b` (same seeds, in the same order)."""
+    d = differences(a, b)
+    low, high = bootstrap_ci(d, 1 - level)
+    return Paired(len(d), sum(d) / len(d), low, high, sign_flip_p(d), wilcoxon_p(d), level)

@@ -1,0 +1,310 @@
+"""The transfer study: does starting from a source prompt help, beyond seed noise?
+
+Every target trains to convergence (early stopping on its dev sample, `cfg.patience`) from
+each initialisation, with the same seeds:
+
+    vocab        sampled vocabulary, the paper's default: the baseline every gain is over
+    labels       the class label words (classification targets)
+    <source>     every library source not trained on the target's own data (`Entry.trained_on`)
+    retrieved    the best on dev of the top-k sources most similar to the target (SPoT §4):
+                 no runs of its own, it is the chosen source's runs
+
+Per (target, init): mean, std, and the gain over vocab paired by seed (`stats.paired`:
+bootstrap interval, exact sign-flip and Wilcoxon p-values, and a plain verdict). Then the
+similarity-vs-gain Spearman correlation per target and pooled, and the SPoT Table 3 analogue
+(baseline, oracle, best of top-k). Output folder:
+
+    OUT/<target>/<init>/seed<s>/   one run (train.py layout): finished runs are reused and
+                                   cut-short ones resumed, so the study continues where it stopped
+    OUT/study.json, study.md       every score, test, similarity, correlation and the retrieval table
+    OUT/heatmap.png                gain over vocab (points), targets x inits; * = significant
+
+The target's task embedding is its first seed's vocab run (at the embedding step, or its best
+prompt: `embedding` late). Under torchrun the runs are spread over the workers and rank 0
+writes the report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from softprompt import distributed as dp
+from softprompt.config import SIGNIFICANCE, SpotConfig, TrainConfig, embed_step_for
+from softprompt.errors import ConfigError
+from softprompt.io import atomic_write_text, load_prompt, write_json
+from softprompt.models.loading import LoadedModel
+from softprompt.plots import pyplot, save_figure
+from softprompt.spot import library, similarity
+from softprompt.spot.stats import paired
+from softprompt.spot.transfer import mean, std, train_once
+from softprompt.tasks.base import Task
+from softprompt.tasks.metrics import spearman_r
+
+BASE, LABELS, RETRIEVED = "vocab", "labels", "retrieved"
+
+
+@dataclass
+class StudyReport:
+    targets: list[str]
+    metrics: dict[str, str]  # target -> primary metric
+    seeds: list[int]
+    scores: dict[str, dict[str, list[float]]]  # target -> init -> per-seed dev score
+    sources: dict[str, list[str]]  # target -> the sources it may use
+    similarities: dict[str, dict[str, dict[str, float]]]  # target -> source -> measure -> value
+    top_k: int
+    spot: SpotConfig = field(default_factory=SpotConfig)
+
+    def ranked(self, target: str, measure: str) -> list[str]:
+        return sorted(self.sources[target], key=lambda s: -self.similarities[target][s][measure])
+
+    def best_of(self, target: str, names: list[str]) -> str | None:
+        return max(names, key=lambda s: mean(self.scores[target][s])) if names else None
+
+    def retrieved(self, target: str) -> str | None:
+        """The source retrieval picks: best on dev among the top-k by the configured measure."""
+        return self.best_of(target, self.ranked(target, self.spot.measure)[: self.top_k])
+
+    def inits(self, target: str) -> dict[str, list[float]]:
+        """init -> scores, the retrieved row included (as the chosen source's scores)."""
+        rows = dict(self.scores[target])
+        chosen = self.retrieved(target)
+        if chosen is not None:
+            rows[RETRIEVED] = self.scores[target][chosen]
+        return rows
+
+    def tests(self) -> dict[str, dict[str, dict]]:
+        base = {t: self.scores[t][BASE] for t in self.targets}
+        return {
+            t: {i: paired(s, base[t]).to_dict() for i, s in self.inits(t).items() if i != BASE} for t in self.targets
+        }
+
+    def correlations(self) -> dict[str, dict[str, float]]:
+        """measure -> Spearman of similarity vs gain: per target, their mean, and pooled over pairs."""
+        out = {}
+        for m in similarity.MEASURES:
+            per, sims, gains = {}, [], []
+            for t in self.targets:
+                base = mean(self.scores[t][BASE])
+                s = [self.similarities[t][src][m] for src in self.sources[t]]
+                g = [mean(self.scores[t][src]) - base for src in self.sources[t]]
+                per[t] = spearman_r(s, g, math.nan) if len(s) > 1 else math.nan
+                sims, gains = sims + s, gains + g
+            finite = [v for v in per.values() if math.isfinite(v)]
+            out[m] = {
+                **per,
+                "mean": mean(finite) if finite else math.nan,
+                "pooled": spearman_r(sims, gains, math.nan) if len(sims) > 1 else math.nan,
+            }
+        return out
+
+    def retrieval(self) -> list[dict]:
+        """SPoT Table 3: baseline, oracle, best of top-k per measure; mean score (%) and change (points)."""
+        most = max((len(v) for v in self.sources.values()), default=0)
+        ks = sorted({k for k in (1, self.top_k, most) if 1 <= k <= most})
+
+        def row(method: str, pick) -> dict:
+            per = {t: 100 * mean(self.scores[t][pick(t)]) for t in self.targets if pick(t) is not None}
+            change = [per[t] - 100 * mean(self.scores[t][BASE]) for t in per]
+            return {"method": method, "score": mean(list(per.values())), "change": mean(change), "per_target": per}
+
+        rows = [row("baseline (vocab)", lambda t: BASE), row("oracle", lambda t: self.best_of(t, self.sources[t]))]
+        for m in similarity.MEASURES:
+            for k in ks:
+                rows.append(row(f"{m} best of top-{k}", lambda t: self.best_of(t, self.ranked(t, m)[:k])))
+        return rows
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudyReport":
+        """A report read back from study.json."""
+        keys = ("targets", "metrics", "seeds", "scores", "sources", "similarity", "top_k")
+        spot = SpotConfig(data["measure"], data["embedding"])
+        return cls(*(data[k] for k in keys), spot=spot)
+
+    def to_dict(self) -> dict:
+        return {
+            "targets": self.targets,
+            "metrics": self.metrics,
+            "seeds": self.seeds,
+            "top_k": self.top_k,
+            "measure": self.spot.measure,
+            "embedding": self.spot.embedding,
+            "scores": self.scores,
+            "sources": self.sources,
+            "retrieved": {t: self.retrieved(t) for t in self.targets},
+            "tests": self.tests(),
+            "similarity": self.similarities,
+            "correlation": self.correlations(),
+            "retrieval": self.retrieval(),
+        }
+
+    def markdown(self) -> str:
+        tests = self.tests()
+        lines = [
+            f"### Transfer study: dev score (%), {len(self.seeds)} seeds, gain over vocab with 95% CI and paired p",
+            "",
+            "| target | init | mean ± std | gain (points) | 95% CI | p sign-flip | p Wilcoxon | verdict |",
+            "|---|---|---:|---:|---|---:|---:|---|",
+        ]
+        significant = set()
+        for t in self.targets:
+            for init, scores in self.inits(t).items():
+                shown = f"{100 * mean(scores):.1f} ± {100 * std(scores):.1f}"
+                name = f"retrieved ({self.retrieved(t)})" if init == RETRIEVED else init
+                if init == BASE:
+                    lines.append(f"| {t} ({self.metrics[t]}) | {name} | {shown} | | | | | baseline |")
+                    continue
+                r = tests[t][init]
+                verdict = "significant" if r["significant"] else "not significant"
+                if r["significant"] and r["gain"] > 0 and init != LABELS:
+                    significant.add(t)
+                lines.append(
+                    f"| {t} | {name} | {shown} | {100 * r['gain']:+.1f} | {100 * r['ci_low']:+.1f} to "
+                    f"{100 * r['ci_high']:+.1f} | {r['p_sign_flip']:.3g} | {r['p_wilcoxon']:.3g} | {verdict} |"
+                )
+        smallest = 2 / 2 ** len(self.seeds)
+        lines += [
+            "",
+            f"Targets with a significant positive gain from a source prompt: {len(significant)} of "
+            f"{len(self.targets)} ({', '.join(sorted(significant)) or 'none'}); significant means the exact "
+            f"sign-flip p < {SIGNIFICANCE} (with {len(self.seeds)} seeds no p goes below {smallest:.3g}).",
+            "",
+            f"### Similarity ({self.spot.embedding} embeddings) vs gain: Spearman over each target's sources",
+            "",
+            "| measure | " + " | ".join(self.targets) + " | mean | pooled |",
+            "|---|" + "---:|" * (len(self.targets) + 2),
+        ]
+        for m, c in self.correlations().items():
+            cells = [c[t] for t in self.targets] + [c["mean"], c["pooled"]]
+            lines.append(f"| {m} | " + " | ".join(f"{v:+.2f}" for v in cells) + " |")
+        lines += [
+            "",
+            "### Retrieval (SPoT Table 3): dev score (%), mean over targets",
+            "",
+            "| method | score | change (points) | " + " | ".join(self.targets) + " |",
+            "|---|---:|---:|" + "---:|" * len(self.targets),
+        ]
+        for r in self.retrieval():
+            cells = [f"{r['per_target'][t]:.1f}" if t in r["per_target"] else "–" for t in self.targets]
+            lines.append(f"| {r['method']} | {r['score']:.1f} | {r['change']:+.1f} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def eligible_sources(entries: list[library.Entry], target: str, names: list[str] | None = None) -> list[str]:
+    """The library sources `target` may start from: never one trained on its own data."""
+    return [e.name for e in entries if (names is None or e.name in names) and not e.trained_on(target)]
+
+
+def _cells(targets: list[Task], cfg: TrainConfig, seeds: list[int], out: Path, entries, sources) -> list[tuple]:
+    """(task, init, seed, cfg, folder) for every run, the baselines first (retrieval needs them)."""
+    cells, rest = [], []
+    for task in targets:
+        inits = {BASE: replace(cfg, init="vocab", init_from=None)}
+        if task.is_classification:
+            inits[LABELS] = replace(cfg, init="labels", init_from=None)
+        for entry in entries:
+            if entry.name in sources[task.name]:
+                inits[entry.name] = replace(cfg, init="file", init_from=str(entry.prompt_dir))
+        for init, init_cfg in inits.items():
+            for s in seeds:
+                cell = (task, init, s, replace(init_cfg, seed=s), out / task.name / init / f"seed{s}")
+                (cells if init == BASE else rest).append(cell)
+    return cells + rest
+
+
+def transfer_study(
+    lm: LoadedModel,
+    targets: list[Task],
+    library_dir: Path,
+    cfg: TrainConfig,
+    seeds: list[int],
+    out_dir: Path,
+    *,
+    source_names: list[str] | None = None,
+    top_k: int = 3,
+    spot: SpotConfig | None = None,
+    progress: bool = False,
+    context: dp.Context | None = None,
+) -> StudyReport:
+    """Run (or reuse) every cell, then assemble, test and write the report (rank 0)."""
+    spot = spot or SpotConfig()
+    if len(seeds) < 2:
+        raise ConfigError("--seeds: a paired test needs at least two seeds (5 or more for a real study)")
+    if len({t.name for t in targets}) != len(targets):
+        raise ConfigError("--targets: a name is listed twice")
+    ctx = dp.context() if context is None else context
+    out_dir = Path(out_dir)
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
+    entries = [e for e in library.entries(library_dir) if e.model.fingerprint == lm.identity.fingerprint]
+    unknown = sorted(set(source_names or []) - {e.name for e in entries})
+    if unknown:
+        raise ConfigError(f"--sources {','.join(unknown)}: not in --library {library_dir} for {lm.identity.name}")
+    sources = {t.name: eligible_sources(entries, t.name, source_names) for t in targets}
+    for t in targets:
+        if not sources[t.name]:
+            raise ConfigError(f"--targets {t.name}: no library source left once its own data's are excluded")
+    cells = _cells(targets, cfg, seeds, out_dir, entries, sources)
+    mine = dp.cells(cells, ctx)
+    bar = tqdm(total=len(mine), desc="transfer study", unit="run", disable=not progress)
+    with dp.local():
+        for task, init, seed, run_cfg, folder in mine:
+            bar.set_postfix(target=task.name, init=init, seed=seed)
+            train_once(lm, task, run_cfg, folder)
+            bar.update(1)
+    bar.close()
+    dp.barrier(ctx, "the study's runs")
+    report = None
+    if ctx.main:
+        report = _assemble(lm, targets, cells, sources, seeds, out_dir, entries, top_k, spot)
+    return dp.broadcast_object(report, ctx) if ctx.active else report
+
+
+def _assemble(lm, targets, cells, sources, seeds, out_dir, entries, top_k, spot) -> StudyReport:
+    scores: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
+    for task, init, _, _, folder in cells:
+        scores[task.name].setdefault(init, []).append(float(load_prompt(folder / "best").metrics[task.metrics[0]]))
+    by_name = {e.name: e for e in entries}
+    sims = {}
+    for task in targets:
+        run = out_dir / task.name / BASE / f"seed{seeds[0]}"
+        target = load_prompt(run / ("embedding" if spot.embedding == "early" else "best")).weight
+        sims[task.name] = {}
+        for name in sources[task.name]:
+            entry = by_name[name]
+            emb = load_prompt(entry.embedding_dir if spot.embedding == "early" else entry.prompt_dir).weight
+            sims[task.name][name] = {m: f(target, emb) for m, f in similarity.MEASURES.items()}
+    report = StudyReport(
+        [t.name for t in targets], {t.name: t.metrics[0] for t in targets}, list(seeds), scores, sources, sims, top_k, spot
+    )
+    write_json(out_dir / "study.json", report.to_dict())
+    atomic_write_text(out_dir / "study.md", report.markdown())
+    plot_gains(report, out_dir / "heatmap.png")
+    return report
+
+
+def plot_gains(report: StudyReport, path: Path) -> Path:
+    """Gain over vocab (points), targets (rows) x inits (columns); blank: not allowed; *: significant."""
+    plt = pyplot()
+    tests = report.tests()
+    columns = [LABELS] + sorted({s for t in report.targets for s in report.sources[t]}) + [RETRIEVED]
+    grid = [[100 * tests[t][c]["gain"] if c in tests[t] else math.nan for c in columns] for t in report.targets]
+    finite = [abs(v) for row in grid for v in row if math.isfinite(v)]
+    span = max(finite, default=1.0) or 1.0
+    fig, ax = plt.subplots(figsize=(0.9 * len(columns) + 2.5, 0.7 * len(report.targets) + 1.8))
+    image = ax.imshow(grid, cmap="RdBu", vmin=-span, vmax=span)
+    ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right")
+    ax.set_yticks(range(len(report.targets)), report.targets)
+    for i, t in enumerate(report.targets):
+        for j, c in enumerate(columns):
+            if c in tests[t]:
+                star = "*" if tests[t][c]["significant"] else ""
+                ax.text(j, i, f"{grid[i][j]:+.1f}{star}", ha="center", va="center", fontsize=8)
+    ax.set_xlabel("initialisation (source prompt)")
+    ax.set_ylabel("target task")
+    ax.set_title(f"gain over sampled vocabulary (points, {len(report.seeds)} seeds; * p < {SIGNIFICANCE})")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)

@@ -1,0 +1,60 @@
+"""Paired statistics over seeds (spot/stats.py) against values computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from softprompt.errors import ConfigError
+from softprompt.spot.stats import bootstrap_ci, paired, sign_flip_p, wilcoxon_p
+
+
+def test_sign_flip_p_counts_the_sign_assignments_reaching_the_observed_sum():
+    # 3, -1, 2: sum 4; the 8 flips give sums 6, 4, 2, 0, 0, -2, -4, -6; |s| >= 4 for 4 of them.
+    assert sign_flip_p([3, -1, 2]) == pytest.approx(4 / 8)
+    # All five positive: only all-plus and all-minus reach |15|: 2 / 32.
+    assert sign_flip_p([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert sign_flip_p([0.1, 0.2, 0.3, 0.1, 0.2, 0.1]) == pytest.approx(2 / 64)
+    # 1, 1, -1, 1: every flipped term is +-1, so a flip with k plus signs sums to 2k - 4;
+    # |2k - 4| >= 2 for k = 0, 1, 3, 4: 1 + 4 + 4 + 1 = 10 of 16.
+    assert sign_flip_p([1, 1, -1, 1]) == pytest.approx(10 / 16)
+    assert sign_flip_p([0, 0, 0]) == 1.0
+
+
+def test_wilcoxon_p_is_the_exact_signed_rank_distribution():
+    # 3, -1, 2: ranks 3, 1, 2; W+ = 5, centre 3; subset sums of {1,2,3}: 0 1 2 3 3 4 5 6,
+    # |W - 3| >= 2 for 0, 1, 5, 6: 4 / 8.
+    assert wilcoxon_p([3, -1, 2]) == pytest.approx(4 / 8)
+    # six positive differences: W+ = 21 is the extreme of 64 assignments, two-sided 2 / 64.
+    assert wilcoxon_p([0.5, 0.1, 0.2, 0.3, 0.4, 0.6]) == pytest.approx(2 / 64)
+    # A zero is dropped; ties share a rank: 2, 2, -1 -> ranks 2.5, 2.5, 1; W+ = 5, centre 3;
+    # subset sums of {2.5, 2.5, 1}: 0 1 2.5 2.5 3.5 3.5 5 6, |W - 3| >= 2 for 0, 1, 5, 6: 4 / 8.
+    assert wilcoxon_p([2, 0, 2, -1]) == pytest.approx(4 / 8)
+    # Score differences that are equal up to float noise tie.
+    assert wilcoxon_p([0.3 - 0.2, 0.1, -0.05]) == wilcoxon_p([0.1, 0.1, -0.05])
+
+
+def test_bootstrap_interval_is_the_exact_resampling_distribution_for_few_seeds():
+    # d = 0, 2: resampled means 0 (1/4), 1 (1/2), 2 (1/4): the 95 % interval is [0, 2],
+    # the 40 % interval (quantiles 0.3 and 0.7) is [1, 1].
+    assert bootstrap_ci([0, 2]) == pytest.approx((0.0, 2.0))
+    assert bootstrap_ci([0, 2], level=0.4) == pytest.approx((1.0, 1.0))
+    # d = 0, 0, 3: means 0 (8/27), 1 (12/27), 2 (6/27), 3 (1/27); 90 %: quantile 0.05 -> 0,
+    # quantile 0.95 -> 2 (cumulative 26/27 = 0.963 first reaches it).
+    assert bootstrap_ci([0, 0, 3], level=0.9) == pytest.approx((0.0, 2.0))
+    assert bootstrap_ci([1.5] * 9) == pytest.approx((1.5, 1.5))  # Monte Carlo path (n > 8)
+    low, high = bootstrap_ci([0, 1] * 10)
+    assert 0.25 <= low < 0.5 < high <= 0.75
+
+
+def test_paired_gain_and_its_plain_statement():
+    six = paired([0.6, 0.7, 0.8, 0.9, 0.7, 0.8], [0.5] * 6)
+    assert six.gain == pytest.approx(0.25) and six.p_sign_flip == pytest.approx(2 / 64) and six.significant
+    assert six.statement().endswith("6 seeds: significant")
+    five = paired([0.6, 0.7, 0.8, 0.9, 0.7], [0.5] * 5)
+    assert not five.significant and five.smallest_p == pytest.approx(0.0625)
+    assert "not significant (with 5 seeds p cannot go below 0.0625" in five.statement()
+    mixed = paired([0.6, 0.4, 0.5, 0.7, 0.3, 0.6], [0.5] * 6)
+    assert not mixed.significant and mixed.statement().endswith("not significant")
+    assert mixed.ci_low < 0 < mixed.ci_high
+    with pytest.raises(ConfigError, match="same seeds"):
+        paired([0.1, 0.2], [0.1])

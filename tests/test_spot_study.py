@@ -1,0 +1,136 @@
+"""The transfer study (spot/study.py) and the embedding study (spot/embedding_study.py) on a
+tiny model: every cell, no target from its own data, resume, the report's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from helpers import learnable_llama, run_cli, toy_task
+
+import softprompt.cli as cli
+from softprompt.spot.study import BASE, RETRIEVED, StudyReport
+from softprompt.spot.transfer import mean
+from softprompt.tasks.base import register
+
+for _name in ("study_a", "study_b", "study_t"):
+    register(_name)(lambda n=_name: toy_task(24, 8, name=n))
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = ("--batch-size", "8", "--prompt-length", "4", "--embed-step", "2", "--optimizer", "adamw", "--lr", "0.5")
+
+
+@pytest.fixture
+def model(monkeypatch):
+    lm = learnable_llama()
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
+    return lm
+
+
+@pytest.fixture
+def lib(model, tmp_path, capsys):
+    lib = tmp_path / "lib"
+    code, _, err = run_cli(
+        capsys, "library", "build", "--library", lib, "--sources", "study_a,study_b,study_a+study_b",
+        "--out", tmp_path / "work", "--steps", "6", "--eval-every", "2", "--patience", "1", "--max-eval", "8", *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    return lib
+
+
+def study(capsys, lib, out, *extra):
+    return run_cli(
+        capsys, "transfer-study", "--targets", "study_t,study_b", "--library", lib, "--out", out, "--seeds", "0,1",
+        "--steps", "4", "--eval-every", "2", "--patience", "1", "--max-eval", "8", "--top-k", "2", *TINY, *extra,
+    )  # fmt: skip
+
+
+def test_transfer_study_runs_every_allowed_cell_and_writes_the_report(lib, tmp_path, capsys):
+    out = tmp_path / "study"
+    code, text, err = study(capsys, lib, out)
+    assert code == 0, err
+    report = json.loads((out / "study.json").read_text())
+    # study_b never starts from a source trained on its data (study_b itself, the mixture).
+    assert report["sources"] == {"study_t": ["study_a", "study_a+study_b", "study_b"], "study_b": ["study_a"]}
+    assert sorted(p.name for p in (out / "study_b").iterdir()) == ["labels", "study_a", "vocab"]
+    assert sorted(p.name for p in (out / "study_t").iterdir()) == ["labels", "study_a", "study_a+study_b", "study_b", "vocab"]
+    for target, inits in report["scores"].items():
+        assert all(len(s) == 2 for s in inits.values())
+        assert report["retrieved"][target] in report["sources"][target]
+        tests = report["tests"][target]
+        assert set(tests) == set(inits) - {BASE} | {RETRIEVED}
+        a, b = inits["study_a"], inits[BASE]
+        assert tests["study_a"]["gain"] == pytest.approx(mean(a) - mean(b))
+        assert tests["study_a"]["n"] == 2 and tests["study_a"]["p_sign_flip"] >= 0.5  # 2 seeds: p >= 2/4
+    assert set(report["correlation"]["avg_cosine"]) == {"study_t", "study_b", "mean", "pooled"}
+    assert [r["method"] for r in report["retrieval"]][:2] == ["baseline (vocab)", "oracle"]
+    assert (out / "heatmap.png").read_bytes()[:8] == PNG_MAGIC
+    md = (out / "study.md").read_text()
+    assert "not significant" in md and "Spearman" in md and "Table 3" in md and md.strip() in text
+    # Again: every run is finished, none is retrained.
+    stamp = (out / "study_t/study_a/seed1/best/prompt.safetensors").stat().st_mtime_ns
+    code, _, err = study(capsys, lib, out)
+    assert code == 0, err
+    assert (out / "study_t/study_a/seed1/best/prompt.safetensors").stat().st_mtime_ns == stamp
+    assert json.loads((out / "study.json").read_text())["scores"] == report["scores"]
+
+
+def test_transfer_study_bad_input_is_one_line(lib, tmp_path, capsys):
+    for extra, needle in (
+        (("--seeds", "0"), "--seeds"),
+        (("--sources", "nope"), "nope"),
+        (("--top-k", "0"), "--top-k"),
+        (("--measure", "l2"), "--measure"),
+    ):
+        code, _, err = study(capsys, lib, tmp_path / "s", *extra)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    code, _, err = study(capsys, lib, tmp_path / "s", "--sources", "study_b")
+    assert code == 2 and "study_b" in err and "own data" in err  # study_b is left no source
+
+
+def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert study(capsys, lib, out)[0] == 0
+    code, text, err = run_cli(
+        capsys, "embedding-study", "--study", out, "--library", lib, "--out", tmp_path / "emb", "--lengths", "2,4",
+        "--steps", "2", "--batch-size", "8", "--optimizer", "adamw", "--max-eval", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads((tmp_path / "emb/embeddings.json").read_text())["rows"]
+    assert {(r["embedding"], r["measure"]) for r in rows} == {
+        (e, m) for e in ("library early", "library late", "P2 step 2", "P4 step 2") for m in ("avg_cosine", "per_token_cosine")
+    }
+    means = [r["mean"] for r in rows if math.isfinite(r["mean"])]
+    assert means == sorted(means, reverse=True)
+    assert (tmp_path / "emb/runs/P4-S2/study_a/embedding/prompt.safetensors").is_file()
+    assert "Best predictor of gain" in text
+    code, _, err = run_cli(capsys, "embedding-study", "--study", tmp_path / "none", "--library", lib)
+    assert code == 2 and "study.json" in err
+
+
+def test_study_report_numbers_on_hand_made_scores():
+    scores = {
+        "t1": {BASE: [0.5, 0.5], "labels": [0.6, 0.4], "a": [0.7, 0.7], "b": [0.6, 0.6], "c": [0.4, 0.4]},
+        "t2": {BASE: [0.4, 0.4], "labels": [0.4, 0.4], "a": [0.5, 0.5], "b": [0.3, 0.3]},
+    }
+    sims = {
+        "t1": {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.1}, "b": {"avg_cosine": 0.5, "per_token_cosine": 0.2},
+               "c": {"avg_cosine": 0.1, "per_token_cosine": 0.3}},
+        "t2": {"a": {"avg_cosine": 0.2, "per_token_cosine": 0.3}, "b": {"avg_cosine": 0.8, "per_token_cosine": 0.2}},
+    }  # fmt: skip
+    report = StudyReport(["t1", "t2"], {"t1": "accuracy", "t2": "accuracy"}, [0, 1], scores,
+                         {"t1": ["a", "b", "c"], "t2": ["a", "b"]}, sims, top_k=1)  # fmt: skip
+    assert report.retrieved("t1") == "a" and report.retrieved("t2") == "b"  # top-1 by avg_cosine
+    rows = {r["method"]: r for r in report.retrieval()}
+    assert rows["baseline (vocab)"]["score"] == pytest.approx(45.0)
+    assert rows["oracle"]["per_target"] == pytest.approx({"t1": 70.0, "t2": 50.0})
+    assert rows["avg_cosine best of top-1"]["change"] == pytest.approx((20 - 10) / 2)
+    assert rows["avg_cosine best of top-3"]["score"] == pytest.approx(60.0)  # every source: the oracle
+    corr = report.correlations()
+    assert corr["avg_cosine"]["t1"] == pytest.approx(1.0) and corr["avg_cosine"]["t2"] == pytest.approx(-1.0)
+    assert corr["per_token_cosine"]["t1"] == pytest.approx(-1.0) and corr["avg_cosine"]["mean"] == pytest.approx(0.0)
+    tests = report.tests()
+    assert tests["t1"][RETRIEVED]["gain"] == pytest.approx(0.2) and tests["t2"][RETRIEVED]["gain"] == pytest.approx(-0.1)
+    assert StudyReport.from_dict(json.loads(json.dumps(report.to_dict()))).retrieval() == report.retrieval()
