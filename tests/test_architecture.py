@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("softprompt.errors", "softprompt.plots"),
     ("softprompt.models", "softprompt.tasks"),
     ("softprompt.io",),
-    ("softprompt.prompt", "softprompt.prepend", "softprompt.batching", "softprompt.config", "softprompt.distributed"),
+    ("softprompt.prompt", "softprompt.reparam", "softprompt.prepend", "softprompt.batching", "softprompt.config", "softprompt.distributed"),
     ("softprompt.scoring",),
     ("softprompt.train", "softprompt.evaluate", "softprompt.ensemble", "softprompt.inspect"),
     ("softprompt.spot", "softprompt.bench", "softprompt.serve"),

@@ -36,6 +36,11 @@ class Init(str, enum.Enum):
     FILE = "file"
 
 
+class Reparam(str, enum.Enum):
+    NONE = "none"  # the paper's plain prompt
+    RESIDUAL = "residual"  # Razdaibiedina et al. (2023), see reparam.py
+
+
 class Precision(str, enum.Enum):
     AUTO = "auto"
     BF16 = "bf16"
@@ -137,6 +142,13 @@ class TrainConfig:
         "ranks it (generation rows: lm) | lm: cross-entropy of the target over the "
         "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.",
     )
+    reparam: str = helped(
+        Reparam.NONE.value,
+        "none: the prompt matrix is trained directly (the paper) | residual: it passes through a "
+        "shallow MLP with a skip connection while training (Residual Prompt Tuning), folded "
+        "back into a plain prompt for evaluation and saving.",
+    )
+    reparam_bottleneck: int = helped(128, "Width of the residual MLP's bottleneck (--reparam residual).")
     lr: float = helped(0.3, "Learning rate (paper: 0.3, constant).")
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
@@ -179,6 +191,7 @@ class TrainConfig:
             "eval_batch_size",
             "max_input_tokens",
             "checkpoint_every",
+            "reparam_bottleneck",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -204,6 +217,9 @@ class TrainConfig:
             f"--optimizer {self.optimizer!r}: expected one of {', '.join(o.value for o in Optimizer)}",
         )
         self.loss = choice(Loss, self.loss, f"--loss {self.loss!r}: expected one of {', '.join(l.value for l in Loss)}")
+        self.reparam = choice(
+            Reparam, self.reparam, f"--reparam {self.reparam!r}: expected one of {', '.join(r.value for r in Reparam)}"
+        )
         inits = ", ".join(i.value for i in Init if i is not Init.AUTO)
         self.init = choice(Init, self.init, f"--init {self.init!r}: expected auto or one of {inits}")
         if self.embed_step and self.embed_step > self.steps:

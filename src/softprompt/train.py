@@ -7,6 +7,8 @@ evaluated and kept is an exponential moving average of the prompt over steps. A 
 lr 0.3 moves each prompt number by about 0.3 a step, far more than the spread of this
 kind of model's token embeddings (SmolLM2: std 0.14), so the raw prompt jitters and its dev
 score swings by 10 points between evaluations; the average sits at the centre of the jitter.
+With `reparam` residual the prompt is the output of a small MLP while training
+(reparam.py); the folded (P, H) prompt is what is averaged, evaluated and saved.
 `task` may also be a `Mixture` of tasks (SPoT): each example keeps its own task's template
 and verbalizer, and the dev score is the mean of the tasks' primary metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
@@ -50,6 +52,7 @@ from softprompt.io import (
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
 from softprompt.prompt import make_prompt
+from softprompt.reparam import PromptParams, make_params
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
@@ -178,20 +181,22 @@ def train(
     split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
     plm = PromptedLM(lm, fast=cfg.fast and not sharded)
     weight, init = initial_prompt(lm, task, cfg)
-    prompt = torch.nn.Parameter(weight.to(lm.device))
-    check_trainable(lm, prompt)
-    optimizer = make_optimizer([prompt], cfg)
+    params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
+    check_trainable(lm, params.base)
+    optimizer = make_optimizer(list(params.parameters()), cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
-    average = PromptAverage(prompt, cfg.ema) if cfg.ema else None
+    # The average is of the folded (P, H) prompt, the one evaluated: a plain prompt whatever --reparam.
+    average = PromptAverage(params.fold(), cfg.ema) if cfg.ema else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
         run = {**asdict(cfg), "task": task.name, "train_examples": n_train}
         start, best_score, best_step, evals_since_best = _restore(
-            out_dir / "checkpoint", prompt, optimizer, schedule, average, run
+            out_dir / "checkpoint", params, optimizer, schedule, average, run
         )
     if ctx.active:  # every worker starts from rank 0's prompt (and average), bit for bit
         with torch.no_grad():
-            dp.broadcast_(prompt.data, ctx)
+            for p in params.parameters():
+                dp.broadcast_(p.data, ctx)
             if average is not None:
                 dp.broadcast_(average.value, ctx)
         dp.barrier(ctx, "start-up")  # every worker has read the checkpoint before rank 0 writes
@@ -200,7 +205,7 @@ def train(
     log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1) if ctx.main else _NoLog()
 
     def kept() -> torch.Tensor:  # the prompt that is evaluated and saved
-        return average.value if average is not None else prompt.detach()
+        return average.value if average is not None else params.fold()
 
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
@@ -241,16 +246,17 @@ def train(
                 mine, whole = (dp.shard(rows, ctx), loss_counts([encoded[i] for i in rows])) if split else (rows, None)
                 if mine:
                     batch = enc.collate([encoded[i] for i in mine]).to(lm.device)
-                    loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize, whole) / cfg.grad_accum
+                    loss = plm.loss(params(), batch, cfg.loss, cfg.length_normalize, whole) / cfg.grad_accum
                 else:  # fewer rows than workers: a zero share that still gives the prompt a gradient
-                    loss = prompt.sum() * 0.0
+                    loss = params().sum() * 0.0
                 loss.backward()
                 loss_sum += loss.item()
                 seen += len(rows)
             if split:
-                loss_sum = dp.all_reduce_grad(prompt, loss_sum, ctx)  # the global batch's gradient and loss
+                loss_sum = dp.all_reduce_grad(list(params.parameters()), loss_sum, ctx)  # the global batch's gradient and loss
             optimizer.step()
             schedule.step()
+            prompt = params.fold()  # (P, H), this step's prompt
             if average is not None:
                 average.update(prompt, step)
             train_time += time.perf_counter() - started
@@ -259,7 +265,7 @@ def train(
             bar.update(1)
             log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
             if step == embed_at and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
-                save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
+                save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt))  # the raw prompt
             metrics = None
             if (step % cfg.eval_every == 0 or step == cfg.steps) and not stop.signal:
                 metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
@@ -284,11 +290,12 @@ def train(
                 save_checkpoint(
                     out_dir / "checkpoint",
                     Checkpoint(
-                        snapshot(metrics or {}, prompt.detach()),
+                        snapshot(metrics or {}, prompt),
                         optimizer.state_dict(),
                         schedule.state_dict(),
                         counters,
                         average.value if average is not None else None,
+                        _reparam_state(params),
                     ),
                 )
             if stop.signal:
@@ -406,6 +413,8 @@ RESUME_MUST_MATCH = (
     "lr",
     "weight_decay",
     "warmup_steps",
+    "reparam",
+    "reparam_bottleneck",
     "max_train",
     "max_input_tokens",
     "length_normalize",
@@ -416,8 +425,14 @@ RESUME_MUST_MATCH = (
 )
 
 
+def _reparam_state(params: PromptParams) -> dict[str, torch.Tensor] | None:
+    """What a checkpoint keeps beyond the (folded) prompt: None when the prompt is the only parameter."""
+    named = dict(params.named_parameters())
+    return None if list(named) == ["base"] else {k: v.detach() for k, v in named.items()}
+
+
 def _restore(
-    path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict
+    path: Path, params: PromptParams, optimizer, schedule, average: PromptAverage | None, run: dict
 ) -> tuple[int, float, int, int]:
     """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run,
     after checking that `run` (this run's settings) matches the interrupted run's."""
@@ -434,7 +449,7 @@ def _restore(
                 f"{path}: the interrupted run used {flag} {saved_run[key]!r}, this one {run.get(key)!r} "
                 f"(resume with the same setting, or start a new --out)"
             )
-    saved = checkpoint.prompt.weight
+    saved, prompt = checkpoint.prompt.weight, params.base
     if saved.shape != prompt.shape:
         raise ConfigError(
             f"{path}: checkpoint prompt is {saved.shape[0]}x{saved.shape[1]}, this run's is "
@@ -445,8 +460,13 @@ def _restore(
             f"{path}: checkpoint was {'not ' if average is not None else ''}made with a prompt average "
             "(resume with the --ema of the interrupted run)"
         )
+    if (checkpoint.reparam is None) != (_reparam_state(params) is None):
+        raise ConfigError(f"{path}: checkpoint was made with another --reparam (resume with the interrupted run's)")
     with torch.no_grad():
-        prompt.copy_(saved.to(prompt.device))
+        if checkpoint.reparam is None:
+            prompt.copy_(saved.to(prompt.device))
+        else:
+            params.load_state_dict(checkpoint.reparam)
         if average is not None:
             average.value.copy_(checkpoint.average.to(prompt.device))
     optimizer.load_state_dict(checkpoint.optimizer)
