@@ -123,7 +123,8 @@ def test_resume_with_residual_equals_an_uninterrupted_run(tmp_path, optimizer):
 @pytest.mark.parametrize(("first", "second"), [("none", "residual"), ("residual", "none")])
 def test_resume_with_another_reparam_is_refused(tmp_path, first, second):
     settings = dict(batch_size=4, prompt_length=4)
-    train(learnable_llama(), toy_task(), TrainConfig(steps=1, reparam=first, **settings), tmp_path / "out", progress=False)
+    cfg = TrainConfig(steps=1, reparam=first, **settings)
+    train(learnable_llama(), toy_task(), cfg, tmp_path / "out", progress=False)
     with pytest.raises(ConfigError, match="--reparam") as err:
         train(
             learnable_llama(),

@@ -41,6 +41,12 @@ class Reparam(str, enum.Enum):
     RESIDUAL = "residual"  # Razdaibiedina et al. (2023), see reparam.py
 
 
+class Truncation(str, enum.Enum):
+    HEAD = "head"  # keep the start
+    TAIL = "tail"  # keep the end
+    HEAD_TAIL = "head+tail"  # keep a quarter from the start and the rest from the end (truncate.py)
+
+
 class Precision(str, enum.Enum):
     AUTO = "auto"
     BF16 = "bf16"
@@ -164,7 +170,16 @@ class TrainConfig:
         "stopped by Ctrl-C or SIGTERM), so a crash loses at most N-1 steps.",
     )
     max_train: int | None = helped(None, "Train on at most N examples (seeded sample).")
-    max_input_tokens: int = helped(256, "Longest input in tokens; longer ones are truncated.")
+    max_input_tokens: int = helped(
+        256, "Longest input in tokens; longer ones are shortened (--truncation), the template's own text kept."
+    )
+    truncation: str = helped(
+        Truncation.HEAD_TAIL.value,
+        "How an input over --max-input-tokens is shortened: only the example's fields are cut, "
+        "never the template's text (the label cue after the input stays), longest field first, "
+        "keeping its head, its tail, or head+tail (a quarter from the start, the rest from the "
+        "end: best for reviews, whose verdict often comes last).",
+    )
     length_normalize: bool = helped(False, "Rank labels by mean rather than total token log-likelihood.")
     fast: bool = helped(True, "Use the fast scoring path (prompt KV cache).")
     ema: float = helped(
@@ -217,6 +232,11 @@ class TrainConfig:
             f"--optimizer {self.optimizer!r}: expected one of {', '.join(o.value for o in Optimizer)}",
         )
         self.loss = choice(Loss, self.loss, f"--loss {self.loss!r}: expected one of {', '.join(l.value for l in Loss)}")
+        self.truncation = choice(
+            Truncation,
+            self.truncation,
+            f"--truncation {self.truncation!r}: expected one of {', '.join(t.value for t in Truncation)}",
+        )
         self.reparam = choice(
             Reparam, self.reparam, f"--reparam {self.reparam!r}: expected one of {', '.join(r.value for r in Reparam)}"
         )

@@ -174,7 +174,7 @@ def train(
     parts = _task_data(task, cfg, train_examples, dev_examples)  # [(task, train, dev)], one per member task
     n_train, n_dev = sum(len(p[1]) for p in parts), sum(len(p[2]) for p in parts)
 
-    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens)
+    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens, cfg.truncation)
     per_task = [[enc.encode(t, e) for e in train_set] for t, train_set, _ in parts]  # validates labels up front
     encoded = [e for rows in per_task for e in rows]
     sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
@@ -253,7 +253,8 @@ def train(
                 loss_sum += loss.item()
                 seen += len(rows)
             if split:
-                loss_sum = dp.all_reduce_grad(list(params.parameters()), loss_sum, ctx)  # the global batch's gradient and loss
+                # The global batch's gradient and loss.
+                loss_sum = dp.all_reduce_grad(list(params.parameters()), loss_sum, ctx)
             optimizer.step()
             schedule.step()
             prompt = params.fold()  # (P, H), this step's prompt
@@ -339,7 +340,10 @@ def _evaluate(
 ) -> tuple[dict[str, float], int]:
     """Dev metrics and the number of examples scored. A mixture reports each task's metrics
     as "task/metric" and, as "mean", the mean of the tasks' primary metrics."""
-    results = [evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx) for t, _, dev in parts]
+    cut = {"max_input_tokens": cfg.max_input_tokens, "truncation": cfg.truncation}
+    results = [
+        evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx, **cut) for t, _, dev in parts
+    ]
     if len(results) == 1:
         return results[0].metrics, results[0].examples
     primary = [r.metrics[t.metrics[0]] for r, (t, _, _) in zip(results, parts)]
@@ -417,6 +421,7 @@ RESUME_MUST_MATCH = (
     "reparam_bottleneck",
     "max_train",
     "max_input_tokens",
+    "truncation",
     "length_normalize",
     "init",
     "init_text",

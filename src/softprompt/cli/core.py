@@ -28,6 +28,7 @@ from softprompt.cli.options import (
     LossOpt,
     LrOpt,
     MaxEvalOpt,
+    MaxInputTokensOpt,
     MaxTrainOpt,
     MixtureCapOpt,
     ModelOpt,
@@ -44,6 +45,7 @@ from softprompt.cli.options import (
     TemplateOpt,
     TextFieldOpt,
     TrainFileOpt,
+    TruncationOpt,
     WarmupStepsOpt,
     WeightDecayOpt,
     NprocOpt,
@@ -53,7 +55,7 @@ from softprompt.cli.options import (
 from softprompt.config import Precision, TrainConfig
 from softprompt.ensemble import evaluate_ensemble
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import evaluate
+from softprompt.evaluate import evaluate, input_cut
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
 from softprompt.io import atomic_write_text
@@ -94,6 +96,8 @@ def train(
     optimizer: OptimizerOpt = TRAIN.optimizer,
     loss: LossOpt = TRAIN.loss,
     lr: LrOpt = TRAIN.lr,
+    max_input_tokens: MaxInputTokensOpt = TRAIN.max_input_tokens,
+    truncation: TruncationOpt = TRAIN.truncation,
     reparam: ReparamOpt = TRAIN.reparam,
     reparam_bottleneck: ReparamBottleneckOpt = TRAIN.reparam_bottleneck,
     weight_decay: WeightDecayOpt = TRAIN.weight_decay,
@@ -195,7 +199,8 @@ def eval_(
     members = [first] + [runtime.adopt(p, saved, lm) for p, saved in zip(prompt[1:], read[1:])]
     plm = PromptedLM(lm)
     if len(prompt) == 1:
-        result = evaluate(plm, first.weight, the_task, examples, batch_size, length_normalize, progress=True)
+        cut = input_cut(first.training)  # long inputs cut as in training
+        result = evaluate(plm, first.weight, the_task, examples, batch_size, length_normalize, progress=True, **cut)
         typer.echo(f"{the_task.name} {split} ({result.examples} examples): {runtime.percents(result.metrics)}")
         report = {"task": the_task.name, "split": split, "metrics": result.metrics, "predictions": result.predictions}
     else:
@@ -270,7 +275,7 @@ def predict(
     field = the_task.template_fields[0]
     label = the_task.labels[0] if the_task.labels else ""
     examples = [Example({f: t if f == field else "" for f in the_task.template_fields}, label) for t in texts]
-    preds, _ = run_predict(PromptedLM(lm), saved.weight, the_task, examples, batch_size)
+    preds, _ = run_predict(PromptedLM(lm), saved.weight, the_task, examples, batch_size, **input_cut(saved.training))
     for p in preds:
         typer.echo(p)
 
