@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
         "softprompt.prompt",
         "softprompt.reparam",
         "softprompt.truncate",
+        "softprompt.budget",
         "softprompt.prepend",
         "softprompt.batching",
         "softprompt.config",

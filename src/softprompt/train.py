@@ -27,7 +27,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
-from softprompt.config import TrainConfig, embed_step_for
+from softprompt.budget import PROBE_STEPS, TimeBudget
+from softprompt.config import TrainConfig, embed_step_for, lr_factor, parse_duration
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -66,6 +67,7 @@ class TrainResult:
     train_examples_per_s: float
     out_dir: Path
     examples_seen: int = 0  # training examples processed by this call (not counting resumed steps)
+    budget_steps: int | None = None  # the step count --time-budget set (None: --steps)
 
 
 class PromptAverage:
@@ -159,6 +161,7 @@ def train(
     (`distributed.SINGLE`: train alone even in a process group).
     """
     ctx = dp.context() if context is None else context
+    budget = TimeBudget(parse_duration(cfg.time_budget), cfg.eval_every, _clock) if cfg.time_budget else None
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
@@ -184,7 +187,10 @@ def train(
     params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
     check_trainable(lm, params.base)
     optimizer = make_optimizer(list(params.parameters()), cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+    # `cfg` read when called: a time budget fixes cfg.steps after the first steps.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.decay)
+    )
     # The average is of the folded (P, H) prompt, the one evaluated: a plain prompt whatever --reparam.
     average = PromptAverage(params.fold(), cfg.ema) if cfg.ema else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
@@ -229,15 +235,30 @@ def train(
     stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
-    embed_at = embed_step_for(cfg.steps, cfg.embed_step)  # 0: no task embedding
+    if budget is not None:  # steps are set after PROBE_STEPS timed ones (`plan` below)
+        cfg = replace(cfg, steps=start + PROBE_STEPS)
+    n_eval = sum(len(dev) for _, _, dev in parts)
+    embed_at = embed_step_for(cfg.steps if budget is None else 10**9, cfg.embed_step)  # 0: no task embedding
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
     )
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
+    planned: int | None = None
+
+    def plan(evaluated: bool) -> None:  # --time-budget: fix the step count from the measured speed
+        nonlocal cfg, planned
+        planned = budget.plan(step, n_eval, cfg.batch_size, evaluated)
+        planned = dp.broadcast_object(planned, ctx)  # every worker stops at rank 0's step
+        cfg = replace(cfg, steps=planned)
+        bar.total = planned
+        note = {"time_budget": cfg.time_budget, "s_per_step": budget.step_s, "s_per_eval": budget.eval_s}
+        log.write({"step": step, "planned_steps": planned, **note})
+
     stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
     with dp.stop_on_sigterm(ctx), stop.catch() if not ctx.active else contextlib.nullcontext():
-        for step in range(start + 1, cfg.steps + 1):
-            started = time.perf_counter()
+        while step < cfg.steps:
+            step += 1
+            started = _clock()
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
@@ -260,16 +281,27 @@ def train(
             prompt = params.fold()  # (P, H), this step's prompt
             if average is not None:
                 average.update(prompt, step)
-            train_time += time.perf_counter() - started
+            train_time += _clock() - started
             rate = seen / train_time
             bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
             bar.update(1)
             log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
+            if budget is not None:
+                budget.record_step(_clock() - started)
+                if planned is None and step == start + PROBE_STEPS:
+                    plan(evaluated=False)
+                    embed_at = embed_step_for(cfg.steps, cfg.embed_step)
+                    if ctx.main:
+                        bar.write(f"--time-budget {cfg.time_budget}: {budget.step_s:.2f} s/step, {cfg.steps} steps")
             if step == embed_at and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
                 save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt))  # the raw prompt
             metrics = None
             if (step % cfg.eval_every == 0 or step == cfg.steps) and not stop.signal:
+                eval_started = _clock()
                 metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
+                if budget is not None:
+                    budget.record_eval(_clock() - eval_started)
+                    plan(evaluated=True)
                 score = metrics[task.metrics[0]]
                 log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
                 if ctx.main:
@@ -313,7 +345,8 @@ def train(
     if ctx.main:
         plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
     dp.barrier(ctx, "the end of training")  # best/ is written before any worker reads it
-    return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(train_time, 1e-9), out_dir, seen)
+    rate = seen / max(train_time, 1e-9)
+    return TrainResult(load_prompt(out_dir / "best"), best_step, step, rate, out_dir, seen, planned)
 
 
 def _task_data(
@@ -350,6 +383,9 @@ def _evaluate(
     metrics = {"mean": sum(primary) / len(primary)}
     metrics.update({f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()})
     return metrics, sum(r.examples for r in results)
+
+
+_clock = time.perf_counter  # the clock of --time-budget (tests stub it)
 
 
 class Interrupted(SoftPromptError):
@@ -417,6 +453,7 @@ RESUME_MUST_MATCH = (
     "lr",
     "weight_decay",
     "warmup_steps",
+    "decay",
     "reparam",
     "reparam_bottleneck",
     "max_train",

@@ -15,6 +15,7 @@ from softprompt.cli.options import (
     TRAIN,
     BatchSizeOpt,
     CheckpointEveryOpt,
+    DecayOpt,
     DevFileOpt,
     EmaOpt,
     EmbedStepOpt,
@@ -44,6 +45,7 @@ from softprompt.cli.options import (
     TaskOpt,
     TemplateOpt,
     TextFieldOpt,
+    TimeBudgetOpt,
     TrainFileOpt,
     TruncationOpt,
     WarmupStepsOpt,
@@ -102,6 +104,8 @@ def train(
     reparam_bottleneck: ReparamBottleneckOpt = TRAIN.reparam_bottleneck,
     weight_decay: WeightDecayOpt = TRAIN.weight_decay,
     warmup_steps: WarmupStepsOpt = TRAIN.warmup_steps,
+    decay: DecayOpt = TRAIN.decay,
+    time_budget: TimeBudgetOpt = TRAIN.time_budget,
     grad_accum: GradAccumOpt = TRAIN.grad_accum,
     seed: SeedOpt = TRAIN.seed,
     ema: EmaOpt = TRAIN.ema,
@@ -145,8 +149,9 @@ def train(
     )
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
+        planned = f", {result.budget_steps} steps set by --time-budget {time_budget}" if result.budget_steps else ""
         typer.echo(
-            f"{the_task.name} dev {shown} (best at step {result.best_step}, "
+            f"{the_task.name} dev {shown} (best at step {result.best_step}{planned}, "
             f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best"
         )
 
