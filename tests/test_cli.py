@@ -179,6 +179,20 @@ def test_peft_export_import_round_trip(trained, tmp_path, capsys):
     assert code == 0 and out.strip() in {"negative", "positive"}
 
 
+def test_a_residual_prompt_is_saved_plain_for_eval_and_peft_export(model, data, tmp_path, capsys):
+    code, out, err = run_cli(capsys, *train_args(data, tmp_path / "run", "--reparam", "residual"))
+    assert code == 0, err
+    best = load_prompt(tmp_path / "run" / "best")
+    assert best.training["reparam"] == "residual" and best.weight.shape == (4, 32)
+    code, shown, err = run_cli(capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", data[1])
+    assert code == 0, err
+    assert f"{100 * best.metrics['accuracy']:.2f}" in shown  # the saved prompt scores as training reported
+    code, _, err = run_cli(capsys, "export-peft", "--prompt", tmp_path / "run", "--out", tmp_path / "adapter")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", "--resume", "--reparam", "none"))
+    assert_one_line_error(code, err, "--reparam")
+
+
 def test_resume_continues_to_the_new_step_count(trained, data, capsys):
     run_dir, _ = trained
     code, _, err = run_cli(capsys, *train_args(data, run_dir, "--resume"))  # already at 4 steps: nothing to do

@@ -166,14 +166,14 @@ def test_tokenising_and_rescans_run_off_the_event_loop(server):
     app, url, http = server
     srv = app.state.server
     threads = []
-    encode, refresh = srv.encoder.input_ids, srv.library.refresh
-    srv.encoder.input_ids = lambda text: threads.append(threading.current_thread().name) or encode(text)
+    encode, refresh = srv.encoder.task_input_ids, srv.library.refresh
+    srv.encoder.task_input_ids = lambda *args: threads.append(threading.current_thread().name) or encode(*args)
     srv.library.refresh = lambda: threads.append(threading.current_thread().name) or refresh()
     try:
         assert http.post("/classify", json={"task": "toy-a", "input": "great"}).status_code == 200
         assert http.get("/prompts").status_code == 200
     finally:
-        del srv.encoder.input_ids, srv.library.refresh
+        del srv.encoder.task_input_ids, srv.library.refresh
     assert len(threads) >= 3 and set(threads) == {"softprompt-prep_0"}
 
 

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from softprompt.config import TrainConfig, default_of
 from softprompt.prepend import IGNORE
 from softprompt.tasks.base import Example, Task
+from softprompt.truncate import cut_ids, fit
+
+MAX_INPUT_TOKENS = default_of(TrainConfig, "max_input_tokens")
+TRUNCATION = default_of(TrainConfig, "truncation")
 
 
 @dataclass(frozen=True)
@@ -130,18 +135,50 @@ class Encoder:
     Args:
         tokenizer: The frozen model's tokenizer.
         encoder_decoder: Whether the model is encoder-decoder (T5).
-        max_input_tokens: Inputs are truncated from the right to this many tokens.
+        max_input_tokens: The longest input in tokens.
+        truncation: How a longer input is shortened (head, tail, head+tail): only its
+            example's fields are cut, never the template's text (truncate.py).
     """
 
-    def __init__(self, tokenizer, encoder_decoder: bool, max_input_tokens: int = 256) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        encoder_decoder: bool,
+        max_input_tokens: int = MAX_INPUT_TOKENS,
+        truncation: str = TRUNCATION,
+    ) -> None:
         self.tokenizer = tokenizer
         self.encoder_decoder = encoder_decoder
         self.max_input_tokens = max_input_tokens
+        self.truncation = truncation
         self._label_cache: dict[str, list[int]] = {}
 
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=self.encoder_decoder)["input_ids"]
+
+    def _offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of `text`'s tokens on their own (no special tokens)."""
+        if getattr(self.tokenizer, "is_fast", False):
+            spans = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            return [(a, b) for a, b in spans if b > a]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # slow tokenizers: decoded prefixes
+        ends = [len(self.tokenizer.decode(ids[: i + 1])) for i in range(len(ids))]
+        return [(start, end) for start, end in zip([0, *ends[:-1]], ends)]
+
     def input_ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=self.encoder_decoder)["input_ids"]
-        return ids[: self.max_input_tokens]
+        """Ids of a whole input text, cut to `max_input_tokens` by the truncation strategy."""
+        return cut_ids(self._ids(text), self.max_input_tokens, self.truncation)
+
+    def task_input_ids(self, task: Task, example: Example) -> list[int]:
+        """Ids of `example` formatted by `task`'s template, at most `max_input_tokens`: a long
+        example's fields are shortened, the template's text is kept."""
+        text = task.format(example)  # checks the fields
+        ids = self._ids(text)
+        if len(ids) <= self.max_input_tokens:
+            return ids
+        names = [n for n in dict.fromkeys(task.template_fields) if n in example.fields]
+        fields = {n: str(v) for n, v in example.fields.items()}
+        return fit(task.template, fields, names, self.max_input_tokens, self.truncation, self._ids, self._offsets)
 
     def target_ids(self, text: str, eos: bool = False) -> list[int]:
         """Ids of a target/label continuation. Decoder-only targets get a leading space,
@@ -160,7 +197,7 @@ class Encoder:
     def encode(self, task: Task, example: Example) -> Encoded:
         generative = not task.is_classification and example.choices is None
         target = task.target_text(example)
-        input_ids, target_ids = self.input_ids(task.format(example)), self.target_ids(target, eos=generative)
+        input_ids, target_ids = self.task_input_ids(task, example), self.target_ids(target, eos=generative)
         if generative:
             return Encoded(input_ids, target_ids)
         words = task.candidates(example)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -34,6 +35,23 @@ class Init(str, enum.Enum):
     LABELS = "labels"
     TEXT = "text"
     FILE = "file"
+
+
+class Reparam(str, enum.Enum):
+    NONE = "none"  # the paper's plain prompt
+    RESIDUAL = "residual"  # Razdaibiedina et al. (2023), see reparam.py
+
+
+class Decay(str, enum.Enum):
+    CONSTANT = "constant"  # the paper
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+class Truncation(str, enum.Enum):
+    HEAD = "head"  # keep the start
+    TAIL = "tail"  # keep the end
+    HEAD_TAIL = "head+tail"  # keep a quarter from the start and the rest from the end (truncate.py)
 
 
 class Precision(str, enum.Enum):
@@ -93,6 +111,19 @@ def choice(kind: type[enum.Enum], value: Any, message: str) -> str:
         raise ConfigError(message) from None
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smh])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str, flag: str = "--time-budget") -> float:
+    """Seconds of a duration written like 90s, 10m or 1.5h."""
+    match = _DURATION.match(str(text))
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else 0.0
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"{flag}: expected a duration like 90s, 10m or 1h, got {text!r}")
+    return seconds
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """--seeds: a comma list of distinct integers."""
     try:
@@ -137,9 +168,26 @@ class TrainConfig:
         "ranks it (generation rows: lm) | lm: cross-entropy of the target over the "
         "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.",
     )
+    reparam: str = helped(
+        Reparam.NONE.value,
+        "none: the prompt matrix is trained directly (the paper) | residual: it passes through a "
+        "shallow MLP with a skip connection while training (Residual Prompt Tuning), folded "
+        "back into a plain prompt for evaluation and saving.",
+    )
+    reparam_bottleneck: int = helped(128, "Width of the residual MLP's bottleneck (--reparam residual).")
     lr: float = helped(0.3, "Learning rate (paper: 0.3, constant).")
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
+    decay: str = helped(
+        Decay.CONSTANT.value,
+        "lr after warm-up: constant (paper) | linear or cosine decay to 0 at the last step.",
+    )
+    time_budget: str | None = helped(
+        None,
+        "Train for about this long (90s, 10m, 1h; counted from the start of training, dev "
+        "evaluations included): the step count is set from the speed measured over the first "
+        "steps and evaluations, replacing --steps, and is written to the log and the output.",
+    )
     grad_accum: int = helped(1, "Gradient accumulation micro-batches per step.")
     seed: int = helped(0, "Seed of the prompt initialisation and the data order.")
     eval_every: int = helped(100, "Evaluate on dev every N steps (best on dev is kept).")
@@ -152,7 +200,16 @@ class TrainConfig:
         "stopped by Ctrl-C or SIGTERM), so a crash loses at most N-1 steps.",
     )
     max_train: int | None = helped(None, "Train on at most N examples (seeded sample).")
-    max_input_tokens: int = helped(256, "Longest input in tokens; longer ones are truncated.")
+    max_input_tokens: int = helped(
+        256, "Longest input in tokens; longer ones are shortened (--truncation), the template's own text kept."
+    )
+    truncation: str = helped(
+        Truncation.HEAD_TAIL.value,
+        "How an input over --max-input-tokens is shortened: only the example's fields are cut, "
+        "never the template's text (the label cue after the input stays), longest field first, "
+        "keeping its head, its tail, or head+tail (a quarter from the start, the rest from the "
+        "end: best for reviews, whose verdict often comes last).",
+    )
     length_normalize: bool = helped(False, "Rank labels by mean rather than total token log-likelihood.")
     fast: bool = helped(True, "Use the fast scoring path (prompt KV cache).")
     ema: float = helped(
@@ -179,6 +236,7 @@ class TrainConfig:
             "eval_batch_size",
             "max_input_tokens",
             "checkpoint_every",
+            "reparam_bottleneck",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -194,6 +252,8 @@ class TrainConfig:
         for name in ("weight_decay", "ema"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be in [0, 1), got {self.ema}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
@@ -204,10 +264,32 @@ class TrainConfig:
             f"--optimizer {self.optimizer!r}: expected one of {', '.join(o.value for o in Optimizer)}",
         )
         self.loss = choice(Loss, self.loss, f"--loss {self.loss!r}: expected one of {', '.join(l.value for l in Loss)}")
+        self.decay = choice(
+            Decay, self.decay, f"--decay {self.decay!r}: expected one of {', '.join(d.value for d in Decay)}"
+        )
+        self.truncation = choice(
+            Truncation,
+            self.truncation,
+            f"--truncation {self.truncation!r}: expected one of {', '.join(t.value for t in Truncation)}",
+        )
+        self.reparam = choice(
+            Reparam, self.reparam, f"--reparam {self.reparam!r}: expected one of {', '.join(r.value for r in Reparam)}"
+        )
         inits = ", ".join(i.value for i in Init if i is not Init.AUTO)
         self.init = choice(Init, self.init, f"--init {self.init!r}: expected auto or one of {inits}")
-        if self.embed_step and self.embed_step > self.steps:
+        if self.embed_step and self.embed_step > self.steps and self.time_budget is None:
             raise ConfigError(f"--embed-step {self.embed_step} is after the last step (--steps {self.steps})")
+
+
+def lr_factor(step: int, warmup_steps: int, steps: int, decay: str) -> float:
+    """The lr multiplier after `step` optimizer steps (0-based, as LambdaLR counts): a linear
+    warm-up over `warmup_steps`, then constant, or a linear or cosine decay towards 0 at step `steps`."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if decay == Decay.CONSTANT.value:
+        return 1.0
+    done = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))  # the last step still moves
+    return 1.0 - done if decay == Decay.LINEAR.value else 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def embed_step_for(steps: int, embed_step: int | None = None) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from softprompt.batching import Encoder, sorted_batches
+from softprompt.batching import MAX_INPUT_TOKENS, TRUNCATION, Encoder, sorted_batches
 from softprompt.distributed import SINGLE, Context, all_gather_object, shard
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.base import Example, Task
@@ -39,11 +39,14 @@ def predict(
     batch_size: int = 32,
     length_normalize: bool = False,
     progress: bool = False,
+    max_input_tokens: int = MAX_INPUT_TOKENS,
+    truncation: str = TRUNCATION,
 ) -> tuple[list[str], list[list[float]] | None]:
     """Predictions for `examples`: class labels (or chosen candidates) for tasks with
-    candidates, generated text otherwise; plus per-candidate scores when ranking."""
-    enc = Encoder(plm.lm.tokenizer, plm.lm.is_encoder_decoder)
-    inputs = [enc.input_ids(task.format(e)) for e in examples]
+    candidates, generated text otherwise; plus per-candidate scores when ranking. Inputs
+    longer than `max_input_tokens` are shortened by `truncation` (batching.Encoder)."""
+    enc = Encoder(plm.lm.tokenizer, plm.lm.is_encoder_decoder, max_input_tokens, truncation)
+    inputs = [enc.task_input_ids(task, e) for e in examples]
     ranking = task.is_classification or any(e.choices is not None for e in examples)
     preds: list[str] = [""] * len(examples)
     scores: list[list[float]] = [[] for _ in examples]
@@ -68,6 +71,16 @@ def predict(
     return preds, (scores if ranking else None)
 
 
+def input_cut(training: dict | None) -> dict:
+    """The input length and truncation a saved prompt was trained with (`SavedPrompt.training`),
+    as keyword arguments of `predict`/`evaluate`; the defaults where it records none."""
+    training = training or {}
+    return {
+        "max_input_tokens": int(training.get("max_input_tokens") or MAX_INPUT_TOKENS),
+        "truncation": training.get("truncation") or TRUNCATION,
+    }
+
+
 def rank(per_candidate: Sequence[tuple[float, int]], length_normalize: bool = False) -> tuple[int, list[float]]:
     """(index of the best candidate, ranking values) from `PromptedLM.score` output for one
     input: total log-likelihood, or its mean over tokens with `length_normalize`. Ties go to
@@ -85,6 +98,8 @@ def evaluate(
     length_normalize: bool = False,
     progress: bool = False,
     ctx: Context = SINGLE,
+    max_input_tokens: int = MAX_INPUT_TOKENS,
+    truncation: str = TRUNCATION,
 ) -> Evaluation:
     """Predict and score `examples` with the task's metrics.
 
@@ -92,11 +107,13 @@ def evaluate(
     slice of the examples, the predictions and scores are gathered in order and the metrics
     computed on the whole list, so every worker gets exactly one process's result.
     """
+    cut = {"max_input_tokens": max_input_tokens, "truncation": truncation}
     if not ctx.active:
-        preds, scores = predict(plm, prompt, task, examples, batch_size, length_normalize, progress)
+        preds, scores = predict(plm, prompt, task, examples, batch_size, length_normalize, progress, **cut)
         return Evaluation(task.name, compute_metrics(task, preds, examples), preds, scores, len(examples))
     mine = shard(examples, ctx)
-    part = predict(plm, prompt, task, mine, batch_size, length_normalize, progress and ctx.main) if mine else ([], None)
+    shown = progress and ctx.main
+    part = predict(plm, prompt, task, mine, batch_size, length_normalize, shown, **cut) if mine else ([], None)
     parts = all_gather_object(part, ctx, "evaluation")
     preds = [p for worker_preds, _ in parts for p in worker_preds]
     ranked = any(s is not None for _, s in parts)

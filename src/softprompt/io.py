@@ -266,6 +266,8 @@ class Checkpoint:
         schedule: The lr scheduler's `state_dict()`.
         counters: step, best_score, best_step, evals_since_best.
         average: The prompt average (P, H), or None when training keeps none.
+        reparam: The parameters of a reparameterised prompt (`reparam.PromptParams.state_dict()`),
+            whose fold is `prompt`; None for a plain prompt (the prompt is the parameter).
     """
 
     prompt: SavedPrompt
@@ -273,6 +275,10 @@ class Checkpoint:
     schedule: dict
     counters: dict
     average: torch.Tensor | None = None
+    reparam: dict[str, torch.Tensor] | None = None
+
+
+REPARAM_PREFIX = "reparam/"  # keys of the reparameterisation's tensors in optimizer.safetensors
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
@@ -280,6 +286,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     tensors, scalars = {}, {}
     if checkpoint.average is not None:
         tensors["average"] = checkpoint.average.detach().cpu().contiguous()
+    for name, value in (checkpoint.reparam or {}).items():
+        tensors[REPARAM_PREFIX + name] = value.detach().cpu().contiguous()
     for pid, slots in checkpoint.optimizer["state"].items():
         for name, value in slots.items():
             if torch.is_tensor(value):
@@ -309,6 +317,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     meta = read_json(path / "trainer.json")
     tensors = load_file(path / "optimizer.safetensors")
     average = tensors.pop("average", None)
+    reparam = {k[len(REPARAM_PREFIX) :]: tensors.pop(k) for k in list(tensors) if k.startswith(REPARAM_PREFIX)}
     state: dict = {}
     for key, value in tensors.items():
         if key != "_empty":
@@ -324,6 +333,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         meta["schedule"],
         counters,
         average,
+        reparam or None,
     )
 
 

@@ -7,6 +7,8 @@ evaluated and kept is an exponential moving average of the prompt over steps. A 
 lr 0.3 moves each prompt number by about 0.3 a step, far more than the spread of this
 kind of model's token embeddings (SmolLM2: std 0.14), so the raw prompt jitters and its dev
 score swings by 10 points between evaluations; the average sits at the centre of the jitter.
+With `reparam` residual the prompt is the output of a small MLP while training
+(reparam.py); the folded (P, H) prompt is what is averaged, evaluated and saved.
 `task` may also be a `Mixture` of tasks (SPoT): each example keeps its own task's template
 and verbalizer, and the dev score is the mean of the tasks' primary metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
@@ -25,7 +27,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,7 +35,8 @@ from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
-from softprompt.config import TrainConfig, embed_step_for
+from softprompt.budget import PROBE_STEPS, TimeBudget
+from softprompt.config import TrainConfig, embed_step_for, lr_factor, parse_duration
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -50,6 +53,7 @@ from softprompt.io import (
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
 from softprompt.prompt import make_prompt
+from softprompt.reparam import PromptParams, make_params
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
@@ -63,6 +67,7 @@ class TrainResult:
     train_examples_per_s: float
     out_dir: Path
     examples_seen: int = 0  # training examples processed by this call (not counting resumed steps)
+    budget_steps: int | None = None  # the step count --time-budget set (None: --steps)
 
 
 class PromptAverage:
@@ -156,6 +161,7 @@ def train(
     (`distributed.SINGLE`: train alone even in a process group).
     """
     ctx = dp.context() if context is None else context
+    budget = TimeBudget(parse_duration(cfg.time_budget), cfg.eval_every, _clock) if cfg.time_budget else None
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
@@ -171,27 +177,32 @@ def train(
     parts = _task_data(task, cfg, train_examples, dev_examples)  # [(task, train, dev)], one per member task
     n_train, n_dev = sum(len(p[1]) for p in parts), sum(len(p[2]) for p in parts)
 
-    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens)
+    enc = Encoder(lm.tokenizer, lm.is_encoder_decoder, cfg.max_input_tokens, cfg.truncation)
     per_task = [[enc.encode(t, e) for e in train_set] for t, train_set, _ in parts]  # validates labels up front
     encoded = [e for rows in per_task for e in rows]
     sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
     split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
     plm = PromptedLM(lm, fast=cfg.fast and not sharded)
     weight, init = initial_prompt(lm, task, cfg)
-    prompt = torch.nn.Parameter(weight.to(lm.device))
-    check_trainable(lm, prompt)
-    optimizer = make_optimizer([prompt], cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
-    average = PromptAverage(prompt, cfg.ema) if cfg.ema else None
+    params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
+    check_trainable(lm, params.base)
+    optimizer = make_optimizer(list(params.parameters()), cfg)
+    # `cfg` read when called: a time budget fixes cfg.steps after the first steps.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.decay)
+    )
+    # The average is of the folded (P, H) prompt, the one evaluated: a plain prompt whatever --reparam.
+    average = PromptAverage(params.fold(), cfg.ema) if cfg.ema else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
         run = {**asdict(cfg), "task": task.name, "train_examples": n_train}
         start, best_score, best_step, evals_since_best = _restore(
-            out_dir / "checkpoint", prompt, optimizer, schedule, average, run
+            out_dir / "checkpoint", params, optimizer, schedule, average, run
         )
     if ctx.active:  # every worker starts from rank 0's prompt (and average), bit for bit
         with torch.no_grad():
-            dp.broadcast_(prompt.data, ctx)
+            for p in params.parameters():
+                dp.broadcast_(p.data, ctx)
             if average is not None:
                 dp.broadcast_(average.value, ctx)
         dp.barrier(ctx, "start-up")  # every worker has read the checkpoint before rank 0 writes
@@ -200,7 +211,7 @@ def train(
     log = _Log(out_dir / "log.jsonl", keep_until=start if resume else -1) if ctx.main else _NoLog()
 
     def kept() -> torch.Tensor:  # the prompt that is evaluated and saved
-        return average.value if average is not None else prompt.detach()
+        return average.value if average is not None else params.fold()
 
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
@@ -224,15 +235,30 @@ def train(
     stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
-    embed_at = embed_step_for(cfg.steps, cfg.embed_step)  # 0: no task embedding
+    if budget is not None:  # steps are set after PROBE_STEPS timed ones (`plan` below)
+        cfg = replace(cfg, steps=start + PROBE_STEPS)
+    n_eval = sum(len(dev) for _, _, dev in parts)
+    embed_at = embed_step_for(cfg.steps if budget is None else 10**9, cfg.embed_step)  # 0: no task embedding
     bar = tqdm(
         total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
     )
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
+    planned: int | None = None
+
+    def plan(evaluated: bool) -> None:  # --time-budget: fix the step count from the measured speed
+        nonlocal cfg, planned
+        planned = budget.plan(step, n_eval, cfg.batch_size, evaluated)
+        planned = dp.broadcast_object(planned, ctx)  # every worker stops at rank 0's step
+        cfg = replace(cfg, steps=planned)
+        bar.total = planned
+        note = {"time_budget": cfg.time_budget, "s_per_step": budget.step_s, "s_per_eval": budget.eval_s}
+        log.write({"step": step, "planned_steps": planned, **note})
+
     stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
     with dp.stop_on_sigterm(ctx), stop.catch() if not ctx.active else contextlib.nullcontext():
-        for step in range(start + 1, cfg.steps + 1):
-            started = time.perf_counter()
+        while step < cfg.steps:
+            step += 1
+            started = _clock()
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
@@ -241,28 +267,41 @@ def train(
                 mine, whole = (dp.shard(rows, ctx), loss_counts([encoded[i] for i in rows])) if split else (rows, None)
                 if mine:
                     batch = enc.collate([encoded[i] for i in mine]).to(lm.device)
-                    loss = plm.loss(prompt, batch, cfg.loss, cfg.length_normalize, whole) / cfg.grad_accum
+                    loss = plm.loss(params(), batch, cfg.loss, cfg.length_normalize, whole) / cfg.grad_accum
                 else:  # fewer rows than workers: a zero share that still gives the prompt a gradient
-                    loss = prompt.sum() * 0.0
+                    loss = params().sum() * 0.0
                 loss.backward()
                 loss_sum += loss.item()
                 seen += len(rows)
             if split:
-                loss_sum = dp.all_reduce_grad(prompt, loss_sum, ctx)  # the global batch's gradient and loss
+                # The global batch's gradient and loss.
+                loss_sum = dp.all_reduce_grad(list(params.parameters()), loss_sum, ctx)
             optimizer.step()
             schedule.step()
+            prompt = params.fold()  # (P, H), this step's prompt
             if average is not None:
                 average.update(prompt, step)
-            train_time += time.perf_counter() - started
+            train_time += _clock() - started
             rate = seen / train_time
             bar.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{rate:.1f}")
             bar.update(1)
             log.write({"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "examples_per_s": rate})
+            if budget is not None:
+                budget.record_step(_clock() - started)
+                if planned is None and step == start + PROBE_STEPS:
+                    plan(evaluated=False)
+                    embed_at = embed_step_for(cfg.steps, cfg.embed_step)
+                    if ctx.main:
+                        bar.write(f"--time-budget {cfg.time_budget}: {budget.step_s:.2f} s/step, {cfg.steps} steps")
             if step == embed_at and ctx.main:  # an early prompt stands for the task (SPoT task embedding)
-                save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt.detach()))  # the raw prompt
+                save_prompt(out_dir / "embedding", snapshot({"step": step}, prompt))  # the raw prompt
             metrics = None
             if (step % cfg.eval_every == 0 or step == cfg.steps) and not stop.signal:
+                eval_started = _clock()
                 metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
+                if budget is not None:
+                    budget.record_eval(_clock() - eval_started)
+                    plan(evaluated=True)
                 score = metrics[task.metrics[0]]
                 log.write({"step": step, "eval": metrics, "dev_examples": evaluated})
                 if ctx.main:
@@ -284,11 +323,12 @@ def train(
                 save_checkpoint(
                     out_dir / "checkpoint",
                     Checkpoint(
-                        snapshot(metrics or {}, prompt.detach()),
+                        snapshot(metrics or {}, prompt),
                         optimizer.state_dict(),
                         schedule.state_dict(),
                         counters,
                         average.value if average is not None else None,
+                        _reparam_state(params),
                     ),
                 )
             if stop.signal:
@@ -305,7 +345,8 @@ def train(
     if ctx.main:
         plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
     dp.barrier(ctx, "the end of training")  # best/ is written before any worker reads it
-    return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(train_time, 1e-9), out_dir, seen)
+    rate = seen / max(train_time, 1e-9)
+    return TrainResult(load_prompt(out_dir / "best"), best_step, step, rate, out_dir, seen, planned)
 
 
 def _task_data(
@@ -332,13 +373,19 @@ def _evaluate(
 ) -> tuple[dict[str, float], int]:
     """Dev metrics and the number of examples scored. A mixture reports each task's metrics
     as "task/metric" and, as "mean", the mean of the tasks' primary metrics."""
-    results = [evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx) for t, _, dev in parts]
+    cut = {"max_input_tokens": cfg.max_input_tokens, "truncation": cfg.truncation}
+    results = [
+        evaluate(plm, prompt, t, dev, cfg.eval_batch_size, cfg.length_normalize, ctx=ctx, **cut) for t, _, dev in parts
+    ]
     if len(results) == 1:
         return results[0].metrics, results[0].examples
     primary = [r.metrics[t.metrics[0]] for r, (t, _, _) in zip(results, parts)]
     metrics = {"mean": sum(primary) / len(primary)}
     metrics.update({f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()})
     return metrics, sum(r.examples for r in results)
+
+
+_clock = time.perf_counter  # the clock of --time-budget (tests stub it)
 
 
 class Interrupted(SoftPromptError):
@@ -406,8 +453,12 @@ RESUME_MUST_MATCH = (
     "lr",
     "weight_decay",
     "warmup_steps",
+    "decay",
+    "reparam",
+    "reparam_bottleneck",
     "max_train",
     "max_input_tokens",
+    "truncation",
     "length_normalize",
     "init",
     "init_text",
@@ -416,8 +467,14 @@ RESUME_MUST_MATCH = (
 )
 
 
+def _reparam_state(params: PromptParams) -> dict[str, torch.Tensor] | None:
+    """What a checkpoint keeps beyond the (folded) prompt: None when the prompt is the only parameter."""
+    named = dict(params.named_parameters())
+    return None if list(named) == ["base"] else {k: v.detach() for k, v in named.items()}
+
+
 def _restore(
-    path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict
+    path: Path, params: PromptParams, optimizer, schedule, average: PromptAverage | None, run: dict
 ) -> tuple[int, float, int, int]:
     """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run,
     after checking that `run` (this run's settings) matches the interrupted run's."""
@@ -434,7 +491,7 @@ def _restore(
                 f"{path}: the interrupted run used {flag} {saved_run[key]!r}, this one {run.get(key)!r} "
                 f"(resume with the same setting, or start a new --out)"
             )
-    saved = checkpoint.prompt.weight
+    saved, prompt = checkpoint.prompt.weight, params.base
     if saved.shape != prompt.shape:
         raise ConfigError(
             f"{path}: checkpoint prompt is {saved.shape[0]}x{saved.shape[1]}, this run's is "
@@ -445,8 +502,13 @@ def _restore(
             f"{path}: checkpoint was {'not ' if average is not None else ''}made with a prompt average "
             "(resume with the --ema of the interrupted run)"
         )
+    if (checkpoint.reparam is None) != (_reparam_state(params) is None):
+        raise ConfigError(f"{path}: checkpoint was made with another --reparam (resume with the interrupted run's)")
     with torch.no_grad():
-        prompt.copy_(saved.to(prompt.device))
+        if checkpoint.reparam is None:
+            prompt.copy_(saved.to(prompt.device))
+        else:
+            params.load_state_dict(checkpoint.reparam)
         if average is not None:
             average.value.copy_(checkpoint.average.to(prompt.device))
     optimizer.load_state_dict(checkpoint.optimizer)

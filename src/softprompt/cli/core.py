@@ -15,6 +15,7 @@ from softprompt.cli.options import (
     TRAIN,
     BatchSizeOpt,
     CheckpointEveryOpt,
+    DecayOpt,
     DevFileOpt,
     EmaOpt,
     EmbedStepOpt,
@@ -28,6 +29,7 @@ from softprompt.cli.options import (
     LossOpt,
     LrOpt,
     MaxEvalOpt,
+    MaxInputTokensOpt,
     MaxTrainOpt,
     MixtureCapOpt,
     ModelOpt,
@@ -36,12 +38,16 @@ from softprompt.cli.options import (
     PrecisionOpt,
     PromptLengthOpt,
     PromptOpt,
+    ReparamBottleneckOpt,
+    ReparamOpt,
     SeedOpt,
     StepsOpt,
     TaskOpt,
     TemplateOpt,
     TextFieldOpt,
+    TimeBudgetOpt,
     TrainFileOpt,
+    TruncationOpt,
     WarmupStepsOpt,
     WeightDecayOpt,
     NprocOpt,
@@ -51,7 +57,7 @@ from softprompt.cli.options import (
 from softprompt.config import Precision, TrainConfig
 from softprompt.ensemble import evaluate_ensemble
 from softprompt.errors import SoftPromptError
-from softprompt.evaluate import evaluate
+from softprompt.evaluate import evaluate, input_cut
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
 from softprompt.io import atomic_write_text
@@ -92,8 +98,14 @@ def train(
     optimizer: OptimizerOpt = TRAIN.optimizer,
     loss: LossOpt = TRAIN.loss,
     lr: LrOpt = TRAIN.lr,
+    max_input_tokens: MaxInputTokensOpt = TRAIN.max_input_tokens,
+    truncation: TruncationOpt = TRAIN.truncation,
+    reparam: ReparamOpt = TRAIN.reparam,
+    reparam_bottleneck: ReparamBottleneckOpt = TRAIN.reparam_bottleneck,
     weight_decay: WeightDecayOpt = TRAIN.weight_decay,
     warmup_steps: WarmupStepsOpt = TRAIN.warmup_steps,
+    decay: DecayOpt = TRAIN.decay,
+    time_budget: TimeBudgetOpt = TRAIN.time_budget,
     grad_accum: GradAccumOpt = TRAIN.grad_accum,
     seed: SeedOpt = TRAIN.seed,
     ema: EmaOpt = TRAIN.ema,
@@ -137,8 +149,9 @@ def train(
     )
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
+        planned = f", {result.budget_steps} steps set by --time-budget {time_budget}" if result.budget_steps else ""
         typer.echo(
-            f"{the_task.name} dev {shown} (best at step {result.best_step}, "
+            f"{the_task.name} dev {shown} (best at step {result.best_step}{planned}, "
             f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best"
         )
 
@@ -191,7 +204,8 @@ def eval_(
     members = [first] + [runtime.adopt(p, saved, lm) for p, saved in zip(prompt[1:], read[1:])]
     plm = PromptedLM(lm)
     if len(prompt) == 1:
-        result = evaluate(plm, first.weight, the_task, examples, batch_size, length_normalize, progress=True)
+        cut = input_cut(first.training)  # long inputs cut as in training
+        result = evaluate(plm, first.weight, the_task, examples, batch_size, length_normalize, progress=True, **cut)
         typer.echo(f"{the_task.name} {split} ({result.examples} examples): {runtime.percents(result.metrics)}")
         report = {"task": the_task.name, "split": split, "metrics": result.metrics, "predictions": result.predictions}
     else:
@@ -266,7 +280,7 @@ def predict(
     field = the_task.template_fields[0]
     label = the_task.labels[0] if the_task.labels else ""
     examples = [Example({f: t if f == field else "" for f in the_task.template_fields}, label) for t in texts]
-    preds, _ = run_predict(PromptedLM(lm), saved.weight, the_task, examples, batch_size)
+    preds, _ = run_predict(PromptedLM(lm), saved.weight, the_task, examples, batch_size, **input_cut(saved.training))
     for p in preds:
         typer.echo(p)
 

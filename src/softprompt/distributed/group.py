@@ -191,18 +191,22 @@ def cells(items: Sequence, ctx: Context) -> list:
     return [item for i, item in enumerate(items) if i % ctx.world == ctx.rank]
 
 
-def all_reduce_grad(prompt: torch.nn.Parameter, loss_sum: float, ctx: Context) -> float:
-    """Sum the prompt gradient and the logged loss over workers in one collective; returns the
-    global loss. Every worker then holds the gradient of the global batch."""
+def all_reduce_grad(params, loss_sum: float, ctx: Context) -> float:
+    """Sum the gradient of `params` (one parameter or several) and the logged loss over workers
+    in one collective; returns the global loss. Every worker then holds the gradient of the
+    global batch."""
     if not ctx.active:
         return loss_sum
-    grad = prompt.grad if prompt.grad is not None else torch.zeros_like(prompt)
-    comm_device = grad.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    packed = torch.cat([grad.detach().flatten().double(), torch.tensor([loss_sum], dtype=torch.float64)]).to(
-        comm_device
-    )
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    comm_device = grads[0].device if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = [g.detach().flatten().double().to(comm_device) for g in grads]
+    packed = torch.cat([*flat, torch.tensor([loss_sum], dtype=torch.float64, device=comm_device)])
     all_reduce_sum(packed, ctx, "a training step")
-    prompt.grad = packed[:-1].view_as(prompt).to(device=prompt.device, dtype=prompt.dtype)
+    offset = 0
+    for p in params:
+        p.grad = packed[offset : offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
+        offset += p.numel()
     return float(packed[-1])
 
 

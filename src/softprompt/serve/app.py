@@ -150,11 +150,11 @@ class Server:
             targets = [enc.target_ids(w) for w in words]
             if not all(targets):
                 raise HTTPException(422, "a word of 'labels' has no tokens")
-            rows = [Row(m, enc.input_ids(m.task.format(ex)), targets) for row in per_input for m, ex in row]
+            rows = [Row(m, enc.task_input_ids(m.task, ex), targets) for row in per_input for m, ex in row]
         else:
             words = list(members[0].task.labels)
             rows = [
-                Row(m, enc.input_ids(m.task.format(ex)), [enc.target_ids(w) for w in m.task.candidates(ex)])
+                Row(m, enc.task_input_ids(m.task, ex), [enc.target_ids(w) for w in m.task.candidates(ex)])
                 for row in per_input
                 for m, ex in row
             ]
@@ -167,7 +167,7 @@ class Server:
         if budget > self.max_tokens:
             raise HTTPException(422, f"max_tokens {budget}: at most {self.max_tokens}")
         per_input = self.examples(req, members)
-        rows = [Row(m, self.encoder.input_ids(m.task.format(ex)), None, budget) for row in per_input for m, ex in row]
+        rows = [Row(m, self.encoder.task_input_ids(m.task, ex), None, budget) for row in per_input for m, ex in row]
         return name, members, per_input, rows
 
     async def submit(self, rows: list[Row]) -> list:
