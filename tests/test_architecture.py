@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("softprompt.io",),
     ("softprompt.prompt", "softprompt.prepend", "softprompt.batching", "softprompt.config", "softprompt.distributed"),
     ("softprompt.scoring",),
-    ("softprompt.train", "softprompt.evaluate", "softprompt.ensemble", "softprompt.inspect"),
+    ("softprompt.train", "softprompt.tuning", "softprompt.evaluate", "softprompt.ensemble", "softprompt.inspect"),
     ("softprompt.spot", "softprompt.bench", "softprompt.serve"),
     ("softprompt.cli",),
     ("softprompt.__main__", "softprompt"),  # the package's API re-exports everything

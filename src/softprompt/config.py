@@ -36,6 +36,18 @@ class Init(str, enum.Enum):
     FILE = "file"
 
 
+class Method(str, enum.Enum):
+    PROMPT = "prompt"  # a P x H soft prompt on the frozen model (Lester et al.)
+    MODEL = "model"  # every weight trains (the paper's model-tuning baseline)
+    LORA = "lora"  # low-rank adapters through PEFT
+    ZERO_SHOT = "zero-shot"  # nothing trains: the initial prompt evaluated as it is
+
+
+# Each method's default learning rate (--lr unset): the paper's 0.3 for prompts, a small one for
+# every weight, PEFT's usual 1e-3 for LoRA.
+METHOD_LR = {Method.PROMPT.value: 0.3, Method.MODEL.value: 3e-5, Method.LORA.value: 1e-3, Method.ZERO_SHOT.value: 0.3}
+
+
 class Precision(str, enum.Enum):
     AUTO = "auto"
     BF16 = "bf16"
@@ -112,7 +124,7 @@ class ModelConfig:
 
     model: str | None = helped(
         None,
-        "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, "
+        "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), HF model folder, "
         ".gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.",
     )
     precision: str = helped(
@@ -124,6 +136,12 @@ class ModelConfig:
 class TrainConfig:
     """Training settings; each is a `softprompt train` flag of the same name."""
 
+    method: str = helped(
+        Method.PROMPT.value,
+        "What trains: prompt (a soft prompt, frozen model) | model (every weight, in fp32; writes "
+        "best/model/) | lora (PEFT LoRA adapters; writes best/adapter/) | zero-shot (nothing: the "
+        "initial prompt, class labels by default, evaluated as it is).",
+    )
     steps: int = helped(500, "Optimizer steps.")
     batch_size: int = helped(16, "Examples per step (before accumulation).")
     prompt_length: int = helped(20, "Prompt tokens P (paper: 1, 5, 20, 100, 150).")
@@ -137,7 +155,9 @@ class TrainConfig:
         "ranks it (generation rows: lm) | lm: cross-entropy of the target over the "
         "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.",
     )
-    lr: float = helped(0.3, "Learning rate (paper: 0.3, constant).")
+    lr: float | None = helped(
+        None, "Learning rate, constant after warm-up (default per --method: prompt 0.3 as the paper, model 3e-5, lora 1e-3)."
+    )
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
     grad_accum: int = helped(1, "Gradient accumulation micro-batches per step.")
@@ -160,6 +180,13 @@ class TrainConfig:
         "Evaluate and keep an exponential moving average of the prompt over steps, with this "
         "decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a "
         "constant lr 0.3.",
+    )
+    lora_rank: int = helped(8, "LoRA rank r (--method lora).")
+    lora_alpha: int = helped(16, "LoRA scaling alpha (--method lora): updates are scaled by alpha / r.")
+    lora_targets: str = helped(
+        "all-linear",
+        "Modules LoRA adapts (--method lora): all-linear (every linear projection but the output head) "
+        "or a comma list of module names such as q_proj,v_proj.",
     )
     # None: the default step (`embed_step_for`: DEFAULT_EMBED_STEP, or the last step of a shorter run); 0: none.
     embed_step: int | None = helped(
@@ -189,6 +216,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        self.method = choice(
+            Method, self.method, f"--method {self.method!r}: expected one of {', '.join(m.value for m in Method)}"
+        )
+        if self.lr is None:
+            self.lr = METHOD_LR[self.method]
+        if self.lora_rank < 1 or self.lora_alpha < 1:
+            raise ConfigError(f"--lora-rank and --lora-alpha must be at least 1, got {self.lora_rank}, {self.lora_alpha}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         for name in ("weight_decay", "ema"):

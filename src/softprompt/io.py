@@ -32,6 +32,8 @@ from softprompt.models.identity import ModelIdentity
 PROMPT_FILE = "prompt.safetensors"
 META_FILE = "prompt.json"
 FORMAT_VERSION = 1
+# prompt.json "method" values whose folder holds trained weights beside an empty prompt.
+WEIGHT_METHODS = ("model", "lora")
 
 
 @dataclass
@@ -181,12 +183,15 @@ def resolve_prompt_dir(path: Path) -> Path:
     return path / "best" if (path / "best").is_dir() else path
 
 
-def save_prompt(path: Path, prompt: SavedPrompt) -> Path:
-    """Save `prompt` as a folder at `path` (atomically)."""
+def save_prompt(path: Path, prompt: SavedPrompt, also: Callable[[Path], None] | None = None) -> Path:
+    """Save `prompt` as a folder at `path` (atomically); `also(folder)` writes what else belongs
+    in it (a tuned model's weights) inside the same atomic swap."""
 
     def write(tmp: Path) -> None:
         save_file({"prompt": prompt.weight.detach().float().cpu().contiguous()}, tmp / PROMPT_FILE)
         write_json(tmp / META_FILE, prompt.meta())
+        if also is not None:
+            also(tmp)
 
     return atomic_dir(Path(path), write)
 
@@ -201,7 +206,8 @@ def load_prompt(path: Path) -> SavedPrompt:
     if (path / "adapter_config.json").exists() and not (path / META_FILE).exists():
         return import_peft(path)
     meta = read_json(path / META_FILE)
-    weight = _load_tensor(path / PROMPT_FILE, "prompt")
+    # Model tuning and LoRA keep their weights beside an empty (0, H) prompt (see softprompt.methods).
+    weight = _load_tensor(path / PROMPT_FILE, "prompt", allow_empty=meta.get("method") in WEIGHT_METHODS)
     known = {"format_version", "model", "hidden_size", "prompt_length", "task", "init", "training", "metrics"}
     where = path / META_FILE
     try:
@@ -233,7 +239,7 @@ def load_prompt(path: Path) -> SavedPrompt:
     )
 
 
-def _load_tensor(path: Path, key: str) -> torch.Tensor:
+def _load_tensor(path: Path, key: str, allow_empty: bool = False) -> torch.Tensor:
     try:
         tensors = load_file(path)
     except FileNotFoundError:
@@ -243,7 +249,7 @@ def _load_tensor(path: Path, key: str) -> torch.Tensor:
     if key not in tensors:
         raise ConfigError(f"{path}: no tensor named {key!r} (found {', '.join(tensors) or 'none'})")
     weight = tensors[key].float()
-    if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
+    if weight.ndim != 2 or weight.shape[0] < (0 if allow_empty else 1) or weight.shape[1] < 1:
         raise ConfigError(
             f"{path}: {key!r} must be (length, hidden) with both at least 1, found shape {tuple(weight.shape)}"
         )
@@ -265,6 +271,7 @@ class Checkpoint:
         schedule: The lr scheduler's `state_dict()`.
         counters: step, best_score, best_step, evals_since_best.
         average: The prompt average (P, H), or None when training keeps none.
+        weights: Trained model weights by name (model tuning, LoRA), or None (a prompt).
     """
 
     prompt: SavedPrompt
@@ -272,6 +279,7 @@ class Checkpoint:
     schedule: dict
     counters: dict
     average: torch.Tensor | None = None
+    weights: dict[str, torch.Tensor] | None = None
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
@@ -289,6 +297,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     def write(tmp: Path) -> None:
         save_prompt(tmp / "prompt", checkpoint.prompt)
         save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
+        if checkpoint.weights is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()}, tmp / "weights.safetensors")
         write_json(
             tmp / "trainer.json",
             {
@@ -317,12 +327,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     counters = {k: meta[k] for k in ("step", "best_score", "best_step", "evals_since_best")}
+    weights = load_file(path / "weights.safetensors") if (path / "weights.safetensors").is_file() else None
     return Checkpoint(
         load_prompt(path / "prompt"),
         {"state": state, "param_groups": meta["param_groups"]},
         meta["schedule"],
         counters,
         average,
+        weights,
     )
 
 

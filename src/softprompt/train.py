@@ -11,6 +11,9 @@ score swings by 10 points between evaluations; the average sits at the centre of
 and verbalizer, and the dev score is the mean of the tasks' primary metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
   embedding/    the prompt at step embed_step (default 10; 0: none): a task embedding (SPoT)
+With `--method model` or `lora` the model's weights train instead (tuning.py: best/ then holds
+an empty prompt and best/model/ or best/adapter/); `--method zero-shot` trains nothing and
+evaluates the initial prompt once (step 0).
   checkpoint/   the latest state, for --resume
   log.jsonl     one JSON line per logged step / evaluation
   curve.png     training loss and dev metric over steps
@@ -33,7 +36,7 @@ from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
-from softprompt.config import TrainConfig, embed_step_for
+from softprompt.config import Method, TrainConfig, embed_step_for
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -47,12 +50,14 @@ from softprompt.io import (
     save_checkpoint,
     save_prompt,
 )
+from softprompt.models import memory
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
 from softprompt.prompt import make_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
+from softprompt.tuning import weight_tuning
 
 
 @dataclass
@@ -63,6 +68,10 @@ class TrainResult:
     train_examples_per_s: float
     out_dir: Path
     examples_seen: int = 0  # training examples processed by this call (not counting resumed steps)
+    method: str = Method.PROMPT.value
+    trainable_params: int = 0
+    bytes_per_task: int = 0  # what the result costs to store: its trained tensors in fp32
+    peak_memory: int = 0  # bytes: RSS high-water mark, or CUDA max allocated
 
 
 class PromptAverage:
@@ -176,18 +185,29 @@ def train(
     encoded = [e for rows in per_task for e in rows]
     sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
     split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
+    tuning = weight_tuning(lm, cfg)  # model / LoRA: a copy of the model whose weights train; None: a prompt
+    if tuning is not None and ctx.active:
+        raise ConfigError(f"--method {cfg.method}: trains in one process (not under torchrun or --nproc)")
+    lm = tuning.lm if tuning is not None else lm
     plm = PromptedLM(lm, fast=cfg.fast and not sharded)
-    weight, init = initial_prompt(lm, task, cfg)
-    prompt = torch.nn.Parameter(weight.to(lm.device))
-    check_trainable(lm, prompt)
-    optimizer = make_optimizer([prompt], cfg)
+    if tuning is None:
+        weight, init = initial_prompt(lm, task, cfg)
+        prompt = torch.nn.Parameter(weight.to(lm.device))
+        check_trainable(lm, prompt)
+        params, n_trainable = [prompt], 0 if cfg.method == Method.ZERO_SHOT.value else prompt.numel()
+        stored = 4 * prompt.numel()  # the fp32 prompt
+    else:  # the weights train; inputs are scored without a prompt
+        init, prompt = "none", torch.zeros(0, lm.hidden_size, device=lm.device)
+        params, n_trainable, stored = tuning.parameters(), tuning.trainable_params, tuning.bytes_per_task
+    optimizer = make_optimizer(params, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
-    average = PromptAverage(prompt, cfg.ema) if cfg.ema else None
+    average = PromptAverage(prompt, cfg.ema) if cfg.ema and tuning is None else None
+    last_step = 0 if cfg.method == Method.ZERO_SHOT.value else cfg.steps  # zero-shot: evaluated at step 0 only
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
         run = {**asdict(cfg), "task": task.name, "train_examples": n_train}
         start, best_score, best_step, evals_since_best = _restore(
-            out_dir / "checkpoint", prompt, optimizer, schedule, average, run
+            out_dir / "checkpoint", prompt, optimizer, schedule, average, run, tuning
         )
     if ctx.active:  # every worker starts from rank 0's prompt (and average), bit for bit
         with torch.no_grad():
@@ -205,7 +225,7 @@ def train(
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
             weight=weight.cpu().clone(),
-            model=lm.identity,
+            model=lm.identity if tuning is None else tuning.identity(),
             task=task.meta(),
             init=init,
             training={
@@ -214,9 +234,14 @@ def train(
                 "requested_init": cfg.init,
                 "train_examples": n_train,
                 "dev_examples": n_dev,
+                "trainable_params": n_trainable,
+                "bytes_per_task": stored,
             },
             metrics=metrics,
+            extra={} if cfg.method == Method.PROMPT.value else {"method": cfg.method},
         )
+
+    write_weights = tuning.write if tuning is not None else None
 
     rng = random.Random(cfg.seed)
     lengths = [[len(e.input_ids) + len(e.target_ids) for e in rows] for rows in per_task]
@@ -224,14 +249,14 @@ def train(
     stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
-    embed_at = embed_step_for(cfg.steps, cfg.embed_step)  # 0: no task embedding
+    embed_at = embed_step_for(cfg.steps, cfg.embed_step) if tuning is None else 0  # 0: no task embedding
     bar = tqdm(
-        total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
+        total=last_step, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
     )
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
     stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
     with dp.stop_on_sigterm(ctx), stop.catch() if not ctx.active else contextlib.nullcontext():
-        for step in range(start + 1, cfg.steps + 1):
+        for step in range(start + 1, last_step + 1):
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
@@ -271,7 +296,7 @@ def train(
                     best_score, best_step, evals_since_best = score, step, 0
                     if ctx.main:
                         best_meta = {**metrics, "step": step, "dev_examples": evaluated}
-                        save_prompt(out_dir / "best", snapshot(best_meta, kept()))
+                        save_prompt(out_dir / "best", snapshot(best_meta, kept()), also=write_weights)
                 else:
                     evals_since_best += 1
             if ctx.main and (metrics is not None or step % cfg.checkpoint_every == 0 or stop.signal):
@@ -289,6 +314,7 @@ def train(
                         schedule.state_dict(),
                         counters,
                         average.value if average is not None else None,
+                        tuning.state() if tuning is not None else None,
                     ),
                 )
             if stop.signal:
@@ -302,10 +328,26 @@ def train(
                     bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
                 break
     bar.close()
+    if last_step == 0:  # zero-shot: the initial prompt, evaluated once
+        metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
+        log.write({"step": 0, "eval": metrics, "dev_examples": evaluated})
+        if ctx.main:
+            save_prompt(out_dir / "best", snapshot({**metrics, "step": 0, "dev_examples": evaluated}, kept()))
     if ctx.main:
         plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
     dp.barrier(ctx, "the end of training")  # best/ is written before any worker reads it
-    return TrainResult(load_prompt(out_dir / "best"), best_step, step, seen / max(train_time, 1e-9), out_dir, seen)
+    return TrainResult(
+        load_prompt(out_dir / "best"),
+        best_step,
+        step,
+        seen / max(train_time, 1e-9),
+        out_dir,
+        seen,
+        cfg.method,
+        n_trainable,
+        stored,
+        memory.peak(lm.device),
+    )
 
 
 def _task_data(
@@ -398,6 +440,10 @@ class _Log:
 # (--steps may grow; evaluation settings may change.)
 RESUME_MUST_MATCH = (
     "task",
+    "method",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
     "seed",
     "batch_size",
     "grad_accum",
@@ -417,7 +463,7 @@ RESUME_MUST_MATCH = (
 
 
 def _restore(
-    path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict
+    path: Path, prompt, optimizer, schedule, average: PromptAverage | None, run: dict, tuning=None
 ) -> tuple[int, float, int, int]:
     """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run,
     after checking that `run` (this run's settings) matches the interrupted run's."""
@@ -445,6 +491,8 @@ def _restore(
             f"{path}: checkpoint was {'not ' if average is not None else ''}made with a prompt average "
             "(resume with the --ema of the interrupted run)"
         )
+    if tuning is not None:
+        tuning.load_state(checkpoint.weights or {}, str(path))
     with torch.no_grad():
         prompt.copy_(saved.to(prompt.device))
         if average is not None:

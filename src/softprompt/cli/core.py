@@ -25,10 +25,14 @@ from softprompt.cli.options import (
     InitTextOpt,
     LabelFieldOpt,
     LabelsOpt,
+    LoraAlphaOpt,
+    LoraRankOpt,
+    LoraTargetsOpt,
     LossOpt,
     LrOpt,
     MaxEvalOpt,
     MaxTrainOpt,
+    MethodOpt,
     MixtureCapOpt,
     ModelOpt,
     OptimizerOpt,
@@ -55,6 +59,7 @@ from softprompt.evaluate import evaluate
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
 from softprompt.io import atomic_write_text
+from softprompt.models import memory
 from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
 from softprompt.tasks import get_task, task_names
@@ -83,6 +88,7 @@ def train(
     ] = Path("runs/prompt"),
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
+    method: MethodOpt = TRAIN.method,
     steps: StepsOpt = TRAIN.steps,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
@@ -104,6 +110,9 @@ def train(
     checkpoint_every: CheckpointEveryOpt = TRAIN.checkpoint_every,
     mixture_cap: MixtureCapOpt = None,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
+    lora_rank: LoraRankOpt = TRAIN.lora_rank,
+    lora_alpha: LoraAlphaOpt = TRAIN.lora_alpha,
+    lora_targets: LoraTargetsOpt = TRAIN.lora_targets,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
     train_file: TrainFileOpt = None,
@@ -115,7 +124,8 @@ def train(
     nproc: NprocOpt = 1,
     shard_model: ShardModelOpt = False,
 ):
-    """Train a soft prompt on a frozen model and print its best dev score."""
+    """Train a soft prompt on a frozen model (or, with --method, the model's weights or LoRA
+    adapters, or nothing) and print its best dev score."""
     cfg = config_from(TrainConfig, locals())
     the_task = runtime.train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template)
     train_examples, dev_examples = runtime.training_data(the_task)  # a bad file fails before the model loads
@@ -140,6 +150,10 @@ def train(
         typer.echo(
             f"{the_task.name} dev {shown} (best at step {result.best_step}, "
             f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best"
+        )
+        typer.echo(
+            f"{cfg.method}: {result.trainable_params:,} trainable parameters, {result.bytes_per_task:,} bytes per task; "
+            f"peak memory {memory.gib(result.peak_memory)}"
         )
 
 

@@ -94,6 +94,10 @@ PromptOpt = Annotated[
 
 # -- training (TrainConfig) ---------------------------------------------------------------------
 
+MethodOpt = from_field(TrainConfig, "method")
+LoraRankOpt = from_field(TrainConfig, "lora_rank")
+LoraAlphaOpt = from_field(TrainConfig, "lora_alpha")
+LoraTargetsOpt = from_field(TrainConfig, "lora_targets")
 StepsOpt = from_field(TrainConfig, "steps")
 BatchSizeOpt = from_field(TrainConfig, "batch_size")
 PromptLengthOpt = from_field(TrainConfig, "prompt_length")

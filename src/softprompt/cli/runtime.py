@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from softprompt import distributed as dp
-from softprompt.config import EVAL_SEED
+from softprompt import tuning
+from softprompt.config import EVAL_SEED, Method, Precision
 from softprompt.errors import SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
 from softprompt.models import loading
@@ -112,8 +113,16 @@ def adopt(prompt: Path, saved: SavedPrompt, lm: LoadedModel) -> SavedPrompt:
 
 
 def model_for(prompt: Path, saved: SavedPrompt, model: str | None, precision: str) -> tuple[SavedPrompt, LoadedModel]:
-    """The model to use `saved` with (--model, else the one it was trained on), and the prompt checked against it."""
+    """The model to use `saved` with (--model, else the one it was trained on), and the prompt checked against it.
+    A model-tuning result brings its own model (best/model/, fp32 as trained unless --precision says
+    otherwise); a LoRA result's adapter is attached to the model it was trained on."""
+    method = saved.extra.get("method")
+    if method == Method.MODEL.value and not model:
+        model = str(tuning.model_folder(resolve_prompt_dir(prompt)))
+        precision = Precision.FP32.value if precision == Precision.AUTO.value else precision
     lm = load_model(model or (saved.model.name if saved.model.fingerprint != "unknown" else None), precision)
+    if method == Method.LORA.value:
+        lm = tuning.attach(lm, resolve_prompt_dir(prompt))
     return adopt(prompt, saved, lm), lm
 
 
