@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("softprompt.prompt", "softprompt.prepend", "softprompt.batching", "softprompt.config", "softprompt.distributed"),
     ("softprompt.scoring",),
     ("softprompt.train", "softprompt.tuning", "softprompt.evaluate", "softprompt.ensemble", "softprompt.inspect"),
-    ("softprompt.spot", "softprompt.bench", "softprompt.serve"),
+    ("softprompt.spot", "softprompt.bench", "softprompt.serve", "softprompt.study"),
     ("softprompt.cli",),
     ("softprompt.__main__", "softprompt"),  # the package's API re-exports everything
 ]

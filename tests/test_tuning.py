@@ -117,3 +117,30 @@ def test_unknown_method_and_bad_lora_targets_are_one_line_errors(tiny, tmp_path,
     args, _ = cli_train(tmp_path, tmp_path / "b", "lora", "--lora-targets", "no_such_proj")
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "--lora-targets" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_too_large_for_the_method_is_refused_before_loading_with_its_estimate(tmp_path, capsys, monkeypatch):
+    from softprompt.models import memory
+
+    folder = tmp_path / "saved-model"
+    learnable_llama().model.save_pretrained(folder)
+    capsys.readouterr()  # transformers' progress bar while saving
+    loads = []
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: loads.append(name))
+    need_prompt = memory.estimate(loading.parameter_count(str(folder)), 4, "prompt")
+    monkeypatch.setattr(memory, "available", lambda device="cpu": need_prompt + 1)  # room for a prompt, not a model
+    args, _ = cli_train(tmp_path, tmp_path / "run", "model", "--model", folder)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and not loads and not (tmp_path / "run").exists()
+    assert "--method model" in err and "needs about" in err and "available" in err and "--no-memory-check" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_estimate_orders_the_methods_by_what_they_hold():
+    from softprompt.models import memory
+
+    params = 1_500_000_000
+    prompt, lora, model = (memory.estimate(params, 2, m) for m in ("prompt", "lora", "model"))
+    assert prompt < lora < model
+    assert memory.estimate(params, 2, "model", "adamw") - model > 7 * params  # two fp32 moments
+    assert memory.estimate(params, 4, "prompt") > memory.estimate(params, 2, "prompt")

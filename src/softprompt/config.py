@@ -130,6 +130,11 @@ class ModelConfig:
     precision: str = helped(
         Precision.AUTO.value, "Frozen-weight precision: auto (bf16 where the CPU/GPU runs it natively), bf16 or fp32."
     )
+    memory_check: bool = helped(
+        True,
+        "Before loading, estimate the peak memory of the model and --method and refuse one that cannot fit "
+        "(--no-memory-check: try anyway).",
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ The command table below is the whole list, in the order `softprompt --help` show
     core.py      train, eval, predict, inspect, tasks, info  runtime.py  model loading (the test seam),
     peft_io.py   export-peft, import-peft                               prompt and task resolution
     bench.py     bench                                     options.py  the shared options
+    study.py     study scale|length|init
     spot.py      similar, transfer, transfer-matrix, library list|add|remove
     serve.py     serve                                     app.py      the typer apps
 """
@@ -19,7 +20,7 @@ import click
 import typer
 
 from softprompt import distributed as dp
-from softprompt.cli import bench, core, peft_io, runtime, serve, spot
+from softprompt.cli import bench, core, peft_io, runtime, serve, spot, study
 from softprompt.cli.app import app, library_app
 from softprompt.errors import SoftPromptError
 
@@ -32,6 +33,7 @@ app.command("import-peft")(peft_io.import_peft)
 app.command()(core.tasks)
 app.command()(core.info)
 app.command()(bench.bench)
+app.command()(study.study)
 app.command()(spot.similar)
 app.command()(spot.transfer)
 app.command("transfer-matrix")(spot.transfer_matrix)

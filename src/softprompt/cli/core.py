@@ -32,6 +32,7 @@ from softprompt.cli.options import (
     LrOpt,
     MaxEvalOpt,
     MaxTrainOpt,
+    MemoryCheckOpt,
     MethodOpt,
     MixtureCapOpt,
     ModelOpt,
@@ -89,6 +90,7 @@ def train(
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     method: MethodOpt = TRAIN.method,
+    memory_check: MemoryCheckOpt = MODEL.memory_check,
     steps: StepsOpt = TRAIN.steps,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
@@ -132,6 +134,7 @@ def train(
     code = runtime.relaunch(nproc)  # settings and data are checked above, before any worker starts
     if code is not None:
         raise typer.Exit(code)
+    runtime.check_memory(model, precision, cfg.method, cfg.optimizer, memory_check and not shard_model)
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)

@@ -53,6 +53,7 @@ BENCH = defaults(BenchConfig)
 
 ModelOpt = from_field(ModelConfig, "model", "--model", "-m")
 PrecisionOpt = from_field(ModelConfig, "precision")
+MemoryCheckOpt = from_field(ModelConfig, "memory_check")
 TaskOpt = Annotated[
     Optional[str],
     typer.Option(

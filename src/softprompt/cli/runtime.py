@@ -15,12 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from softprompt import distributed as dp
 from softprompt import tuning
 from softprompt.config import EVAL_SEED, Method, Precision
 from softprompt.errors import SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
-from softprompt.models import loading
+from softprompt.models import loading, memory
 from softprompt.models.loading import LoadedModel
 from softprompt.tasks import Task, get_task, parse_label_words, saved_task, user_task
 from softprompt.tasks.base import Example
@@ -36,6 +38,21 @@ def load_model(model: str | None, precision: str) -> LoadedModel:
     device (cuda:LOCAL_RANK with NCCL)."""
     ctx = dp.init_from_env()
     return loading.load_model(model, precision, device=str(dp.device_for(ctx)))
+
+
+def check_memory(model: str | None, precision: str, method: str, optimizer: str, enabled: bool = True) -> int | None:
+    """Refuse, before loading it, a model that `method` cannot train in this machine's memory
+    (one line with the estimate and what is available; see models/memory.py). Returns the
+    estimate in bytes, or None when unchecked (disabled, or a hub model not on this machine)."""
+    if not enabled:
+        return None
+    params = loading.parameter_count(model)
+    if params is None:
+        return None
+    ctx = dp.context()
+    device = dp.device_for(ctx) if ctx.active else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype_bytes = loading.resolve_dtype(precision, torch.device(device)).itemsize
+    return memory.check_fits(params, dtype_bytes, method, optimizer, device, f"--model {model or loading.DEFAULT_MODEL}")
 
 
 def relaunch(nproc: int) -> int | None:

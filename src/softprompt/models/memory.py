@@ -10,7 +10,7 @@ Activations are taken as a fixed share of the weights (ACTIVATION_SHARE, for bat
 inputs of up to 256 tokens, without checkpointing) plus a floor: rough, on the safe side, and
 enough to refuse a 1.5B model-tuning run on a small machine before it is killed by the kernel.
 `available()` is MemAvailable (Linux) or the free CUDA memory; `peak()` the RSS high-water
-mark of this process, or torch's CUDA max allocated.
+mark of this process (since `reset_peak()`), or torch's CUDA max allocated.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from softprompt.errors import ModelError
 
 ACTIVATION_SHARE = 0.5  # activations and temporaries, as a share of the frozen weights' bytes
 FLOOR = 1 << 30  # the interpreter, torch, tokenizers, data: about 1 GiB whatever the model
@@ -50,6 +52,19 @@ def estimate(params: int, dtype_bytes: int, method: str, optimizer: str = "adafa
     return int(need)
 
 
+def check_fits(params: int, dtype_bytes: int, method: str, optimizer: str, device, what: str) -> int:
+    """Raise ModelError (one line: the estimate, what is available, the override) when training
+    `method` on a model of `params` parameters would not fit `device`; else return the estimate."""
+    need, have = estimate(params, dtype_bytes, method, optimizer), available(device)
+    if need > have:
+        raise ModelError(
+            f"{what}: --method {method} on {params / 1e9:.2f}B parameters ({8 * dtype_bytes}-bit frozen weights) needs "
+            f"about {gib(need)}, {gib(have)} available on {torch.device(device).type} (smaller model, --precision bf16, "
+            "--method prompt/lora, or --no-memory-check to try anyway)"
+        )
+    return need
+
+
 def available(device: torch.device | str = "cpu") -> int:
     """Bytes this process can still allocate on `device` (CPU: MemAvailable)."""
     device = torch.device(device)
@@ -67,12 +82,30 @@ def available(device: torch.device | str = "cpu") -> int:
 
 
 def peak(device: torch.device | str = "cpu") -> int:
-    """Peak bytes used so far: CUDA max allocated on a GPU, else this process's RSS high-water mark."""
+    """Peak bytes used since the last `reset_peak`: CUDA max allocated on a GPU, else this
+    process's resident-set high-water mark (VmHWM on Linux, ru_maxrss elsewhere)."""
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+
+
+def reset_peak(device: torch.device | str = "cpu") -> None:
+    """Start a new peak (`peak`) here: a study measures each cell apart in one process."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: "5" resets VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def gib(n: int | float) -> str:
