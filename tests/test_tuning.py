@@ -144,3 +144,14 @@ def test_the_estimate_orders_the_methods_by_what_they_hold():
     assert prompt < lora < model
     assert memory.estimate(params, 2, "model", "adamw") - model > 7 * params  # two fp32 moments
     assert memory.estimate(params, 4, "prompt") > memory.estimate(params, 2, "prompt")
+
+
+def test_a_tuned_result_is_not_taken_for_a_prompt_where_only_prompts_make_sense(tiny, tmp_path, capsys):
+    from softprompt.io import load_prompt
+
+    cfg = TrainConfig(method="model", steps=1, batch_size=8, eval_every=1)
+    train(tiny, toy_task(), cfg, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="a --method model result"):
+        load_prompt(tmp_path / "run" / "best")  # serving, libraries, transfer: a prompt is expected
+    code, _, err = run_cli(capsys, "export-peft", "--prompt", tmp_path / "run", "--out", tmp_path / "peft")
+    assert code == 2 and "--method model result" in err and not (tmp_path / "peft").exists()

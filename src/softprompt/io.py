@@ -196,8 +196,10 @@ def save_prompt(path: Path, prompt: SavedPrompt, also: Callable[[Path], None] | 
     return atomic_dir(Path(path), write)
 
 
-def load_prompt(path: Path) -> SavedPrompt:
-    """Load a prompt folder written by `save_prompt` (or a PEFT adapter folder)."""
+def load_prompt(path: Path, weights_ok: bool = False) -> SavedPrompt:
+    """Load a prompt folder written by `save_prompt` (or a PEFT adapter folder). A model-tuning
+    or LoRA result (trained weights beside an empty prompt) is refused unless `weights_ok`:
+    only `train`, `eval` and `predict` know how to load its weights."""
     path = Path(path)
     if not path.exists():
         recover_dir(path)  # a crash between atomic_dir's two renames left the last version aside
@@ -206,7 +208,12 @@ def load_prompt(path: Path) -> SavedPrompt:
     if (path / "adapter_config.json").exists() and not (path / META_FILE).exists():
         return import_peft(path)
     meta = read_json(path / META_FILE)
-    # Model tuning and LoRA keep their weights beside an empty (0, H) prompt (see softprompt.methods).
+    # Model tuning and LoRA keep their weights beside an empty (0, H) prompt (see softprompt.tuning).
+    if meta.get("method") in WEIGHT_METHODS and not weights_ok:
+        raise ConfigError(
+            f"{path}: a --method {meta['method']} result (trained weights, no prompt); use it with "
+            "`softprompt eval` or `predict`"
+        )
     weight = _load_tensor(path / PROMPT_FILE, "prompt", allow_empty=meta.get("method") in WEIGHT_METHODS)
     known = {"format_version", "model", "hidden_size", "prompt_length", "task", "init", "training", "metrics"}
     where = path / META_FILE
@@ -329,7 +336,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     counters = {k: meta[k] for k in ("step", "best_score", "best_step", "evals_since_best")}
     weights = load_file(path / "weights.safetensors") if (path / "weights.safetensors").is_file() else None
     return Checkpoint(
-        load_prompt(path / "prompt"),
+        load_prompt(path / "prompt", weights_ok=True),
         {"state": state, "param_groups": meta["param_groups"]},
         meta["schedule"],
         counters,

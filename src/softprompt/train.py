@@ -337,7 +337,7 @@ def train(
         plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
     dp.barrier(ctx, "the end of training")  # best/ is written before any worker reads it
     return TrainResult(
-        load_prompt(out_dir / "best"),
+        load_prompt(out_dir / "best", weights_ok=True),
         best_step,
         step,
         seen / max(train_time, 1e-9),

@@ -59,7 +59,7 @@ from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
-from softprompt.io import atomic_write_text
+from softprompt.io import WEIGHT_METHODS, atomic_write_text
 from softprompt.models import memory
 from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
@@ -194,6 +194,9 @@ def eval_(
     runtime.at_least_one(batch_size=batch_size, max_eval=max_eval)
     runtime.writable_output(output)
     read = [runtime.read_prompt(p) for p in prompt]  # prompts, task and data are checked before the model loads
+    tuned = [p for p, saved in zip(prompt, read) if saved.extra.get("method") in WEIGHT_METHODS]
+    if len(prompt) > 1 and tuned:
+        raise SoftPromptError(f"--prompt {tuned[0]}: a tuned model or adapter, not a prompt; evaluate it alone")
     for path, saved in zip(prompt[1:], read[1:]):
         if (saved.task or {}).get("verbalizer") != (read[0].task or {}).get("verbalizer"):
             raise SoftPromptError(

@@ -117,7 +117,7 @@ def template_fields(template: str) -> list[str]:
 def read_prompt(prompt: Path) -> SavedPrompt:
     """The prompt folder --prompt names (a training output folder stands for its best/), read
     without loading any model, so bad input is refused before the slow part."""
-    return load_prompt(resolve_prompt_dir(prompt))
+    return load_prompt(resolve_prompt_dir(prompt), weights_ok=True)
 
 
 def adopt(prompt: Path, saved: SavedPrompt, lm: LoadedModel) -> SavedPrompt:
