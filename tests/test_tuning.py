@@ -155,3 +155,20 @@ def test_a_tuned_result_is_not_taken_for_a_prompt_where_only_prompts_make_sense(
         load_prompt(tmp_path / "run" / "best")  # serving, libraries, transfer: a prompt is expected
     code, _, err = run_cli(capsys, "export-peft", "--prompt", tmp_path / "run", "--out", tmp_path / "peft")
     assert code == 2 and "--method model result" in err and not (tmp_path / "peft").exists()
+
+
+@pytest.mark.parametrize("method", ["prompt", "model"])
+def test_activation_checkpointing_trains_the_same_and_leaves_the_model_as_it_was(tiny, method, tmp_path):
+    from softprompt.io import load_checkpoint as read
+
+    runs = {}
+    for on in (False, True):
+        cfg = TrainConfig(method=method, steps=3, batch_size=8, eval_every=3, lr=float(LR[method]),
+                          activation_checkpointing=on, ema=0.0)
+        train(tiny, toy_task(), cfg, tmp_path / str(on), progress=False)
+        runs[on] = read(tmp_path / str(on) / "checkpoint")
+    if method == "prompt":
+        assert torch.allclose(runs[False].prompt.weight, runs[True].prompt.weight, atol=1e-5)
+    else:
+        assert all(torch.allclose(runs[False].weights[n], runs[True].weights[n], atol=1e-5) for n in runs[False].weights)
+    assert not any(getattr(m, "gradient_checkpointing", False) or m.training for m in tiny.model.modules())

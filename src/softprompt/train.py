@@ -57,7 +57,7 @@ from softprompt.prompt import make_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
-from softprompt.tuning import weight_tuning
+from softprompt.tuning import activation_checkpointing, weight_tuning
 
 
 @dataclass
@@ -189,7 +189,8 @@ def train(
     if tuning is not None and ctx.active:
         raise ConfigError(f"--method {cfg.method}: trains in one process (not under torchrun or --nproc)")
     lm = tuning.lm if tuning is not None else lm
-    plm = PromptedLM(lm, fast=cfg.fast and not sharded)
+    # Activation checkpointing drops transformers' key/value caches in training: the plain path needs none.
+    plm = PromptedLM(lm, fast=cfg.fast and not sharded and not cfg.activation_checkpointing)
     if tuning is None:
         weight, init = initial_prompt(lm, task, cfg)
         prompt = torch.nn.Parameter(weight.to(lm.device))
@@ -255,7 +256,11 @@ def train(
     )
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
     stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
-    with dp.stop_on_sigterm(ctx), stop.catch() if not ctx.active else contextlib.nullcontext():
+    with (
+        dp.stop_on_sigterm(ctx),
+        stop.catch() if not ctx.active else contextlib.nullcontext(),
+        activation_checkpointing(lm.model, cfg.activation_checkpointing),
+    ):
         for step in range(start + 1, last_step + 1):
             started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)

@@ -20,6 +20,7 @@ data order, eval mode: no dropout) is the prompt method's: such a run scores wit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -157,6 +158,38 @@ def attach(lm: LoadedModel, folder: Path) -> LoadedModel:
     PeftModel.from_pretrained(lm.model, adapter, is_trainable=False)
     lm.model.requires_grad_(False)
     return lm
+
+
+@contextlib.contextmanager
+def activation_checkpointing(model: nn.Module, enabled: bool = True):
+    """Within the block, the layers of `model` recompute their activations in the backward pass
+    (transformers' gradient checkpointing, non-reentrant, so a frozen model still passes gradients
+    to a prompt). Transformers checkpoints a layer only in training mode, so the layers alone are
+    flagged as training: their dropout modules stay in eval mode. Restored on exit."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not enabled:
+        yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers or not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"--activation-checkpointing: {type(model).__name__} does not support it")
+    # transformers >= 5.24 renamed gradient_checkpointing_* to activation_checkpointing_* (the old names warn).
+    if hasattr(model, "activation_checkpointing_enable"):
+        enable, disable = model.activation_checkpointing_enable, model.activation_checkpointing_disable
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = model.gradient_checkpointing_disable
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    flags = [layer.training for layer in layers]
+    for layer in layers:
+        layer.training = True  # the flag only, not .train(): submodules (dropout) keep eval mode
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, flags):
+            layer.training = flag
+        disable()
 
 
 def model_folder(folder: Path) -> Path:

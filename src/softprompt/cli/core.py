@@ -12,6 +12,7 @@ from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
     MODEL,
+    ActivationCheckpointingOpt,
     TRAIN,
     BatchSizeOpt,
     CheckpointEveryOpt,
@@ -91,6 +92,7 @@ def train(
     precision: PrecisionOpt = MODEL.precision,
     method: MethodOpt = TRAIN.method,
     memory_check: MemoryCheckOpt = MODEL.memory_check,
+    activation_checkpointing: ActivationCheckpointingOpt = TRAIN.activation_checkpointing,
     steps: StepsOpt = TRAIN.steps,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
@@ -134,7 +136,9 @@ def train(
     code = runtime.relaunch(nproc)  # settings and data are checked above, before any worker starts
     if code is not None:
         raise typer.Exit(code)
-    runtime.check_memory(model, precision, cfg.method, cfg.optimizer, memory_check and not shard_model)
+    runtime.check_memory(
+        model, precision, cfg.method, cfg.optimizer, memory_check and not shard_model, cfg.activation_checkpointing
+    )
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)

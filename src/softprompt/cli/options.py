@@ -96,6 +96,7 @@ PromptOpt = Annotated[
 # -- training (TrainConfig) ---------------------------------------------------------------------
 
 MethodOpt = from_field(TrainConfig, "method")
+ActivationCheckpointingOpt = from_field(TrainConfig, "activation_checkpointing")
 LoraRankOpt = from_field(TrainConfig, "lora_rank")
 LoraAlphaOpt = from_field(TrainConfig, "lora_alpha")
 LoraTargetsOpt = from_field(TrainConfig, "lora_targets")

@@ -40,7 +40,9 @@ def load_model(model: str | None, precision: str) -> LoadedModel:
     return loading.load_model(model, precision, device=str(dp.device_for(ctx)))
 
 
-def check_memory(model: str | None, precision: str, method: str, optimizer: str, enabled: bool = True) -> int | None:
+def check_memory(
+    model: str | None, precision: str, method: str, optimizer: str, enabled: bool = True, checkpointing: bool = False
+) -> int | None:
     """Refuse, before loading it, a model that `method` cannot train in this machine's memory
     (one line with the estimate and what is available; see models/memory.py). Returns the
     estimate in bytes, or None when unchecked (disabled, or a hub model not on this machine)."""
@@ -52,7 +54,8 @@ def check_memory(model: str | None, precision: str, method: str, optimizer: str,
     ctx = dp.context()
     device = dp.device_for(ctx) if ctx.active else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_bytes = loading.resolve_dtype(precision, torch.device(device)).itemsize
-    return memory.check_fits(params, dtype_bytes, method, optimizer, device, f"--model {model or loading.DEFAULT_MODEL}")
+    what = f"--model {model or loading.DEFAULT_MODEL}"
+    return memory.check_fits(params, dtype_bytes, method, optimizer, device, what, checkpointing)
 
 
 def relaunch(nproc: int) -> int | None:

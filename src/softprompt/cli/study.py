@@ -39,6 +39,7 @@ def study(
     max_train: from_field(StudyConfig, "max_train") = STUDY.max_train,
     max_eval: from_field(StudyConfig, "max_eval") = STUDY.max_eval,
     eval_batch_size: from_field(StudyConfig, "eval_batch_size") = STUDY.eval_batch_size,
+    activation_checkpointing: from_field(StudyConfig, "activation_checkpointing") = STUDY.activation_checkpointing,
     precision: PrecisionOpt = MODEL.precision,
     memory_check: MemoryCheckOpt = MODEL.memory_check,
     overwrite: Annotated[bool, typer.Option(help="Retrain every cell instead of reusing finished ones.")] = False,
@@ -49,7 +50,8 @@ def study(
     out = out or Path("runs") / f"study-{kind.value}"
 
     def check(model: str, method: str) -> None:
-        runtime.check_memory(model, precision, method, cfg.train_config(Cell(model, method, "", 0)).optimizer, memory_check)
+        optimizer = cfg.train_config(Cell(model, method, "", 0)).optimizer
+        runtime.check_memory(model, precision, method, optimizer, memory_check, activation_checkpointing)
 
     table = run_study(kind.value, cfg, out, lambda name: runtime.load_model(name, precision), check, overwrite=overwrite)
     typer.echo("")

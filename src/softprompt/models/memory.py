@@ -24,6 +24,7 @@ import torch
 from softprompt.errors import ModelError
 
 ACTIVATION_SHARE = 0.5  # activations and temporaries, as a share of the frozen weights' bytes
+CHECKPOINTED_SHARE = 0.1  # the same with activation checkpointing (one layer's activations at a time)
 FLOOR = 1 << 30  # the interpreter, torch, tokenizers, data: about 1 GiB whatever the model
 GIB = 1 << 30
 
@@ -38,11 +39,18 @@ def param_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def estimate(params: int, dtype_bytes: int, method: str, optimizer: str = "adafactor", lora_share: float = 0.01) -> int:
+def estimate(
+    params: int,
+    dtype_bytes: int,
+    method: str,
+    optimizer: str = "adafactor",
+    checkpointing: bool = False,
+    lora_share: float = 0.01,
+) -> int:
     """Peak bytes of training `method` on a model of `params` parameters held in `dtype_bytes`
     per weight (see the module docstring)."""
     weights = params * dtype_bytes
-    need = weights + FLOOR + ACTIVATION_SHARE * weights
+    need = weights + FLOOR + (CHECKPOINTED_SHARE if checkpointing else ACTIVATION_SHARE) * weights
     if method == "model":
         state = 8 * params if optimizer == "adamw" else 0.05 * 4 * params
         need += 4 * params + 4 * params + state  # fp32 copy, its gradients, optimizer state
@@ -52,15 +60,17 @@ def estimate(params: int, dtype_bytes: int, method: str, optimizer: str = "adafa
     return int(need)
 
 
-def check_fits(params: int, dtype_bytes: int, method: str, optimizer: str, device, what: str) -> int:
+def check_fits(
+    params: int, dtype_bytes: int, method: str, optimizer: str, device, what: str, checkpointing: bool = False
+) -> int:
     """Raise ModelError (one line: the estimate, what is available, the override) when training
     `method` on a model of `params` parameters would not fit `device`; else return the estimate."""
-    need, have = estimate(params, dtype_bytes, method, optimizer), available(device)
+    need, have = estimate(params, dtype_bytes, method, optimizer, checkpointing), available(device)
     if need > have:
         raise ModelError(
             f"{what}: --method {method} on {params / 1e9:.2f}B parameters ({8 * dtype_bytes}-bit frozen weights) needs "
             f"about {gib(need)}, {gib(have)} available on {torch.device(device).type} (smaller model, --precision bf16, "
-            "--method prompt/lora, or --no-memory-check to try anyway)"
+            "--activation-checkpointing, --method prompt/lora, or --no-memory-check to try anyway)"
         )
     return need
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass
 
-from softprompt.config import Init, Method, TrainConfig, helped, parse_seeds
+from softprompt.config import Init, Method, TrainConfig, helped, parse_seeds, same_as
 from softprompt.errors import ConfigError
 from softprompt.models.loading import SHORT_NAMES
 from softprompt.tasks import get_task, task_names
@@ -48,6 +48,7 @@ class StudyConfig:
     max_train: int | None = helped(None, "Train on at most N examples per task (seeded sample).")
     max_eval: int | None = helped(100, "Evaluate on at most N dev examples per task (seeded sample).")
     eval_batch_size: int = helped(16, "Examples per dev evaluation batch.")
+    activation_checkpointing: bool = same_as(TrainConfig, "activation_checkpointing")
 
     def __post_init__(self) -> None:
         parse_seeds(self.seeds)
@@ -90,6 +91,7 @@ class StudyConfig:
             eval_batch_size=self.eval_batch_size,
             ema=0.0,
             embed_step=0,
+            activation_checkpointing=self.activation_checkpointing,
         )
 
     def settings(self) -> dict:
