@@ -66,7 +66,8 @@ def main() -> None:
         costs[method] = {"trainable_params": result.trainable_params, "bytes_per_task": result.bytes_per_task,
                          "train_examples_per_s": result.train_examples_per_s, "peak_memory": result.peak_memory}
     report = {"model": lm.identity.name, "precision": str(lm.dtype), "task": task.name, "metric": metric,
-              "dev_examples": len(dev), "settings": vars(args) | {"out": str(args.out)}, "curves": curves, "costs": costs}
+              "dev_examples": len(dev), "settings": vars(args) | {"out": str(args.out)},
+              "curves": curves, "costs": costs}
     write_json(args.out / "curve.json", report)
     lines = [f"# {task.name} on {lm.identity.name}: {metric} by method", "",
              "| method | step | examples | train seconds | score |", "|---|---:|---:|---:|---:|"]

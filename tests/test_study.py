@@ -50,7 +50,11 @@ def test_a_resumed_study_trains_only_the_cells_without_a_result(tmp_path, monkey
     (tmp_path / "tiny" / "prompt" / "toy" / "seed1" / "result.json").unlink()  # killed while this cell ran
     trained = []
     real = study_run.train
-    monkeypatch.setattr(study_run, "train", lambda lm, task, tc, *a, **k: trained.append(tc.seed) or real(lm, task, tc, *a, **k))
+    def counting(lm, task, tc, *a, **k):
+        trained.append(tc.seed)
+        return real(lm, task, tc, *a, **k)
+
+    monkeypatch.setattr(study_run, "train", counting)
     table = run_study("scale", cfg, tmp_path, lambda name: lm, progress=False)
     assert trained == [1]
     assert {(r["series"], tuple(r["seeds"])) for r in table["rows"]} == {("prompt", (0, 1)), ("zero-shot", (0, 1))}

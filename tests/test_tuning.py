@@ -70,7 +70,8 @@ def test_each_method_trains_writes_the_same_result_and_eval_reproduces_its_dev_s
     assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())  # the loaded model stays frozen
     report = tmp_path / "eval.json"
     code, out, err = run_cli(
-        capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", dev_csv, "--text-field", "sentence", "--output", report
+        capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", dev_csv, "--text-field", "sentence",
+        "--output", report,
     )
     assert code == 0, err
     assert json.loads(report.read_text())["metrics"]["accuracy"] == pytest.approx(meta["metrics"]["accuracy"])
@@ -170,5 +171,6 @@ def test_activation_checkpointing_trains_the_same_and_leaves_the_model_as_it_was
     if method == "prompt":
         assert torch.allclose(runs[False].prompt.weight, runs[True].prompt.weight, atol=1e-5)
     else:
-        assert all(torch.allclose(runs[False].weights[n], runs[True].weights[n], atol=1e-5) for n in runs[False].weights)
+        before, after = runs[False].weights, runs[True].weights
+        assert all(torch.allclose(before[n], after[n], atol=1e-5) for n in before)
     assert not any(getattr(m, "gradient_checkpointing", False) or m.training for m in tiny.model.modules())

@@ -161,7 +161,9 @@ class TrainConfig:
         "whole vocabulary (the paper's text-to-text loss) | rank+lm: their sum.",
     )
     lr: float | None = helped(
-        None, "Learning rate, constant after warm-up (default per --method: prompt 0.3 as the paper, model 3e-5, lora 1e-3)."
+        None,
+        "Learning rate, constant after warm-up (default per --method: prompt 0.3 as the paper, model 3e-5, "
+        "lora 1e-3).",
     )
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
@@ -233,7 +235,9 @@ class TrainConfig:
         if self.lr is None:
             self.lr = METHOD_LR[self.method]
         if self.lora_rank < 1 or self.lora_alpha < 1:
-            raise ConfigError(f"--lora-rank and --lora-alpha must be at least 1, got {self.lora_rank}, {self.lora_alpha}")
+            raise ConfigError(
+                f"--lora-rank and --lora-alpha must be at least 1, got {self.lora_rank}, {self.lora_alpha}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         for name in ("weight_decay", "ema"):

@@ -305,7 +305,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
         save_prompt(tmp / "prompt", checkpoint.prompt)
         save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
         if checkpoint.weights is not None:
-            save_file({k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()}, tmp / "weights.safetensors")
+            weights = {k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()}
+            save_file(weights, tmp / "weights.safetensors")
         write_json(
             tmp / "trainer.json",
             {

@@ -115,7 +115,9 @@ class LoraTuning(WeightTuning):
     def __init__(self, lm: LoadedModel, cfg: TrainConfig) -> None:
         LoraConfig, get_peft_model = _peft("LoraConfig", "get_peft_model")
 
-        targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [t.strip() for t in cfg.lora_targets.split(",")]
+        targets = cfg.lora_targets
+        if targets != "all-linear":
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
         config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
         model = copy.deepcopy(lm.model)
         try:  # adapters are injected into `model` in place; they are created in fp32 over bf16 weights

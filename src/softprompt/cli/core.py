@@ -155,8 +155,8 @@ def train(
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
         typer.echo(
-            f"{cfg.method}: {result.trainable_params:,} trainable parameters, {result.bytes_per_task:,} bytes per task; "
-            f"peak memory {memory.gib(result.peak_memory)}"
+            f"{cfg.method}: {result.trainable_params:,} trainable parameters, "
+            f"{result.bytes_per_task:,} bytes per task; peak memory {memory.gib(result.peak_memory)}"
         )
         typer.echo(
             f"{the_task.name} dev {shown} (best at step {result.best_step}, "

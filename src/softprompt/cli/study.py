@@ -53,7 +53,10 @@ def study(
         optimizer = cfg.train_config(Cell(model, method, "", 0)).optimizer
         runtime.check_memory(model, precision, method, optimizer, memory_check, activation_checkpointing)
 
-    table = run_study(kind.value, cfg, out, lambda name: runtime.load_model(name, precision), check, overwrite=overwrite)
+    def load(name: str):
+        return runtime.load_model(name, precision)
+
+    table = run_study(kind.value, cfg, out, load, check, overwrite=overwrite)
     typer.echo("")
     typer.echo(render_markdown(table), nl=False)
     typer.echo(f"wrote {out}/table.json, table.md, figure.png")

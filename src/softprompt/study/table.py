@@ -82,7 +82,8 @@ def render_markdown(table: dict) -> str:
         f"{m['processor']} ({m['threads']} threads; flags {' '.join(m['cpu_flags']) or 'none'}), "
         f"{m['cuda'] or 'no GPU'}, torch {m['torch']}.",
         "",
-        f"| model | params | {head} | task | score (± std) | train ex/s | peak memory | trainable | bytes/task | precision |",
+        f"| model | params | {head} | task | score (± std) | train ex/s | peak memory | trainable | bytes/task "
+        "| precision |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in table["rows"]:
@@ -113,7 +114,8 @@ def plot(table: dict, out_path: Path) -> Path:
     gap = table["study"] == "scale" and any(p["series"] == BASELINE for p in table["points"])
     fig, axes = plt.subplots(1, 2 if gap else 1, figsize=(12 if gap else 7, 4.5), squeeze=False)
     ax = axes[0][0]
-    series = sorted({p["series"] for p in table["points"]}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))
+    names = {p["series"] for p in table["points"]}
+    series = sorted(names, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))  # lengths by number
     colour = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per series in both panels
     for name in series:
         pts = sorted((p for p in table["points"] if p["series"] == name), key=lambda p: p["params"])
