@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, ...]] = [
         "softprompt.distributed",
     ),
     ("softprompt.scoring",),
-    ("softprompt.train", "softprompt.evaluate", "softprompt.ensemble", "softprompt.inspect"),
-    ("softprompt.spot", "softprompt.bench", "softprompt.serve"),
+    ("softprompt.train", "softprompt.tuning", "softprompt.evaluate", "softprompt.ensemble", "softprompt.inspect"),
+    ("softprompt.spot", "softprompt.bench", "softprompt.serve", "softprompt.study"),
     ("softprompt.cli",),
     ("softprompt.__main__", "softprompt"),  # the package's API re-exports everything
 ]

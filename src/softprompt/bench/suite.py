@@ -29,7 +29,9 @@ from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
 from softprompt.config import (  # noqa: F401  (parse_seeds: part of this module's API)
     EVAL_SEED,
+    METHOD_LR,
     Init,
+    Method,
     TrainConfig,
     helped,
     parse_seeds,
@@ -81,7 +83,7 @@ class BenchConfig:
     )
     max_train: int | None = same_as(TrainConfig, "max_train")
     batch_size: int = same_as(TrainConfig, "batch_size")
-    lr: float = same_as(TrainConfig, "lr")
+    lr: float = helped(METHOD_LR[Method.PROMPT.value], "Learning rate (paper: 0.3, constant).")
     ema: float = same_as(TrainConfig, "ema")
     eval_batch_size: int = same_as(TrainConfig, "eval_batch_size")
 

@@ -7,9 +7,10 @@ The command table below is the whole list, in the order `softprompt --help` show
     core.py      train, eval, predict, inspect, tasks, info  runtime.py  model loading (the test seam),
     peft_io.py   export-peft, import-peft                               prompt and task resolution
     bench.py     bench                                     options.py  the shared options
+    study.py     study scale|length|init
     spot.py      similar, transfer, transfer-matrix
     library.py   library list|add|remove|build
-    study.py     transfer-study, embedding-study
+    transfer_study.py  transfer-study, embedding-study
     serve.py     serve                                     app.py      the typer apps
 """
 
@@ -21,7 +22,7 @@ import click
 import typer
 
 from softprompt import distributed as dp
-from softprompt.cli import bench, core, library, peft_io, runtime, serve, spot, study
+from softprompt.cli import bench, core, library, peft_io, runtime, serve, spot, study, transfer_study
 from softprompt.cli.app import app, library_app
 from softprompt.errors import SoftPromptError
 
@@ -34,11 +35,12 @@ app.command("import-peft")(peft_io.import_peft)
 app.command()(core.tasks)
 app.command()(core.info)
 app.command()(bench.bench)
+app.command()(study.study)
 app.command()(spot.similar)
 app.command()(spot.transfer)
 app.command("transfer-matrix")(spot.transfer_matrix)
-app.command("transfer-study")(study.transfer_study)
-app.command("embedding-study")(study.embedding_study)
+app.command("transfer-study")(transfer_study.transfer_study)
+app.command("embedding-study")(transfer_study.embedding_study)
 app.command()(serve.serve)
 app.add_typer(library_app, name="library")
 library_app.command("list")(library.library_list)

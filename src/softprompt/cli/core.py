@@ -12,6 +12,7 @@ from softprompt import distributed as dp
 from softprompt.cli import runtime
 from softprompt.cli.options import (
     MODEL,
+    ActivationCheckpointingOpt,
     TRAIN,
     BatchSizeOpt,
     CheckpointEveryOpt,
@@ -26,11 +27,16 @@ from softprompt.cli.options import (
     InitTextOpt,
     LabelFieldOpt,
     LabelsOpt,
+    LoraAlphaOpt,
+    LoraRankOpt,
+    LoraTargetsOpt,
     LossOpt,
     LrOpt,
     MaxEvalOpt,
     MaxInputTokensOpt,
     MaxTrainOpt,
+    MemoryCheckOpt,
+    MethodOpt,
     MixtureCapOpt,
     ModelOpt,
     OptimizerOpt,
@@ -60,7 +66,8 @@ from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate, input_cut
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
-from softprompt.io import atomic_write_text
+from softprompt.io import WEIGHT_METHODS, atomic_write_text
+from softprompt.models import memory
 from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
 from softprompt.tasks import get_task, task_names
@@ -89,6 +96,9 @@ def train(
     ] = Path("runs/prompt"),
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
+    method: MethodOpt = TRAIN.method,
+    memory_check: MemoryCheckOpt = MODEL.memory_check,
+    activation_checkpointing: ActivationCheckpointingOpt = TRAIN.activation_checkpointing,
     steps: StepsOpt = TRAIN.steps,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
@@ -116,6 +126,9 @@ def train(
     checkpoint_every: CheckpointEveryOpt = TRAIN.checkpoint_every,
     mixture_cap: MixtureCapOpt = None,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
+    lora_rank: LoraRankOpt = TRAIN.lora_rank,
+    lora_alpha: LoraAlphaOpt = TRAIN.lora_alpha,
+    lora_targets: LoraTargetsOpt = TRAIN.lora_targets,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
     train_file: TrainFileOpt = None,
@@ -127,13 +140,17 @@ def train(
     nproc: NprocOpt = 1,
     shard_model: ShardModelOpt = False,
 ):
-    """Train a soft prompt on a frozen model and print its best dev score."""
+    """Train a soft prompt on a frozen model (or, with --method, the model's weights or LoRA
+    adapters, or nothing) and print its best dev score."""
     cfg = config_from(TrainConfig, locals())
     the_task = runtime.train_task(task, mixture_cap, train_file, dev_file, text_field, label_field, labels, template)
     train_examples, dev_examples = runtime.training_data(the_task)  # a bad file fails before the model loads
     code = runtime.relaunch(nproc)  # settings and data are checked above, before any worker starts
     if code is not None:
         raise typer.Exit(code)
+    runtime.check_memory(
+        model, precision, cfg.method, cfg.optimizer, memory_check and not shard_model, cfg.activation_checkpointing
+    )
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)
@@ -150,6 +167,10 @@ def train(
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})
         planned = f", {result.budget_steps} steps set by --time-budget {time_budget}" if result.budget_steps else ""
+        typer.echo(
+            f"{cfg.method}: {result.trainable_params:,} trainable parameters, "
+            f"{result.bytes_per_task:,} bytes per task; peak memory {memory.gib(result.peak_memory)}"
+        )
         typer.echo(
             f"{the_task.name} dev {shown} (best at step {result.best_step}{planned}, "
             f"{result.train_examples_per_s:.1f} train examples/s) -> {out}/best"
@@ -190,6 +211,9 @@ def eval_(
     runtime.at_least_one(batch_size=batch_size, max_eval=max_eval)
     runtime.writable_output(output)
     read = [runtime.read_prompt(p) for p in prompt]  # prompts, task and data are checked before the model loads
+    tuned = [p for p, saved in zip(prompt, read) if saved.extra.get("method") in WEIGHT_METHODS]
+    if len(prompt) > 1 and tuned:
+        raise SoftPromptError(f"--prompt {tuned[0]}: a tuned model or adapter, not a prompt; evaluate it alone")
     for path, saved in zip(prompt[1:], read[1:]):
         if (saved.task or {}).get("verbalizer") != (read[0].task or {}).get("verbalizer"):
             raise SoftPromptError(

@@ -54,6 +54,7 @@ SPOT = defaults(SpotConfig)
 
 ModelOpt = from_field(ModelConfig, "model", "--model", "-m")
 PrecisionOpt = from_field(ModelConfig, "precision")
+MemoryCheckOpt = from_field(ModelConfig, "memory_check")
 TaskOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -95,6 +96,11 @@ PromptOpt = Annotated[
 
 # -- training (TrainConfig) ---------------------------------------------------------------------
 
+MethodOpt = from_field(TrainConfig, "method")
+ActivationCheckpointingOpt = from_field(TrainConfig, "activation_checkpointing")
+LoraRankOpt = from_field(TrainConfig, "lora_rank")
+LoraAlphaOpt = from_field(TrainConfig, "lora_alpha")
+LoraTargetsOpt = from_field(TrainConfig, "lora_targets")
 StepsOpt = from_field(TrainConfig, "steps")
 BatchSizeOpt = from_field(TrainConfig, "batch_size")
 PromptLengthOpt = from_field(TrainConfig, "prompt_length")

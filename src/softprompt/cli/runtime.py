@@ -15,11 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from softprompt import distributed as dp
-from softprompt.config import EVAL_SEED
+from softprompt import tuning
+from softprompt.config import EVAL_SEED, Method, Precision
 from softprompt.errors import SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
-from softprompt.models import loading
+from softprompt.models import loading, memory
 from softprompt.models.loading import LoadedModel
 from softprompt.tasks import Task, get_task, parse_label_words, saved_task, user_task
 from softprompt.tasks.base import Example
@@ -35,6 +38,24 @@ def load_model(model: str | None, precision: str) -> LoadedModel:
     device (cuda:LOCAL_RANK with NCCL)."""
     ctx = dp.init_from_env()
     return loading.load_model(model, precision, device=str(dp.device_for(ctx)))
+
+
+def check_memory(
+    model: str | None, precision: str, method: str, optimizer: str, enabled: bool = True, checkpointing: bool = False
+) -> int | None:
+    """Refuse, before loading it, a model that `method` cannot train in this machine's memory
+    (one line with the estimate and what is available; see models/memory.py). Returns the
+    estimate in bytes, or None when unchecked (disabled, or a hub model not on this machine)."""
+    if not enabled:
+        return None
+    params = loading.parameter_count(model)
+    if params is None:
+        return None
+    ctx = dp.context()
+    device = dp.device_for(ctx) if ctx.active else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype_bytes = loading.resolve_dtype(precision, torch.device(device)).itemsize
+    what = f"--model {model or loading.DEFAULT_MODEL}"
+    return memory.check_fits(params, dtype_bytes, method, optimizer, device, what, checkpointing)
 
 
 def relaunch(nproc: int) -> int | None:
@@ -99,7 +120,7 @@ def template_fields(template: str) -> list[str]:
 def read_prompt(prompt: Path) -> SavedPrompt:
     """The prompt folder --prompt names (a training output folder stands for its best/), read
     without loading any model, so bad input is refused before the slow part."""
-    return load_prompt(resolve_prompt_dir(prompt))
+    return load_prompt(resolve_prompt_dir(prompt), weights_ok=True)
 
 
 def adopt(prompt: Path, saved: SavedPrompt, lm: LoadedModel) -> SavedPrompt:
@@ -112,8 +133,16 @@ def adopt(prompt: Path, saved: SavedPrompt, lm: LoadedModel) -> SavedPrompt:
 
 
 def model_for(prompt: Path, saved: SavedPrompt, model: str | None, precision: str) -> tuple[SavedPrompt, LoadedModel]:
-    """The model to use `saved` with (--model, else the one it was trained on), and the prompt checked against it."""
+    """The model to use `saved` with (--model, else the one it was trained on), and the prompt checked against it.
+    A model-tuning result brings its own model (best/model/, fp32 as trained unless --precision says
+    otherwise); a LoRA result's adapter is attached to the model it was trained on."""
+    method = saved.extra.get("method")
+    if method == Method.MODEL.value and not model:
+        model = str(tuning.model_folder(resolve_prompt_dir(prompt)))
+        precision = Precision.FP32.value if precision == Precision.AUTO.value else precision
     lm = load_model(model or (saved.model.name if saved.model.fingerprint != "unknown" else None), precision)
+    if method == Method.LORA.value:
+        lm = tuning.attach(lm, resolve_prompt_dir(prompt))
     return adopt(prompt, saved, lm), lm
 
 

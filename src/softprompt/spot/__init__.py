@@ -10,7 +10,7 @@
   embedding_study.py  which task embedding (step, length, cosine) best predicts the gain
 
 Their commands (similar, transfer, transfer-matrix, library list|add|remove|build) are in
-cli/spot.py; transfer-study and embedding-study in cli/study.py. The built-in prompts are
+cli/spot.py; transfer-study and embedding-study in cli/transfer_study.py. The built-in prompts are
 package data in softprompt/pretrained/.
 
 Mixtures of tasks (one prompt on several sources) live with the tasks: tasks/mixture.py.

@@ -1,0 +1,154 @@
+"""Run a study: every cell trained (or reused when finished with the same settings), evaluated,
+written atomically as it finishes, then the table and the figure.
+
+A cell's folder is model/series/task/seedN (plan.py) holding train()'s run and result.json,
+written last and atomically: a killed study resumes at the first cell without one. A
+result.json made with other settings is refused before anything runs, as `bench` does.
+Models load one at a time through `load(name)` (the CLI's seam), each after `check(name,
+method)` has refused a cell the machine cannot hold (models/memory.py), so the cells of
+smaller models still run.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from softprompt.config import EVAL_SEED, Method
+from softprompt.errors import ConfigError, ModelError
+from softprompt.io import read_json, write_json
+from softprompt.models import memory
+from softprompt.models.loading import LoadedModel
+from softprompt.models.precision import cpu_flags
+from softprompt.study.plan import Cell, StudyConfig, plan
+from softprompt.study.table import build_table, write_outputs
+from softprompt.tasks import get_task
+from softprompt.train import train
+
+RESULT = "result.json"
+
+
+def expected(kind: str, cell: Cell, cfg: StudyConfig) -> dict:
+    """The settings a finished cell must carry to be reused."""
+    return {"study": kind, **cfg.settings(), "cell": cell.__dict__, "precision": None}
+
+
+def finished(folder: Path, want: dict, overwrite: bool) -> dict | None:
+    """The cell's result if it finished with `want` (precision aside: known once loaded); raise if with others."""
+    path = folder / RESULT
+    if overwrite or not path.is_file():
+        return None
+    done = read_json(path)
+    theirs = {**(done.get("settings") or {}), "precision": None}
+    if theirs != want:
+        diff = [f"{k}={theirs.get(k)!r} (now {v!r})" for k, v in want.items() if theirs.get(k) != v]
+        raise ConfigError(f"{path}: finished with other settings: {', '.join(diff)}; use --overwrite or another --out")
+    return done
+
+
+def machine() -> dict:
+    """What the outputs say about where they were made."""
+    flags = cpu_flags()
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_flags": list(flags or ()),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_study(
+    kind: str,
+    cfg: StudyConfig,
+    out: Path,
+    load: Callable[[str], LoadedModel],
+    check: Callable[[str, str], object] | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) study `kind` into `out` and return its table (written as table.json,
+    table.md and figure.png). `check(model, method)` raises ModelError for a cell that cannot fit."""
+    out = Path(out)
+    cells = plan(kind, cfg)
+    done = {c: finished(out / c.folder(kind), expected(kind, c, cfg), overwrite) for c in cells}
+    results: list[dict] = [r for r in done.values() if r is not None]
+    todo = [c for c in cells if done[c] is None]
+    say = tqdm.write if progress else (lambda line: None)
+    say(f"study {kind}: {len(cells)} cells, {len(cells) - len(todo)} finished before, {len(todo)} to run -> {out}")
+    started, data = time.perf_counter(), {}
+    lm: LoadedModel | None = None
+    loaded = None
+    refused: dict[tuple[str, str], str] = {}
+    for i, cell in enumerate(todo, start=1):
+        if (cell.model, cell.method) in refused:
+            continue
+        if check is not None:
+            try:
+                check(cell.model, cell.method)
+            except ModelError as err:  # the machine cannot hold it: say so, run the rest
+                refused[cell.model, cell.method] = str(err)
+                say(f"cell {i} of {len(todo)}: skipped, {err}")
+                continue
+        if loaded != cell.model:
+            lm = None  # free the previous model first
+            lm, loaded = load(cell.model), cell.model
+        result = run_cell(kind, cell, cfg, lm, out, data, progress)
+        results.append(result)
+        elapsed = time.perf_counter() - started
+        eta = elapsed / i * (len(todo) - i)
+        say(
+            f"cell {i} of {len(todo)} ({cell.model} {cell.series(kind)} {cell.task} seed {cell.seed}): "
+            f"{100 * result['score']:.1f}, {result['train_examples_per_s']:.1f} ex/s, "
+            f"peak {memory.gib(result['peak_memory'])}; ETA {eta / 60:.0f} min"
+        )
+    table = build_table(kind, cfg, results, machine(), refused)
+    write_outputs(table, out)
+    return table
+
+
+def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path, data: dict, progress: bool) -> dict:
+    """Train and evaluate one cell; write its result.json last (atomically)."""
+    folder = out / cell.folder(kind)
+    (folder / RESULT).unlink(missing_ok=True)
+    if folder.exists():
+        shutil.rmtree(folder)  # a killed cell starts over: never report what this run did not make
+    task = get_task(cell.task)
+    if cell.task not in data:
+        dev = task.load("dev")
+        if cfg.max_eval and cfg.max_eval < len(dev):  # the seeded sample `train --max-eval` and bench draw
+            dev = random.Random(EVAL_SEED).sample(dev, cfg.max_eval)
+        data[cell.task] = (task.load("train"), dev)
+    train_set, dev = data[cell.task]
+    memory.reset_peak(lm.device)
+    tick = time.perf_counter()
+    r = train(lm, task, cfg.train_config(cell), folder, train_examples=train_set, dev_examples=dev, progress=progress)
+    frozen = str(lm.dtype).removeprefix("torch.")
+    precision = f"{frozen}, trained in float32" if cell.method == Method.MODEL.value else frozen
+    result = {
+        "cell": cell.__dict__,
+        "series": cell.series(kind),
+        "metrics": {m: float(r.best.metrics[m]) for m in task.metrics},
+        "score": float(r.best.metrics[task.metrics[0]]),
+        "dev_examples": len(dev),
+        "model_params": sum(p.numel() for p in lm.model.parameters()),
+        "trainable_params": r.trainable_params,
+        "bytes_per_task": r.bytes_per_task,
+        "train_examples_per_s": r.train_examples_per_s,
+        "peak_memory": r.peak_memory,
+        "seconds": round(time.perf_counter() - tick, 1),
+        "precision": precision,
+        "settings": {**expected(kind, cell, cfg), "precision": precision},
+    }
+    write_json(folder / RESULT, result)
+    return result
+

@@ -1,0 +1,159 @@
+"""A study's table (JSON, Markdown) and figure (PNG) from its cells' results.
+
+One row per model x series x task: mean and spread over seeds of the primary metric, with the
+cost columns (train examples/s, peak memory, trainable parameters, bytes per task). The
+figure is Lester et al.'s Fig. 1 (or Fig. 3 for length/init): the score averaged over tasks
+against model parameters on a log axis, one line per series, error bars over seeds; the
+scale study adds a second panel, each method's gap to model tuning per size.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from softprompt.io import atomic_write_text, write_json
+from softprompt.plots import pyplot, save_figure
+
+OUTPUTS = ("table.json", "table.md", "figure.png")
+BASELINE = "model"  # the series the scale study measures gaps to
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def build_table(kind: str, cfg, results: Sequence[dict], machine: dict, refused: dict | None = None) -> dict:
+    """Rows per (model, series, task) and the per-seed average over tasks that the figure draws."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["cell"]["model"], r["series"], r["cell"]["task"]), []).append(r)
+    rows = []
+    for (model, series, task), rs in groups.items():
+        mean, std = _mean_std([r["score"] for r in rs])
+        rows.append(
+            {
+                "model": model,
+                "series": series,
+                "task": task,
+                "score": mean,
+                "std": std,
+                "seeds": sorted(r["cell"]["seed"] for r in rs),
+                "model_params": rs[0]["model_params"],
+                "train_examples_per_s": statistics.fmean(r["train_examples_per_s"] for r in rs),
+                "peak_memory": max(r["peak_memory"] for r in rs),
+                "trainable_params": rs[0]["trainable_params"],
+                "bytes_per_task": rs[0]["bytes_per_task"],
+                "precision": rs[0]["precision"],
+            }
+        )
+    rows.sort(key=lambda r: (r["model_params"], r["series"], r["task"]))
+    # The figure's points: per (model, series), the tasks' mean score for each seed, then mean and std.
+    per_seed: dict[tuple, dict[int, list[float]]] = {}
+    for r in results:
+        key = (r["cell"]["model"], r["series"])
+        per_seed.setdefault(key, {}).setdefault(r["cell"]["seed"], []).append(r["score"])
+    params = {r["cell"]["model"]: r["model_params"] for r in results}
+    points = []
+    for (model, series), seeds in per_seed.items():
+        mean, std = _mean_std([statistics.fmean(v) for v in seeds.values()])
+        points.append({"model": model, "series": series, "params": params[model], "score": mean, "std": std})
+    points.sort(key=lambda p: (p["series"], p["params"]))
+    return {
+        "study": kind,
+        "settings": {**cfg.settings(), "seeds": cfg.seeds, "tasks": cfg.tasks, "models": cfg.models},
+        "machine": machine,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rows": rows,
+        "points": points,
+        "refused": [{"model": m, "method": meth, "reason": why} for (m, meth), why in (refused or {}).items()],
+    }
+
+
+def render_markdown(table: dict) -> str:
+    s, m = table["settings"], table["machine"]
+    head = "series" if table["study"] != "scale" else "method"
+    lines = [
+        f"# study {table['study']}",
+        "",
+        f"{s['steps']} steps of batch {s['batch_size']}, seeds {s['seeds']}, dev sample {s['max_eval']}; "
+        f"{m['processor']} ({m['threads']} threads; flags {' '.join(m['cpu_flags']) or 'none'}), "
+        f"{m['cuda'] or 'no GPU'}, torch {m['torch']}.",
+        "",
+        f"| model | params | {head} | task | score (± std) | train ex/s | peak memory | trainable | bytes/task "
+        "| precision |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in table["rows"]:
+        speed = f"{r['train_examples_per_s']:.1f}" if r["trainable_params"] else "-"  # zero-shot trains nothing
+        lines.append(
+            f"| {r['model']} | {r['model_params'] / 1e6:.0f}M | {r['series']} | {r['task']} | "
+            f"{100 * r['score']:.1f} ± {100 * r['std']:.1f} | "
+            f"{speed} | "
+            f"{r['peak_memory'] / 2**30:.1f} GiB | {r['trainable_params']:,} | {_size(r['bytes_per_task'])} | "
+            f"{r['precision']} |"
+        )
+    for r in table["refused"]:
+        lines.append(f"\nRefused: {r['model']} {r['method']}: {r['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def plot(table: dict, out_path: Path) -> Path:
+    """Score against model parameters (log axis), one line per series, error bars over seeds;
+    the scale study adds the gap to model tuning per size."""
+    plt = pyplot()
+    gap = table["study"] == "scale" and any(p["series"] == BASELINE for p in table["points"])
+    fig, axes = plt.subplots(1, 2 if gap else 1, figsize=(12 if gap else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    names = {p["series"] for p in table["points"]}
+    series = sorted(names, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))  # lengths by number
+    colour = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per series in both panels
+    for name in series:
+        pts = sorted((p for p in table["points"] if p["series"] == name), key=lambda p: p["params"])
+        ax.errorbar(
+            [p["params"] for p in pts], [100 * p["score"] for p in pts], yerr=[100 * p["std"] for p in pts],
+            marker="o", capsize=3, label=name, color=colour[name],
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("model parameters")
+    ax.set_ylabel(f"dev score, mean over {table['settings']['tasks']} (%)")
+    ax.set_title(f"study {table['study']}: {table['settings']['steps']} steps per cell")
+    ax.legend(title={"scale": "method", "length": "prompt length", "init": "init"}[table["study"]])
+    if gap:
+        ax2 = axes[0][1]
+        base = {p["model"]: p["score"] for p in table["points"] if p["series"] == BASELINE}
+        for name in series:
+            if name == BASELINE:
+                continue
+            pts = sorted((p for p in table["points"] if p["series"] == name and p["model"] in base),
+                         key=lambda p: p["params"])
+            gaps = [100 * (p["score"] - base[p["model"]]) for p in pts]
+            ax2.plot([p["params"] for p in pts], gaps, "o-", label=name, color=colour[name])
+        ax2.axhline(0, color="grey", lw=1)
+        ax2.set_xscale("log")
+        ax2.set_xlabel("model parameters")
+        ax2.set_ylabel("score minus model tuning (points)")
+        ax2.set_title("gap to model tuning")
+        if len(series) > 1:
+            ax2.legend()
+    fig.tight_layout()
+    return save_figure(fig, out_path)
+
+
+def write_outputs(table: dict, out: Path) -> None:
+    """table.json, table.md and figure.png in `out`, each written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "table.json", table)
+    atomic_write_text(out / "table.md", render_markdown(table))
+    if table["points"]:
+        plot(table, out / "figure.png")

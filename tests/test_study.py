@@ -1,0 +1,117 @@
+"""`softprompt study scale|length|init` on tiny models: every method's cells run and write one
+schema, a resumed study skips finished cells, other settings are refused, and a model that
+cannot fit a method is refused with its estimate while the other cells run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import learnable_llama, run_cli, tiny_t5, toy_task
+
+import softprompt.cli as cli
+from softprompt.errors import ConfigError, ModelError
+from softprompt.models import loading, memory
+from softprompt.study import StudyConfig, plan, run_study
+from softprompt.study import run as study_run
+from softprompt.tasks import base
+
+SMALL = dict(models="tiny", tasks="toy", steps=3, batch_size=4, max_eval=8, eval_batch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+    monkeypatch.setitem(base._REGISTRY, "toy", lambda: toy_task(n_train=24, n_dev=8))
+
+
+@pytest.mark.parametrize("builder", [learnable_llama, tiny_t5], ids=["decoder", "t5"])
+def test_scale_runs_a_cell_per_method_and_every_cell_writes_the_same_schema(builder, tmp_path):
+    lm = builder()
+    table = run_study("scale", StudyConfig(**SMALL), tmp_path, lambda name: lm, progress=False)
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("tiny/*/toy/seed0/result.json"))]
+    assert sorted(r["series"] for r in results) == ["lora", "model", "prompt", "zero-shot"]
+    assert len({tuple(sorted(r)) for r in results}) == 1  # one schema
+    by_method = {r["series"]: r for r in results}
+    assert by_method["zero-shot"]["trainable_params"] == 0
+    assert by_method["prompt"]["trainable_params"] < by_method["lora"]["trainable_params"]
+    assert by_method["lora"]["trainable_params"] < by_method["model"]["trainable_params"]
+    assert all(r["peak_memory"] > 0 and r["train_examples_per_s"] >= 0 for r in results)
+    assert {r["series"] for r in table["rows"]} == set(by_method)
+    for name in ("table.json", "table.md", "figure.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    md = (tmp_path / "table.md").read_text()
+    assert "train ex/s" in md and "peak memory" in md and "bytes/task" in md and table["machine"]["torch"] in md
+
+
+def test_a_resumed_study_trains_only_the_cells_without_a_result(tmp_path, monkeypatch):
+    lm = learnable_llama()
+    cfg = StudyConfig(**{**SMALL, "methods": "prompt,zero-shot", "seeds": "0,1"})
+    run_study("scale", cfg, tmp_path, lambda name: lm, progress=False)
+    (tmp_path / "tiny" / "prompt" / "toy" / "seed1" / "result.json").unlink()  # killed while this cell ran
+    trained = []
+    real = study_run.train
+    def counting(lm, task, tc, *a, **k):
+        trained.append(tc.seed)
+        return real(lm, task, tc, *a, **k)
+
+    monkeypatch.setattr(study_run, "train", counting)
+    table = run_study("scale", cfg, tmp_path, lambda name: lm, progress=False)
+    assert trained == [1]
+    assert {(r["series"], tuple(r["seeds"])) for r in table["rows"]} == {("prompt", (0, 1)), ("zero-shot", (0, 1))}
+
+
+def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp_path):
+    lm = learnable_llama()
+    run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda name: lm, progress=False)
+    with pytest.raises(ConfigError, match="finished with other settings: steps=3 .now 4."):
+        run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot", "steps": 4}), tmp_path, lambda n: lm)
+
+
+def test_a_method_the_model_cannot_hold_is_refused_with_its_estimate_and_the_rest_runs(tmp_path):
+    lm = learnable_llama()
+
+    def check(model, method):
+        if method == "model":
+            raise ModelError(f"--model {model}: --method model needs about 30.0 GiB, 24.0 GiB available")
+
+    table = run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt,model"}), tmp_path, lambda n: lm, check,
+                      progress=False)
+    assert [r["series"] for r in table["rows"]] == ["prompt"]
+    assert "needs about 30.0 GiB" in table["refused"][0]["reason"]
+    assert "needs about 30.0 GiB" in (tmp_path / "table.md").read_text()
+
+
+def test_length_and_init_studies_plan_one_prompt_cell_per_setting_and_size():
+    cfg = StudyConfig(models="a,b", tasks="toy", lengths="1,5,20", inits="uniform,labels")
+    length = plan("length", cfg)
+    assert len(length) == 2 * 3 and {c.method for c in length} == {"prompt"}
+    assert sorted({c.prompt_length for c in length}) == [1, 5, 20]
+    init = plan("init", cfg)
+    assert [(c.model, c.init) for c in init] == [("a", "uniform"), ("a", "labels"), ("b", "uniform"), ("b", "labels")]
+
+
+def test_study_command_prints_the_table_and_refuses_an_oversized_model_by_its_estimate(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "big"
+    learnable_llama().model.save_pretrained(folder)
+    lm = learnable_llama()
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
+    room = memory.estimate(loading.parameter_count(str(folder)), 4, "prompt") + 1  # a prompt fits, not model tuning
+    monkeypatch.setattr(memory, "available", lambda device="cpu": room)
+    capsys.readouterr()
+    code, out, err = run_cli(
+        capsys, "study", "length", "--models", folder, "--tasks", "toy", "--lengths", "2", "--steps", "2",
+        "--batch-size", "4", "--max-eval", "8", "--out", tmp_path / "study", "--precision", "fp32",
+    )
+    assert code == 0, err
+    assert "| 2 | toy |" in out and (tmp_path / "study" / "figure.png").is_file()
+    code, out, err = run_cli(
+        capsys, "study", "scale", "--models", folder, "--tasks", "toy", "--methods", "model", "--steps", "2",
+        "--out", tmp_path / "scale", "--precision", "fp32",
+    )
+    assert code == 0 and "Refused" in out and "needs about" in out and "available" in out
+
+
+def test_bad_study_settings_are_one_line_errors(tmp_path, capsys):
+    for flag, value in (("--methods", "prompt,adapters"), ("--tasks", "nope"), ("--lengths", "5,x"), ("--seeds", "a")):
+        code, _, err = run_cli(capsys, "study", "scale", flag, value, "--out", tmp_path / "s")
+        assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
