@@ -25,9 +25,12 @@ from pathlib import Path
 from softprompt.cli import runtime
 from softprompt.config import TrainConfig, parse_seeds
 from softprompt.io import atomic_write_text
+from softprompt.spot.library import builtin_root
 from softprompt.tasks import get_task
 from softprompt.tasks.user import user_task
 from softprompt.train import train
+
+BUILTIN = builtin_root() / "smollm2-135m"  # the shipped source prompts of the embedded model
 
 RECIPES: dict[str, dict] = {
     "default": {},  # TrainConfig's defaults
@@ -49,6 +52,10 @@ RECIPES: dict[str, dict] = {
     "adamw": {"optimizer": "adamw", "lr": 0.01},
     "tail": {"truncation": "tail"},
     "head": {"truncation": "head"},
+    "ht128": {"max_input_tokens": 128},  # head+tail at half the length: twice the steps in a time budget
+    # start from the shipped SST-2 prompt (SPoT: a sentiment source for a sentiment target)
+    "sst2-init": {"init": "file", "init_from": str(BUILTIN / "sst2")},
+    "sst2-init-ht128": {"init": "file", "init_from": str(BUILTIN / "sst2"), "max_input_tokens": 128},
 }
 
 

@@ -56,8 +56,8 @@ def test_time_budget_plans_from_a_stubbed_clock():
     for seconds in (5.0, 1.0, 1.0):  # the first step (warm-up) is not counted
         budget.record_step(seconds)
     now[0] = 7.0
-    # 93 s left at 1 s/step; an evaluation of 32 examples guessed as 32/8 steps = 4 s.
-    assert budget.plan(3, eval_examples=32, batch_size=8) == 3 + (93 - 2 * 4)
+    # 93 s left at 1 s/step; an evaluation of 32 examples guessed as 0.4 * 32/8 steps = 1.6 s.
+    assert budget.plan(3, eval_examples=32, batch_size=8) == 3 + int(93 - 2 * 1.6)
     budget.record_eval(1.0)
     assert budget.plan(3, eval_examples=32, batch_size=8) == 3 + (93 - 2 * 1)
 
