@@ -60,6 +60,20 @@ def test_a_resumed_study_trains_only_the_cells_without_a_result(tmp_path, monkey
     assert {(r["series"], tuple(r["seeds"])) for r in table["rows"]} == {("prompt", (0, 1)), ("zero-shot", (0, 1))}
 
 
+def test_a_study_grown_over_several_runs_tabulates_every_cell_made_with_its_settings(tmp_path):
+    lm = learnable_llama()
+    run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda name: lm, progress=False)
+    other = run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt", "steps": 4}), tmp_path / "b", lambda n: lm)
+    assert {r["series"] for r in other["rows"]} == {"prompt"}
+    table = run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt"}), tmp_path, lambda name: lm, progress=False)
+    assert {r["series"] for r in table["rows"]} == {"prompt", "zero-shot"}  # the earlier run's cell joins
+    assert json.loads((tmp_path / "table.json").read_text())["rows"] == table["rows"]
+    (tmp_path / "b" / "tiny").rename(tmp_path / "tiny2")  # a 4-step cell elsewhere in OUT: other settings
+    assert (tmp_path / "tiny2" / "prompt" / "toy" / "seed0" / "result.json").is_file()
+    again = run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt"}), tmp_path, lambda name: lm, progress=False)
+    assert sorted((r["series"], tuple(r["seeds"])) for r in again["rows"]) == [("prompt", (0,)), ("zero-shot", (0,))]
+
+
 def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp_path):
     lm = learnable_llama()
     run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda name: lm, progress=False)

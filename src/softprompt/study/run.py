@@ -77,7 +77,8 @@ def run_study(
     progress: bool = True,
 ) -> dict:
     """Run (or resume) study `kind` into `out` and return its table (written as table.json,
-    table.md and figure.png). `check(model, method)` raises ModelError for a cell that cannot fit."""
+    table.md and figure.png), which also holds the cells earlier runs finished there with the
+    same settings. `check(model, method)` raises ModelError for a cell that cannot fit."""
     out = Path(out)
     cells = plan(kind, cfg)
     done = {c: finished(out / c.folder(kind), expected(kind, c, cfg), overwrite) for c in cells}
@@ -111,9 +112,25 @@ def run_study(
             f"{100 * result['score']:.1f}, {result['train_examples_per_s']:.1f} ex/s, "
             f"peak {memory.gib(result['peak_memory'])}; ETA {eta / 60:.0f} min"
         )
+    results += grown(out, kind, cfg, {c.folder(kind) for c in cells})
     table = build_table(kind, cfg, results, machine(), refused)
     write_outputs(table, out)
     return table
+
+
+def grown(out: Path, kind: str, cfg: StudyConfig, planned: set[str]) -> list[dict]:
+    """Finished cells in `out` outside this run's plan, made with the same settings: a study grown
+    over several runs (another model, method or seed added later) is tabulated whole."""
+    want = {"study": kind, **cfg.settings()}
+    found = []
+    for path in sorted(out.glob(f"*/*/*/seed*/{RESULT}")):
+        if path.parent.relative_to(out).as_posix() in planned:
+            continue
+        done = read_json(path)
+        settings = {k: v for k, v in (done.get("settings") or {}).items() if k not in ("cell", "precision")}
+        if settings == want:
+            found.append(done)
+    return found
 
 
 def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path, data: dict, progress: bool) -> dict:
