@@ -134,3 +134,12 @@ def test_study_report_numbers_on_hand_made_scores():
     tests = report.tests()
     assert tests["t1"][RETRIEVED]["gain"] == pytest.approx(0.2) and tests["t2"][RETRIEVED]["gain"] == pytest.approx(-0.1)
     assert StudyReport.from_dict(json.loads(json.dumps(report.to_dict()))).retrieval() == report.retrieval()
+
+
+def test_one_source_per_target_reports_no_correlation_rather_than_nan():
+    scores = {"t1": {BASE: [0.5, 0.4], "labels": [0.5, 0.5], "a": [0.7, 0.6]}}
+    sims = {"t1": {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.1}}}
+    report = StudyReport(["t1"], {"t1": "accuracy"}, [0, 1], scores, {"t1": ["a"]}, sims, top_k=1)
+    md = report.markdown()
+    assert "nan" not in md and "| avg_cosine | n/a | n/a | n/a |" in md
+    assert "at least two sources" in md

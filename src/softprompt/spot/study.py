@@ -179,7 +179,9 @@ class StudyReport:
         ]
         for m, c in self.correlations().items():
             cells = [c[t] for t in self.targets] + [c["mean"], c["pooled"]]
-            lines.append(f"| {m} | " + " | ".join(f"{v:+.2f}" for v in cells) + " |")
+            lines.append(f"| {m} | " + " | ".join("n/a" if math.isnan(v) else f"{v:+.2f}" for v in cells) + " |")
+        if min((len(v) for v in self.sources.values()), default=0) < 2:
+            lines += ["", "n/a: a rank correlation needs at least two sources for the target."]
         lines += [
             "",
             "### Retrieval (SPoT Table 3): dev score (%), mean over targets",
