@@ -30,7 +30,8 @@ from softprompt.tasks import get_task
 from softprompt.tasks.user import user_task
 from softprompt.train import train
 
-BUILTIN = builtin_root() / "smollm2-135m"  # the shipped source prompts of the embedded model
+# Start from the shipped SST-2 prompt of the embedded model (SPoT: a sentiment source for a sentiment target).
+SST2_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "sst2")}
 
 RECIPES: dict[str, dict] = {
     "default": {},  # TrainConfig's defaults
@@ -53,9 +54,8 @@ RECIPES: dict[str, dict] = {
     "tail": {"truncation": "tail"},
     "head": {"truncation": "head"},
     "ht128": {"max_input_tokens": 128},  # head+tail at half the length: twice the steps in a time budget
-    # start from the shipped SST-2 prompt (SPoT: a sentiment source for a sentiment target)
-    "sst2-init": {"init": "file", "init_from": str(BUILTIN / "sst2")},
-    "sst2-init-ht128": {"init": "file", "init_from": str(BUILTIN / "sst2"), "max_input_tokens": 128},
+    "sst2-init": SST2_INIT,
+    "sst2-init-ht128": {**SST2_INIT, "max_input_tokens": 128},
 }
 
 

@@ -35,9 +35,14 @@ from softprompt.train import train
 RESULT = "result.json"
 
 
+def shared(kind: str, cfg: StudyConfig) -> dict:
+    """The settings every cell of a study shares, its own coordinates aside."""
+    return {"study": kind, **cfg.settings()}
+
+
 def expected(kind: str, cell: Cell, cfg: StudyConfig) -> dict:
     """The settings a finished cell must carry to be reused."""
-    return {"study": kind, **cfg.settings(), "cell": cell.__dict__, "precision": None}
+    return {**shared(kind, cfg), "cell": cell.__dict__, "precision": None}
 
 
 def finished(folder: Path, want: dict, overwrite: bool) -> dict | None:
@@ -121,9 +126,9 @@ def run_study(
 def grown(out: Path, kind: str, cfg: StudyConfig, planned: set[str]) -> list[dict]:
     """Finished cells in `out` outside this run's plan, made with the same settings: a study grown
     over several runs (another model, method or seed added later) is tabulated whole."""
-    want = {"study": kind, **cfg.settings()}
+    want = shared(kind, cfg)
     found = []
-    for path in sorted(out.glob(f"*/*/*/seed*/{RESULT}")):
+    for path in sorted(out.glob(f"*/*/*/seed*/{RESULT}")):  # Cell.folder: model/series/task/seedN
         if path.parent.relative_to(out).as_posix() in planned:
             continue
         done = read_json(path)
