@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers import learnable_llama, run_cli, tiny_t5, toy_task
 
 import softprompt.cli as cli
@@ -84,7 +85,7 @@ def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp
 def test_a_method_the_model_cannot_hold_is_refused_with_its_estimate_and_the_rest_runs(tmp_path):
     lm = learnable_llama()
 
-    def check(model, method):
+    def check(model, method, in_place=False):
         if method == "model":
             raise ModelError(f"--model {model}: --method model needs about 30.0 GiB, 24.0 GiB available")
 
@@ -93,6 +94,30 @@ def test_a_method_the_model_cannot_hold_is_refused_with_its_estimate_and_the_res
     assert [r["series"] for r in table["rows"]] == ["prompt"]
     assert "needs about 30.0 GiB" in table["refused"][0]["reason"]
     assert "needs about 30.0 GiB" in (tmp_path / "table.md").read_text()
+
+
+def test_weight_cells_run_last_and_the_last_of_a_model_trains_its_loaded_weights_in_place(tmp_path):
+    models = {"tiny": learnable_llama(), "other": learnable_llama()}
+    before = {k: v.clone() for k, v in models["tiny"].model.state_dict().items()}
+    loads, checks = [], []
+
+    def load(name):
+        loads.append(name)
+        return models[name]
+
+    def check(model, method, in_place=False):
+        checks.append((model, method, in_place))
+
+    cfg = StudyConfig(**{**SMALL, "models": "tiny,other", "methods": "model,prompt,lora", "seeds": "0,1"})
+    table = run_study("scale", cfg, tmp_path, load, check, progress=False)
+    assert loads == ["tiny", "other"]  # one load per model
+    tiny = [c[1:] for c in checks if c[0] == "tiny"]
+    assert [m for m, _ in tiny] == ["prompt", "prompt", "lora", "lora", "model", "model"]
+    assert [p for _, p in tiny] == [False] * 5 + [True]  # only the last cell gives the loaded model up
+    changed = [k for k, v in models["tiny"].model.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed  # the in-place cell trained the loaded weights themselves
+    n_params = sum(v.numel() for v in before.values())
+    assert {r["model_params"] for r in table["rows"]} == {n_params}  # counted before LoRA injects adapters
 
 
 def test_length_and_init_studies_plan_one_prompt_cell_per_setting_and_size():

@@ -3,6 +3,7 @@ decoder and T5, writes the same result, and `eval` of its output reproduces the 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from softprompt.errors import ConfigError
 from softprompt.io import load_checkpoint
 from softprompt.models import loading
 from softprompt.train import train
+from softprompt.tuning import weight_tuning
 
 METHODS = ("prompt", "model", "lora", "zero-shot")
 BUILDERS = {"decoder": learnable_llama, "t5": tiny_t5}
@@ -24,13 +26,14 @@ LR = {"prompt": "0.3", "model": "3e-3", "lora": "1e-2", "zero-shot": "0.3"}  # t
 
 @pytest.fixture(params=list(BUILDERS))
 def tiny(request, monkeypatch):
-    """Every command loads the tiny model, except a folder a model-tuning run wrote (loaded from disk)."""
+    """Every command loads (a fresh copy of) the tiny model, as each command is its own process,
+    except a folder a model-tuning run wrote (loaded from disk)."""
     lm = BUILDERS[request.param]()
 
     def load(name, precision):
         if name and Path(name).is_dir():
             return loading.load_model(name, "fp32", device="cpu")
-        return lm
+        return copy.deepcopy(lm)
 
     monkeypatch.setattr(cli.runtime, "load_model", load)
     return lm
@@ -49,7 +52,6 @@ def cli_train(tmp_path, out, method, *extra):
 def test_each_method_trains_writes_the_same_result_and_eval_reproduces_its_dev_score(
     tiny, method, tmp_path, capsys
 ):
-    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     args, dev_csv = cli_train(tmp_path, tmp_path / "run", method)
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
@@ -67,7 +69,6 @@ def test_each_method_trains_writes_the_same_result_and_eval_reproduces_its_dev_s
         assert training["trainable_params"] == expected_trainable[method]
     else:  # LoRA: rank 8 adapters, far fewer than the model's weights
         assert 0 < training["trainable_params"] < expected_trainable["model"] / 2
-    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())  # the loaded model stays frozen
     report = tmp_path / "eval.json"
     code, out, err = run_cli(
         capsys, "eval", "--prompt", tmp_path / "run", "--dev-file", dev_csv, "--text-field", "sentence",
@@ -93,6 +94,33 @@ def test_weight_methods_lower_the_loss_and_change_only_their_weights(tiny, metho
         assert weights and all("lora_" in n for n in weights)
         assert any(n.endswith("lora_B.default.weight") and weights[n].abs().sum() > 0 for n in weights)
     assert result.trainable_params == sum(v.numel() for v in weights.values())
+
+
+@pytest.mark.parametrize("method", ["model", "lora"])
+def test_a_weight_method_trains_a_copy_unless_the_caller_gives_the_model_up(tiny, method, tmp_path):
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    cfg = TrainConfig(method=method, steps=3, batch_size=8, eval_every=3, lr=float(LR[method]))
+    train(tiny, toy_task(), cfg, tmp_path / "copy", progress=False)
+    after = tiny.model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)  # a study's next cell
+    assert weight_tuning(tiny, cfg).lm.model is not tiny.model
+    tuning = weight_tuning(tiny, cfg, in_place=True)  # `softprompt train`: one run, one load, no copy
+    assert tuning.lm.model is tiny.model
+    if method == "model":
+        assert {p.data_ptr() for p in tuning.parameters()} == {p.data_ptr() for p in tiny.model.parameters()}
+    else:
+        assert any("lora_" in n for n, _ in tiny.model.named_parameters())  # injected into the loaded model
+
+
+def test_training_in_place_drops_the_copy_from_the_estimate():
+    from softprompt.models import memory
+
+    params = 1_777_088_000  # Qwen2.5-Coder 1.5B as loaded, fp32 frozen weights
+    for method, copy_bytes in (("model", 4 * params), ("lora", 4 * params)):
+        kept, given_up = (memory.estimate(params, 4, method, checkpointing=True, in_place=p) for p in (False, True))
+        assert kept - given_up == copy_bytes
+    assert memory.estimate(params, 4, "model", checkpointing=True, in_place=True) < 16 * memory.GIB  # 24 GiB machine
+    assert memory.estimate(params, 2, "model", in_place=True) == memory.estimate(params, 2, "model") - 2 * params
 
 
 def test_a_weight_method_resumes_from_its_checkpoint(tiny, tmp_path):

@@ -158,6 +158,7 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     context: dp.Context | None = None,
+    in_place: bool = False,
 ) -> TrainResult:
     """Train a prompt for `task` (or a mixture of tasks) on the frozen `lm` and keep the best on dev.
 
@@ -167,7 +168,8 @@ def train(
     and rank 0 alone writes the output folder. The result equals one process's with the
     same settings (up to float rounding), whatever the number of workers; a checkpoint
     written by N workers resumes with any other number. `context` overrides the job
-    (`distributed.SINGLE`: train alone even in a process group).
+    (`distributed.SINGLE`: train alone even in a process group). `in_place`: with --method model
+    or lora, train `lm.model` itself rather than a copy (the caller gives `lm` up; see tuning.py).
     """
     ctx = dp.context() if context is None else context
     budget = TimeBudget(parse_duration(cfg.time_budget), cfg.eval_every, _clock) if cfg.time_budget else None
@@ -191,7 +193,7 @@ def train(
     encoded = [e for rows in per_task for e in rows]
     sharded = ctx.active and dp.is_sharded(lm.model)  # FSDP2 (`distributed.shard_model`): every worker runs every row
     split = ctx.active and not sharded  # data parallel: each worker takes its rows of every batch
-    tuning = weight_tuning(lm, cfg)  # model / LoRA: a copy of the model whose weights train; None: a prompt
+    tuning = weight_tuning(lm, cfg, in_place)  # model / LoRA: the weights that train (a copy unless in_place)
     if tuning is not None and ctx.active:
         raise ConfigError(f"--method {cfg.method}: trains in one process (not under torchrun or --nproc)")
     lm = tuning.lm if tuning is not None else lm

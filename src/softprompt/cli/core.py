@@ -148,9 +148,9 @@ def train(
     code = runtime.relaunch(nproc)  # settings and data are checked above, before any worker starts
     if code is not None:
         raise typer.Exit(code)
-    runtime.check_memory(
-        model, precision, cfg.method, cfg.optimizer, memory_check and not shard_model, cfg.activation_checkpointing
-    )
+    enabled = memory_check and not shard_model
+    # One run, one load: model tuning and LoRA train the loaded weights themselves (no copy).
+    runtime.check_memory(model, precision, cfg.method, cfg.optimizer, enabled, cfg.activation_checkpointing, True)
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)
@@ -163,6 +163,7 @@ def train(
         dev_examples=dev_examples,
         resume=resume,
         overwrite=overwrite,
+        in_place=True,
     )
     if dp.context().main:
         shown = runtime.percents({k: v for k, v in result.best.metrics.items() if isinstance(v, float)})

@@ -41,11 +41,18 @@ def load_model(model: str | None, precision: str) -> LoadedModel:
 
 
 def check_memory(
-    model: str | None, precision: str, method: str, optimizer: str, enabled: bool = True, checkpointing: bool = False
+    model: str | None,
+    precision: str,
+    method: str,
+    optimizer: str,
+    enabled: bool = True,
+    checkpointing: bool = False,
+    in_place: bool = False,
 ) -> int | None:
     """Refuse, before loading it, a model that `method` cannot train in this machine's memory
-    (one line with the estimate and what is available; see models/memory.py). Returns the
-    estimate in bytes, or None when unchecked (disabled, or a hub model not on this machine)."""
+    (one line with the estimate and what is available; see models/memory.py; `in_place`: the
+    run trains the loaded weights, no copy). Returns the estimate in bytes, or None when
+    unchecked (disabled, or a hub model not on this machine)."""
     if not enabled:
         return None
     params = loading.parameter_count(model)
@@ -55,7 +62,7 @@ def check_memory(
     device = dp.device_for(ctx) if ctx.active else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_bytes = loading.resolve_dtype(precision, torch.device(device)).itemsize
     what = f"--model {model or loading.DEFAULT_MODEL}"
-    return memory.check_fits(params, dtype_bytes, method, optimizer, device, what, checkpointing)
+    return memory.check_fits(params, dtype_bytes, method, optimizer, device, what, checkpointing, in_place)
 
 
 def relaunch(nproc: int) -> int | None:

@@ -49,9 +49,9 @@ def study(
     cfg = config_from(StudyConfig, locals())
     out = out or Path("runs") / f"study-{kind.value}"
 
-    def check(model: str, method: str) -> None:
+    def check(model: str, method: str, in_place: bool = False) -> None:
         optimizer = cfg.train_config(Cell(model, method, "", 0)).optimizer
-        runtime.check_memory(model, precision, method, optimizer, memory_check, activation_checkpointing)
+        runtime.check_memory(model, precision, method, optimizer, memory_check, activation_checkpointing, in_place)
 
     def load(name: str):
         return runtime.load_model(name, precision)

@@ -6,6 +6,8 @@
                      frozen for the next cell), adapters with their gradients and state;
   model:             the frozen weights, an fp32 copy, its gradients and the optimizer state
                      (Adafactor: factored, about nothing; AdamW: two fp32 moments), activations.
+With `in_place` (a model loaded for this one run, tuning.py) there is no copy: LoRA holds the
+weights once, model tuning its fp32 weights (the loaded ones, converted), gradients and state.
 Activations are taken as a fixed share of the weights (ACTIVATION_SHARE; CHECKPOINTED_SHARE
 with activation checkpointing) plus a floor: rough, on the safe side of the measured peaks, and
 enough to refuse a 1.5B model-tuning run on a small machine before it is killed by the kernel.
@@ -48,6 +50,7 @@ def estimate(
     optimizer: str = "adafactor",
     checkpointing: bool = False,
     lora_share: float = 0.01,
+    in_place: bool = False,
 ) -> int:
     """Peak bytes of training `method` on a model of `params` parameters held in `dtype_bytes`
     per weight (see the module docstring)."""
@@ -55,19 +58,28 @@ def estimate(
     need = weights + FLOOR + (CHECKPOINTED_SHARE if checkpointing else ACTIVATION_SHARE) * weights
     if method == "model":
         state = 8 * params if optimizer == "adamw" else 0.05 * 4 * params
-        need += 4 * params + 4 * params + state  # fp32 copy, its gradients, optimizer state
+        # fp32 weights (a copy, or the loaded ones converted in place), their gradients, optimizer state
+        need += (4 * params - (weights if in_place else 0)) + 4 * params + state
     elif method == "lora":
         adapters = lora_share * params
-        need += weights + adapters * (4 + 4 + 8)  # the copy; adapters, gradients, AdamW-size state
+        need += (0 if in_place else weights) + adapters * (4 + 4 + 8)  # the copy; adapters, gradients, state
     return int(need)
 
 
 def check_fits(
-    params: int, dtype_bytes: int, method: str, optimizer: str, device, what: str, checkpointing: bool = False
+    params: int,
+    dtype_bytes: int,
+    method: str,
+    optimizer: str,
+    device,
+    what: str,
+    checkpointing: bool = False,
+    in_place: bool = False,
 ) -> int:
     """Raise ModelError (one line: the estimate, what is available, the override) when training
     `method` on a model of `params` parameters would not fit `device`; else return the estimate."""
-    need, have = estimate(params, dtype_bytes, method, optimizer, checkpointing), available(device)
+    need = estimate(params, dtype_bytes, method, optimizer, checkpointing, in_place=in_place)
+    have = available(device)
     if need > have:
         raise ModelError(
             f"{what}: --method {method} on {params / 1e9:.2f}B parameters ({8 * dtype_bytes}-bit frozen weights) needs "

@@ -32,6 +32,8 @@ from softprompt.study.table import build_table, write_outputs
 from softprompt.tasks import get_task
 from softprompt.train import train
 
+WEIGHT_METHODS = (Method.LORA.value, Method.MODEL.value)  # they train the model's weights, model tuning most
+
 RESULT = "result.json"
 
 
@@ -83,12 +85,16 @@ def run_study(
 ) -> dict:
     """Run (or resume) study `kind` into `out` and return its table (written as table.json,
     table.md and figure.png), which also holds the cells earlier runs finished there with the
-    same settings. `check(model, method)` raises ModelError for a cell that cannot fit."""
+    same settings. `check(model, method, in_place)` raises ModelError for a cell that cannot fit."""
     out = Path(out)
     cells = plan(kind, cfg)
     done = {c: finished(out / c.folder(kind), expected(kind, c, cfg), overwrite) for c in cells}
     results: list[dict] = [r for r in done.values() if r is not None]
     todo = [c for c in cells if done[c] is None]
+    # Weight-tuning cells last within each model: the very last cell of a model trains its loaded
+    # weights in place (no copy; see tuning.py), so model tuning gets that memory saving.
+    order = {m: k for k, m in enumerate(dict.fromkeys(c.model for c in todo))}
+    todo.sort(key=lambda c: (order[c.model], WEIGHT_METHODS.index(c.method) + 1 if c.method in WEIGHT_METHODS else 0))
     say = tqdm.write if progress else (lambda line: None)
     say(f"study {kind}: {len(cells)} cells, {len(cells) - len(todo)} finished before, {len(todo)} to run -> {out}")
     started, data = time.perf_counter(), {}
@@ -98,9 +104,11 @@ def run_study(
     for i, cell in enumerate(todo, start=1):
         if (cell.model, cell.method) in refused:
             continue
+        last = i == len(todo) or todo[i].model != cell.model  # no later cell needs this load
+        in_place = last and cell.method in WEIGHT_METHODS
         if check is not None:
             try:
-                check(cell.model, cell.method)
+                check(cell.model, cell.method, in_place)
             except ModelError as err:  # the machine cannot hold it: say so, run the rest
                 refused[cell.model, cell.method] = str(err)
                 say(f"cell {i} of {len(todo)}: skipped, {err}")
@@ -108,7 +116,9 @@ def run_study(
         if loaded != cell.model:
             lm = None  # free the previous model first
             lm, loaded = load(cell.model), cell.model
-        result = run_cell(kind, cell, cfg, lm, out, data, progress)
+        result = run_cell(kind, cell, cfg, lm, out, data, progress, in_place)
+        if in_place:
+            lm, loaded = None, None  # its weights were trained
         results.append(result)
         elapsed = time.perf_counter() - started
         eta = elapsed / i * (len(todo) - i)
@@ -138,8 +148,18 @@ def grown(out: Path, kind: str, cfg: StudyConfig, planned: set[str]) -> list[dic
     return found
 
 
-def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path, data: dict, progress: bool) -> dict:
-    """Train and evaluate one cell; write its result.json last (atomically)."""
+def run_cell(
+    kind: str,
+    cell: Cell,
+    cfg: StudyConfig,
+    lm: LoadedModel,
+    out: Path,
+    data: dict,
+    progress: bool,
+    in_place: bool = False,
+) -> dict:
+    """Train and evaluate one cell; write its result.json last (atomically). `in_place`: model
+    tuning or LoRA trains `lm`'s own weights (the caller does not use `lm` again)."""
     folder = out / cell.folder(kind)
     (folder / RESULT).unlink(missing_ok=True)
     if folder.exists():
@@ -152,8 +172,18 @@ def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path
         data[cell.task] = (task.load("train"), dev)
     train_set, dev = data[cell.task]
     memory.reset_peak(lm.device)
+    model_params = sum(p.numel() for p in lm.model.parameters())  # before LoRA adds its adapters in place
     tick = time.perf_counter()
-    r = train(lm, task, cfg.train_config(cell), folder, train_examples=train_set, dev_examples=dev, progress=progress)
+    r = train(
+        lm,
+        task,
+        cfg.train_config(cell),
+        folder,
+        train_examples=train_set,
+        dev_examples=dev,
+        progress=progress,
+        in_place=in_place,
+    )
     frozen = str(lm.dtype).removeprefix("torch.")
     precision = f"{frozen}, trained in float32" if cell.method == Method.MODEL.value else frozen
     result = {
@@ -162,7 +192,7 @@ def run_cell(kind: str, cell: Cell, cfg: StudyConfig, lm: LoadedModel, out: Path
         "metrics": {m: float(r.best.metrics[m]) for m in task.metrics},
         "score": float(r.best.metrics[task.metrics[0]]),
         "dev_examples": len(dev),
-        "model_params": sum(p.numel() for p in lm.model.parameters()),
+        "model_params": model_params,
         "trainable_params": r.trainable_params,
         "bytes_per_task": r.bytes_per_task,
         "train_examples_per_s": r.train_examples_per_s,
