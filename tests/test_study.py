@@ -73,6 +73,9 @@ def test_a_study_grown_over_several_runs_tabulates_every_cell_made_with_its_sett
     assert (tmp_path / "tiny2" / "prompt" / "toy" / "seed0" / "result.json").is_file()
     again = run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt"}), tmp_path, lambda name: lm, progress=False)
     assert sorted((r["series"], tuple(r["seeds"])) for r in again["rows"]) == [("prompt", (0,)), ("zero-shot", (0,))]
+    seed1 = run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt", "seeds": "1"}), tmp_path, lambda n: lm)
+    assert seed1["settings"]["seeds"] == "0,1"  # the header names every seed the grown table holds
+    assert "seeds 0,1," in (tmp_path / "table.md").read_text()
 
 
 def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp_path):

@@ -63,13 +63,26 @@ def build_table(kind: str, cfg, results: Sequence[dict], machine: dict, refused:
     points.sort(key=lambda p: (p["series"], p["params"]))
     return {
         "study": kind,
-        "settings": {**cfg.settings(), "seeds": cfg.seeds, "tasks": cfg.tasks, "models": cfg.models},
+        "settings": {**cfg.settings(), **_coordinates(cfg, results)},
         "machine": machine,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "rows": rows,
         "points": points,
         "refused": [{"model": m, "method": meth, "reason": why} for (m, meth), why in (refused or {}).items()],
     }
+
+
+def _coordinates(cfg, results: Sequence[dict]) -> dict:
+    """The seeds, tasks and models the table holds: this run's and those of cells grown into it
+    from earlier runs (run.grown), which may go beyond this run's flags."""
+    if not results:
+        return {"seeds": cfg.seeds, "tasks": cfg.tasks, "models": cfg.models}
+
+    def union(key: str) -> str:
+        return ",".join(str(v) for v in dict.fromkeys(sorted(r["cell"][key] for r in results)))
+
+    models = dict.fromkeys(r["cell"]["model"] for r in sorted(results, key=lambda r: r["model_params"]))
+    return {"seeds": union("seed"), "tasks": union("task"), "models": ",".join(models)}
 
 
 def render_markdown(table: dict) -> str:
@@ -82,15 +95,15 @@ def render_markdown(table: dict) -> str:
         f"{m['processor']} ({m['threads']} threads; flags {' '.join(m['cpu_flags']) or 'none'}), "
         f"{m['cuda'] or 'no GPU'}, torch {m['torch']}.",
         "",
-        f"| model | params | {head} | task | score (± std) | train ex/s | peak memory | trainable | bytes/task "
-        "| precision |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---|",
+        f"| model | params | {head} | task | score (± std) | seeds | train ex/s | peak memory | trainable "
+        "| bytes/task | precision |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in table["rows"]:
         speed = f"{r['train_examples_per_s']:.1f}" if r["trainable_params"] else "-"  # zero-shot trains nothing
         lines.append(
             f"| {r['model']} | {r['model_params'] / 1e6:.0f}M | {r['series']} | {r['task']} | "
-            f"{100 * r['score']:.1f} ± {100 * r['std']:.1f} | "
+            f"{100 * r['score']:.1f} ± {100 * r['std']:.1f} | {len(r['seeds'])} | "
             f"{speed} | "
             f"{r['peak_memory'] / 2**30:.1f} GiB | {r['trainable_params']:,} | {_size(r['bytes_per_task'])} | "
             f"{r['precision']} |"
