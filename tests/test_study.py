@@ -157,3 +157,17 @@ def test_bad_study_settings_are_one_line_errors(tmp_path, capsys):
     for flag, value in (("--methods", "prompt,adapters"), ("--tasks", "nope"), ("--lengths", "5,x"), ("--seeds", "a")):
         code, _, err = run_cli(capsys, "study", "scale", flag, value, "--out", tmp_path / "s")
         assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_length_table_lists_prompt_lengths_in_numeric_order():
+    from softprompt.study.table import build_table
+
+    def result(length, seed):
+        return {"cell": {"model": "m", "task": "toy", "seed": seed}, "series": length, "score": 0.5,
+                "model_params": 10, "train_examples_per_s": 1.0, "peak_memory": 1, "trainable_params": 4,
+                "bytes_per_task": 16, "precision": "float32"}
+
+    results = [result(n, s) for n in ("20", "100", "5", "150", "1") for s in (1, 0)]
+    table = build_table("length", StudyConfig(seeds="7"), results, {})
+    assert [r["series"] for r in table["rows"]] == ["1", "5", "20", "100", "150"]
+    assert table["settings"]["seeds"] == "0,1"

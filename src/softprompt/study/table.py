@@ -49,7 +49,7 @@ def build_table(kind: str, cfg, results: Sequence[dict], machine: dict, refused:
                 "precision": rs[0]["precision"],
             }
         )
-    rows.sort(key=lambda r: (r["model_params"], r["series"], r["task"]))
+    rows.sort(key=lambda r: (r["model_params"], _series_order(r["series"]), r["task"]))
     # The figure's points: per (model, series), the tasks' mean score for each seed, then mean and std.
     per_seed: dict[tuple, dict[int, list[float]]] = {}
     for r in results:
@@ -70,6 +70,11 @@ def build_table(kind: str, cfg, results: Sequence[dict], machine: dict, refused:
         "points": points,
         "refused": [{"model": m, "method": meth, "reason": why} for (m, meth), why in (refused or {}).items()],
     }
+
+
+def _series_order(series: str) -> tuple:
+    """Prompt lengths in numeric order (5 before 20 before 100), names alphabetically."""
+    return (0, int(series), "") if series.isdigit() else (1, 0, series)
 
 
 def _coordinates(cfg, results: Sequence[dict]) -> dict:
