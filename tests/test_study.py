@@ -128,6 +128,8 @@ def test_length_and_init_studies_plan_one_prompt_cell_per_setting_and_size():
     length = plan("length", cfg)
     assert len(length) == 2 * 3 and {c.method for c in length} == {"prompt"}
     assert sorted({c.prompt_length for c in length}) == [1, 5, 20]
+    scale = plan("scale", StudyConfig(models="a", tasks="toy", methods="model,prompt,lora,zero-shot"))
+    assert [c.method for c in scale] == ["prompt", "zero-shot", "lora", "model"]  # weight tuning last, model last
     init = plan("init", cfg)
     assert [(c.model, c.init) for c in init] == [("a", "uniform"), ("a", "labels"), ("b", "uniform"), ("b", "labels")]
 

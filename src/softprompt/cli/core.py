@@ -150,7 +150,9 @@ def train(
         raise typer.Exit(code)
     enabled = memory_check and not shard_model
     # One run, one load: model tuning and LoRA train the loaded weights themselves (no copy).
-    runtime.check_memory(model, precision, cfg.method, cfg.optimizer, enabled, cfg.activation_checkpointing, True)
+    runtime.check_memory(
+        model, precision, cfg.method, cfg.optimizer, enabled, cfg.activation_checkpointing, in_place=True
+    )
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)

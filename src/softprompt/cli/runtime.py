@@ -62,7 +62,7 @@ def check_memory(
     device = dp.device_for(ctx) if ctx.active else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype_bytes = loading.resolve_dtype(precision, torch.device(device)).itemsize
     what = f"--model {model or loading.DEFAULT_MODEL}"
-    return memory.check_fits(params, dtype_bytes, method, optimizer, device, what, checkpointing, in_place)
+    return memory.check_fits(params, dtype_bytes, method, optimizer, device, what, checkpointing, in_place=in_place)
 
 
 def relaunch(nproc: int) -> int | None:

@@ -51,7 +51,9 @@ def study(
 
     def check(model: str, method: str, in_place: bool = False) -> None:
         optimizer = cfg.train_config(Cell(model, method, "", 0)).optimizer
-        runtime.check_memory(model, precision, method, optimizer, memory_check, activation_checkpointing, in_place)
+        runtime.check_memory(
+            model, precision, method, optimizer, memory_check, activation_checkpointing, in_place=in_place
+        )
 
     def load(name: str):
         return runtime.load_model(name, precision)

@@ -26,6 +26,11 @@ class Kind(str, enum.Enum):
     INIT = "init"
 
 
+# The methods that train the model's weights, in the order a study runs them after the others: the
+# last cell of each model trains its loaded weights in place (no copy, see tuning.py), and model
+# tuning, which needs the most memory, is the one that gets that saving.
+WEIGHT_METHODS = (Method.LORA.value, Method.MODEL.value)
+
 DEFAULT_MODELS = "smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
 LENGTHS = "1,5,20,100,150"  # Fig. 3(a)
 INITS = "uniform,vocab,labels"  # Fig. 3(b): random uniform, sampled vocabulary, class label
@@ -130,10 +135,12 @@ def safe(name: str) -> str:
 
 
 def plan(kind: str, cfg: StudyConfig) -> list[Cell]:
-    """The cells of study `kind`, grouped by model (each model loads once), smallest first."""
+    """The cells of study `kind`, grouped by model (each model loads once), smallest first; within
+    a model the weight-tuning methods come last (WEIGHT_METHODS), the others in the order given."""
     seeds = parse_seeds(cfg.seeds)
     if kind == Kind.SCALE.value:
-        series = [dict(method=m, prompt_length=cfg.prompt_length) for m in split(cfg.methods)]
+        methods = sorted(split(cfg.methods), key=lambda m: WEIGHT_METHODS.index(m) + 1 if m in WEIGHT_METHODS else 0)
+        series = [dict(method=m, prompt_length=cfg.prompt_length) for m in methods]
     elif kind == Kind.LENGTH.value:
         series = [dict(method=Method.PROMPT.value, prompt_length=int(n)) for n in split(cfg.lengths)]
     elif kind == Kind.INIT.value:

@@ -27,12 +27,10 @@ from softprompt.io import read_json, write_json
 from softprompt.models import memory
 from softprompt.models.loading import LoadedModel
 from softprompt.models.precision import cpu_flags
-from softprompt.study.plan import Cell, StudyConfig, plan
+from softprompt.study.plan import WEIGHT_METHODS, Cell, StudyConfig, plan
 from softprompt.study.table import build_table, write_outputs
 from softprompt.tasks import get_task
 from softprompt.train import train
-
-WEIGHT_METHODS = (Method.LORA.value, Method.MODEL.value)  # they train the model's weights, model tuning most
 
 RESULT = "result.json"
 
@@ -90,11 +88,7 @@ def run_study(
     cells = plan(kind, cfg)
     done = {c: finished(out / c.folder(kind), expected(kind, c, cfg), overwrite) for c in cells}
     results: list[dict] = [r for r in done.values() if r is not None]
-    todo = [c for c in cells if done[c] is None]
-    # Weight-tuning cells last within each model: the very last cell of a model trains its loaded
-    # weights in place (no copy; see tuning.py), so model tuning gets that memory saving.
-    order = {m: k for k, m in enumerate(dict.fromkeys(c.model for c in todo))}
-    todo.sort(key=lambda c: (order[c.model], WEIGHT_METHODS.index(c.method) + 1 if c.method in WEIGHT_METHODS else 0))
+    todo = [c for c in cells if done[c] is None]  # plan's order: a model's weight-tuning cells last
     say = tqdm.write if progress else (lambda line: None)
     say(f"study {kind}: {len(cells)} cells, {len(cells) - len(todo)} finished before, {len(todo)} to run -> {out}")
     started, data = time.perf_counter(), {}
