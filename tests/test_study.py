@@ -5,6 +5,7 @@ cannot fit a method is refused with its estimate while the other cells run."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -59,6 +60,47 @@ def test_a_resumed_study_trains_only_the_cells_without_a_result(tmp_path, monkey
     table = run_study("scale", cfg, tmp_path, lambda name: lm, progress=False)
     assert trained == [1]
     assert {(r["series"], tuple(r["seeds"])) for r in table["rows"]} == {("prompt", (0, 1)), ("zero-shot", (0, 1))}
+
+
+def test_a_time_limit_starts_no_cell_that_would_end_past_it_and_the_same_call_resumes(tmp_path, monkeypatch):
+    lm = learnable_llama()
+    cfg = StudyConfig(**{**SMALL, "methods": "prompt,zero-shot", "seeds": "0,1"})
+    now = [0.0]
+    monkeypatch.setattr(study_run, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    trained, real = [], study_run.train
+
+    def ten_seconds(lm, task, tc, *a, **k):  # every cell takes 10 s on the study's clock
+        trained.append((tc.method, tc.seed))
+        now[0] += 10
+        return real(lm, task, tc, *a, **k)
+
+    monkeypatch.setattr(study_run, "train", ten_seconds)
+    table = run_study("scale", cfg, tmp_path, lambda name: lm, progress=False, time_limit=25)
+    # 0 s: the first prompt cell starts; 10 + 10 <= 25: the second; 20 s: zero-shot has no time
+    # yet, so it starts; 30 s: past the limit, the last cell waits.
+    assert len(trained) == 3 and len(table["not_run"]) == 1
+    assert sum(len(r["seeds"]) for r in table["rows"]) == 3
+    assert "Not run (time limit" in (tmp_path / "table.md").read_text()
+    trained.clear()
+    table = run_study("scale", cfg, tmp_path, lambda name: lm, progress=False, time_limit=25)
+    assert len(trained) == 1 and table["not_run"] == []
+    assert sum(len(r["seeds"]) for r in table["rows"]) == 4
+
+
+def test_a_study_killed_mid_way_leaves_the_table_of_the_cells_it_finished(tmp_path, monkeypatch):
+    lm = learnable_llama()
+    real = study_run.train
+
+    def killed_at_seed1(lm, task, tc, *a, **k):
+        if tc.seed == 1:
+            raise KeyboardInterrupt
+        return real(lm, task, tc, *a, **k)
+
+    monkeypatch.setattr(study_run, "train", killed_at_seed1)
+    with pytest.raises(KeyboardInterrupt):
+        run_study("scale", StudyConfig(**{**SMALL, "methods": "prompt", "seeds": "0,1"}), tmp_path, lambda n: lm)
+    rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    assert [(r["series"], r["seeds"]) for r in rows] == [("prompt", [0])]
 
 
 def test_a_study_grown_over_several_runs_tabulates_every_cell_made_with_its_settings(tmp_path):
@@ -156,7 +198,10 @@ def test_study_command_prints_the_table_and_refuses_an_oversized_model_by_its_es
 
 
 def test_bad_study_settings_are_one_line_errors(tmp_path, capsys):
-    for flag, value in (("--methods", "prompt,adapters"), ("--tasks", "nope"), ("--lengths", "5,x"), ("--seeds", "a")):
+    for flag, value in (
+        ("--methods", "prompt,adapters"), ("--tasks", "nope"), ("--lengths", "5,x"), ("--seeds", "a"),
+        ("--time-limit", "soon"),
+    ):
         code, _, err = run_cli(capsys, "study", "scale", flag, value, "--out", tmp_path / "s")
         assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
 

@@ -9,6 +9,7 @@ import typer
 
 from softprompt.cli import runtime
 from softprompt.cli.options import MODEL, MemoryCheckOpt, PrecisionOpt, config_from, defaults, from_field
+from softprompt.config import parse_duration
 from softprompt.study import Cell, Kind, StudyConfig, render_markdown, run_study
 
 STUDY = defaults(StudyConfig)
@@ -43,10 +44,19 @@ def study(
     precision: PrecisionOpt = MODEL.precision,
     memory_check: MemoryCheckOpt = MODEL.memory_check,
     overwrite: Annotated[bool, typer.Option(help="Retrain every cell instead of reusing finished ones.")] = False,
+    time_limit: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Start no cell that would end after this long (90s, 10m, 1h; judged by the last cell of the "
+            "same model and method): the table holds the finished cells and names the rest, and the same "
+            "command resumes them. For a device lent for a fixed time.",
+        ),
+    ] = None,
 ):
     """Train and evaluate every model x method (or length, or init) x task x seed cell, reusing
     finished cells in --out, and write the table and the paper's figure."""
     cfg = config_from(StudyConfig, locals())
+    limit = parse_duration(time_limit, "--time-limit") if time_limit is not None else None
     out = out or Path("runs") / f"study-{kind.value}"
 
     def check(model: str, method: str, in_place: bool = False) -> None:
@@ -58,7 +68,7 @@ def study(
     def load(name: str):
         return runtime.load_model(name, precision)
 
-    table = run_study(kind.value, cfg, out, load, check, overwrite=overwrite)
+    table = run_study(kind.value, cfg, out, load, check, overwrite=overwrite, time_limit=limit)
     typer.echo("")
     typer.echo(render_markdown(table), nl=False)
     typer.echo(f"wrote {out}/table.json, table.md, figure.png")

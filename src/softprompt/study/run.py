@@ -80,10 +80,14 @@ def run_study(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    time_limit: float | None = None,
 ) -> dict:
     """Run (or resume) study `kind` into `out` and return its table (written as table.json,
-    table.md and figure.png), which also holds the cells earlier runs finished there with the
-    same settings. `check(model, method, in_place)` raises ModelError for a cell that cannot fit."""
+    table.md and figure.png after every cell), which also holds the cells earlier runs finished
+    there with the same settings. `check(model, method, in_place)` raises ModelError for a cell
+    that cannot fit. `time_limit` (seconds): start no cell that would end past it, judged by the
+    last cell of the same model and method (a first one always starts before the limit); the
+    cells left are named in the table, and the same call resumes them."""
     out = Path(out)
     cells = plan(kind, cfg)
     done = {c: finished(out / c.folder(kind), expected(kind, c, cfg), overwrite) for c in cells}
@@ -95,9 +99,27 @@ def run_study(
     lm: LoadedModel | None = None
     loaded = None
     refused: dict[tuple[str, str], str] = {}
+    took: dict[tuple[str, str], float] = {}  # seconds of the last cell per (model, method)
+    not_run: list[str] = []
+
+    def write() -> dict:
+        every = results + grown(out, kind, cfg, {c.folder(kind) for c in cells})
+        table = build_table(kind, cfg, every, machine(), refused, not_run)
+        write_outputs(table, out)
+        return table
+
     for i, cell in enumerate(todo, start=1):
         if (cell.model, cell.method) in refused:
             continue
+        if time_limit is not None:
+            elapsed = time.perf_counter() - started
+            if elapsed + took.get((cell.model, cell.method), 0.0) > time_limit:
+                not_run = [c.folder(kind) for c in todo[i - 1 :] if (c.model, c.method) not in refused]
+                say(
+                    f"time limit {time_limit / 60:.1f} min: {len(not_run)} cells not run "
+                    "(the same command resumes them)"
+                )
+                break
         last = i == len(todo) or todo[i].model != cell.model  # no later cell needs this load
         in_place = last and cell.method in WEIGHT_METHODS
         if check is not None:
@@ -110,7 +132,9 @@ def run_study(
         if loaded != cell.model:
             lm = None  # free the previous model first
             lm, loaded = load(cell.model), cell.model
+        tick = time.perf_counter()
         result = run_cell(kind, cell, cfg, lm, out, data, progress, in_place)
+        took[cell.model, cell.method] = time.perf_counter() - tick
         if in_place:
             lm, loaded = None, None  # its weights were trained
         results.append(result)
@@ -121,10 +145,8 @@ def run_study(
             f"{100 * result['score']:.1f}, {result['train_examples_per_s']:.1f} ex/s, "
             f"peak {memory.gib(result['peak_memory'])}; ETA {eta / 60:.0f} min"
         )
-    results += grown(out, kind, cfg, {c.folder(kind) for c in cells})
-    table = build_table(kind, cfg, results, machine(), refused)
-    write_outputs(table, out)
-    return table
+        write()  # a kill later loses no finished cell from the table
+    return write()
 
 
 def grown(out: Path, kind: str, cfg: StudyConfig, planned: set[str]) -> list[dict]:

@@ -25,8 +25,16 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def build_table(kind: str, cfg, results: Sequence[dict], machine: dict, refused: dict | None = None) -> dict:
-    """Rows per (model, series, task) and the per-seed average over tasks that the figure draws."""
+def build_table(
+    kind: str,
+    cfg,
+    results: Sequence[dict],
+    machine: dict,
+    refused: dict | None = None,
+    not_run: Sequence[str] = (),
+) -> dict:
+    """Rows per (model, series, task) and the per-seed average over tasks that the figure draws;
+    `refused` cells the machine cannot hold and `not_run` cell folders a time limit left."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r["cell"]["model"], r["series"], r["cell"]["task"]), []).append(r)
@@ -69,6 +77,7 @@ def build_table(kind: str, cfg, results: Sequence[dict], machine: dict, refused:
         "rows": rows,
         "points": points,
         "refused": [{"model": m, "method": meth, "reason": why} for (m, meth), why in (refused or {}).items()],
+        "not_run": list(not_run),
     }
 
 
@@ -115,6 +124,8 @@ def render_markdown(table: dict) -> str:
         )
     for r in table["refused"]:
         lines.append(f"\nRefused: {r['model']} {r['method']}: {r['reason']}")
+    if table.get("not_run"):  # tables written before the time limit existed lack the key
+        lines.append(f"\nNot run (time limit; the same command resumes): {', '.join(table['not_run'])}")
     return "\n".join(lines) + "\n"
 
 
