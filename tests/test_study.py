@@ -218,3 +218,23 @@ def test_a_length_table_lists_prompt_lengths_in_numeric_order():
     table = build_table("length", StudyConfig(seeds="7"), results, {})
     assert [r["series"] for r in table["rows"]] == ["1", "5", "20", "100", "150"]
     assert table["settings"]["seeds"] == "0,1"
+
+
+def test_figure_points_are_per_task_so_a_task_run_for_fewer_seeds_does_not_skew_the_others(tmp_path):
+    from softprompt.study.table import build_table, write_outputs
+
+    def result(task, seed, score):
+        return {"cell": {"model": "m", "task": task, "seed": seed}, "series": "prompt", "score": score,
+                "model_params": 10, "train_examples_per_s": 1.0, "peak_memory": 1, "trainable_params": 4,
+                "bytes_per_task": 16, "precision": "float32"}
+
+    # sst2 on seeds 0 and 1, wsc added later on seed 0 only: an average over tasks per seed
+    # would mix (sst2 + wsc) / 2 with sst2 alone.
+    results = [result("sst2", 0, 0.8), result("sst2", 1, 0.9), result("wsc", 0, 0.4)]
+    table = build_table("scale", StudyConfig(), results, {"processor": "x", "threads": 1, "cpu_flags": [],
+                                                          "cuda": None, "torch": "t"})
+    points = {p["task"]: p for p in table["points"]}
+    assert points["sst2"]["score"] == pytest.approx(0.85) and points["sst2"]["std"] > 0
+    assert points["wsc"]["score"] == pytest.approx(0.4) and points["wsc"]["std"] == 0
+    write_outputs(table, tmp_path)
+    assert (tmp_path / "figure.png").stat().st_size > 0

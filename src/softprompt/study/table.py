@@ -58,17 +58,11 @@ def build_table(
             }
         )
     rows.sort(key=lambda r: (r["model_params"], _series_order(r["series"]), r["task"]))
-    # The figure's points: per (model, series), the tasks' mean score for each seed, then mean and std.
-    per_seed: dict[tuple, dict[int, list[float]]] = {}
-    for r in results:
-        key = (r["cell"]["model"], r["series"])
-        per_seed.setdefault(key, {}).setdefault(r["cell"]["seed"], []).append(r["score"])
-    params = {r["cell"]["model"]: r["model_params"] for r in results}
-    points = []
-    for (model, series), seeds in per_seed.items():
-        mean, std = _mean_std([statistics.fmean(v) for v in seeds.values()])
-        points.append({"model": model, "series": series, "params": params[model], "score": mean, "std": std})
-    points.sort(key=lambda p: (p["series"], p["params"]))
+    # The figure's points: one per (model, series, task), mean and std over seeds. Not averaged
+    # over tasks: a grown table may hold another task for some seeds only.
+    points = [{k: r[k] for k in ("model", "series", "task", "score", "std")} | {"params": r["model_params"]}
+              for r in rows]
+    points.sort(key=lambda p: (p["task"], p["series"], p["params"]))
     return {
         "study": kind,
         "settings": {**cfg.settings(), **_coordinates(cfg, results)},
@@ -137,43 +131,50 @@ def _size(n: int) -> str:
 
 
 def plot(table: dict, out_path: Path) -> Path:
-    """Score against model parameters (log axis), one line per series, error bars over seeds;
-    the scale study adds the gap to model tuning per size."""
+    """One row of panels per task: score against model parameters (log axis), one line per
+    series, error bars over seeds; the scale study adds the gap to model tuning per size."""
     plt = pyplot()
     gap = table["study"] == "scale" and any(p["series"] == BASELINE for p in table["points"])
-    fig, axes = plt.subplots(1, 2 if gap else 1, figsize=(12 if gap else 7, 4.5), squeeze=False)
-    ax = axes[0][0]
+    tasks = sorted({p["task"] for p in table["points"]})
+    fig, axes = plt.subplots(
+        len(tasks), 2 if gap else 1, figsize=(12 if gap else 7, 4.5 * len(tasks)), squeeze=False
+    )
     names = {p["series"] for p in table["points"]}
     series = sorted(names, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))  # lengths by number
-    colour = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per series in both panels
-    for name in series:
-        pts = sorted((p for p in table["points"] if p["series"] == name), key=lambda p: p["params"])
-        ax.errorbar(
-            [p["params"] for p in pts], [100 * p["score"] for p in pts], yerr=[100 * p["std"] for p in pts],
-            marker="o", capsize=3, label=name, color=colour[name],
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("model parameters")
-    ax.set_ylabel(f"dev score, mean over {table['settings']['tasks']} (%)")
-    ax.set_title(f"study {table['study']}: {table['settings']['steps']} steps per cell")
-    ax.legend(title={"scale": "method", "length": "prompt length", "init": "init"}[table["study"]])
-    if gap:
-        ax2 = axes[0][1]
-        base = {p["model"]: p["score"] for p in table["points"] if p["series"] == BASELINE}
+    colour = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per series in every panel
+    for row, task in zip(axes, tasks):
+        points = [p for p in table["points"] if p["task"] == task]
+        ax = row[0]
         for name in series:
-            if name == BASELINE:
+            pts = sorted((p for p in points if p["series"] == name), key=lambda p: p["params"])
+            if not pts:
                 continue
-            pts = sorted((p for p in table["points"] if p["series"] == name and p["model"] in base),
-                         key=lambda p: p["params"])
-            gaps = [100 * (p["score"] - base[p["model"]]) for p in pts]
-            ax2.plot([p["params"] for p in pts], gaps, "o-", label=name, color=colour[name])
-        ax2.axhline(0, color="grey", lw=1)
-        ax2.set_xscale("log")
-        ax2.set_xlabel("model parameters")
-        ax2.set_ylabel("score minus model tuning (points)")
-        ax2.set_title("gap to model tuning")
-        if len(series) > 1:
-            ax2.legend()
+            ax.errorbar(
+                [p["params"] for p in pts], [100 * p["score"] for p in pts], yerr=[100 * p["std"] for p in pts],
+                marker="o", capsize=3, label=name, color=colour[name],
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("model parameters")
+        ax.set_ylabel(f"{task} dev score (%)")
+        ax.set_title(f"study {table['study']}, {task}: {table['settings']['steps']} steps per cell")
+        ax.legend(title={"scale": "method", "length": "prompt length", "init": "init"}[table["study"]])
+        if gap:
+            ax2 = row[1]
+            base = {p["model"]: p["score"] for p in points if p["series"] == BASELINE}
+            for name in series:
+                pts = sorted((p for p in points if p["series"] == name and p["model"] in base),
+                             key=lambda p: p["params"])
+                if name == BASELINE or not pts:
+                    continue
+                gaps = [100 * (p["score"] - base[p["model"]]) for p in pts]
+                ax2.plot([p["params"] for p in pts], gaps, "o-", label=name, color=colour[name])
+            ax2.axhline(0, color="grey", lw=1)
+            ax2.set_xscale("log")
+            ax2.set_xlabel("model parameters")
+            ax2.set_ylabel("score minus model tuning (points)")
+            ax2.set_title(f"{task}: gap to model tuning")
+            if len(series) > 1:
+                ax2.legend()
     fig.tight_layout()
     return save_figure(fig, out_path)
 
