@@ -10,6 +10,7 @@ import pytest
 from helpers import learnable_llama, run_cli, toy_task
 
 import softprompt.cli as cli
+from softprompt.errors import ConfigError
 from softprompt.spot.study import BASE, RETRIEVED, StudyReport
 from softprompt.spot.transfer import mean
 from softprompt.tasks.base import register
@@ -143,3 +144,29 @@ def test_one_source_per_target_reports_no_correlation_rather_than_nan():
     md = report.markdown()
     assert "nan" not in md and "| avg_cosine | n/a | n/a | n/a |" in md
     assert "at least two sources" in md
+
+
+def test_studies_run_apart_merge_into_one_report_with_each_targets_own_seeds(tmp_path, capsys):
+    sim = {"avg_cosine": 0.5, "per_token_cosine": 0.5}
+    one = StudyReport(["t1"], {"t1": "accuracy"}, [0, 1, 2], {"t1": {BASE: [0.5, 0.4, 0.5], "a": [0.7, 0.6, 0.6]}},
+                      {"t1": ["a"]}, {"t1": {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.9}}}, top_k=1)
+    two = StudyReport(["t2"], {"t2": "f1"}, [0, 1], {"t2": {BASE: [0.4, 0.4], "a": [0.5, 0.5], "b": [0.3, 0.4]}},
+                      {"t2": ["a", "b"]}, {"t2": {"a": sim, "b": {"avg_cosine": 0.1, "per_token_cosine": 0.1}}},
+                      top_k=1)  # fmt: skip
+    merged = StudyReport.merge([one, two])
+    assert merged.targets == ["t1", "t2"] and merged.seed_counts() == {"t1": 3, "t2": 2}
+    assert merged.tests()["t1"]["a"] == one.tests()["t1"]["a"]  # each target paired over its own seeds
+    # pooled over the three (target, source) pairs: similarity 0.9, 0.5, 0.1 against gain 0.167, 0.1, -0.05
+    assert merged.correlations()["avg_cosine"]["pooled"] == pytest.approx(1.0)
+    assert "seeds t1 3, t2 2" in merged.markdown() and "(with 2 seeds no p goes below 0.5)" in merged.markdown()
+    with pytest.raises(ConfigError, match="more than one study"):
+        StudyReport.merge([one, one])
+    for name, report in (("s1", one), ("s2", two)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.json").write_text(json.dumps(report.to_dict()))
+    code, out, err = run_cli(capsys, "transfer-report", tmp_path / "s1", tmp_path / "s2", "--out", tmp_path / "both")
+    assert code == 0, err
+    assert "| t2 (f1) | vocab |" in out and (tmp_path / "both" / "heatmap.png").read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((tmp_path / "both" / "study.json").read_text())["targets"] == ["t1", "t2"]
+    code, _, err = run_cli(capsys, "transfer-report", tmp_path / "nope", "--out", tmp_path / "x")
+    assert code == 2 and "no study.json" in err and len(err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ The command table below is the whole list, in the order `softprompt --help` show
     study.py     study scale|length|init
     spot.py      similar, transfer, transfer-matrix
     library.py   library list|add|remove|build
-    transfer_study.py  transfer-study, embedding-study
+    transfer_study.py  transfer-study, transfer-report, embedding-study
     serve.py     serve                                     app.py      the typer apps
 """
 
@@ -40,6 +40,7 @@ app.command()(spot.similar)
 app.command()(spot.transfer)
 app.command("transfer-matrix")(spot.transfer_matrix)
 app.command("transfer-study")(transfer_study.transfer_study)
+app.command("transfer-report")(transfer_study.transfer_report)
 app.command("embedding-study")(transfer_study.embedding_study)
 app.command()(serve.serve)
 app.add_typer(library_app, name="library")

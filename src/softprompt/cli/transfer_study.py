@@ -1,5 +1,5 @@
-"""SPoT studies: `transfer-study` (targets x inits x seeds with paired tests) and
-`embedding-study` (which task embedding predicts the gain)."""
+"""SPoT studies: `transfer-study` (targets x inits x seeds with paired tests), `transfer-report`
+(several finished studies as one) and `embedding-study` (which task embedding predicts the gain)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ from softprompt.config import (
 from softprompt.errors import ConfigError
 from softprompt.spot import library as lib
 from softprompt.spot.embedding_study import embedding_study as run_embedding_study
+from softprompt.io import read_json
+from softprompt.spot.study import StudyReport, write_report
 from softprompt.spot.study import transfer_study as run_study
 from softprompt.tasks import get_task
 
@@ -122,6 +124,31 @@ def transfer_study(
     )
     if not dp.context().main:
         return
+    typer.echo(report.markdown())
+    typer.echo(f"-> {out}/study.md, {out}/study.json, {out}/heatmap.png")
+
+
+def transfer_report(
+    studies: Annotated[
+        list[Path],
+        typer.Argument(help="Finished `transfer-study` output folders (their study.json), each target in one."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: study.md, study.json, heatmap.png.")
+    ] = Path("runs/transfer-report"),
+):
+    """Tabulate several finished transfer studies as one (targets run separately, each with its
+    own seeds and sources): the gains with intervals and p-values, the heatmap, the
+    similarity-vs-gain Spearman pooled over every (target, source) pair, and the retrieval
+    table over all targets. Trains nothing and loads no model."""
+    reports = []
+    for folder in studies:
+        path = folder / "study.json"
+        if not path.is_file():
+            raise ConfigError(f"{folder}: no study.json (run `softprompt transfer-study --out {folder}` first)")
+        reports.append(StudyReport.from_dict(read_json(path)))
+    report = StudyReport.merge(reports)
+    write_report(report, out)
     typer.echo(report.markdown())
     typer.echo(f"-> {out}/study.md, {out}/study.json, {out}/heatmap.png")
 

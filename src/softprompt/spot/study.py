@@ -97,7 +97,7 @@ class StudyReport:
             out[m] = {
                 **per,
                 "mean": mean(finite) if finite else math.nan,
-                "pooled": spearman_r(sims, gains, math.nan) if len(sims) > 1 else math.nan,
+                "pooled": spearman_r(sims, gains, math.nan) if len(sims) > 2 else math.nan,  # 2 points: always ±1
             }
         return out
 
@@ -141,10 +141,37 @@ class StudyReport:
             "retrieval": self.retrieval(),
         }
 
+    def seed_counts(self) -> dict[str, int]:
+        """target -> the seeds its runs have (targets of a merged report may differ)."""
+        return {t: len(self.scores[t][BASE]) for t in self.targets}
+
+    @classmethod
+    def merge(cls, reports: list["StudyReport"]) -> "StudyReport":
+        """One report over the targets of several studies (each run with its own seeds and
+        sources), so the table, correlation and retrieval cover them all."""
+        if len({(r.spot.measure, r.spot.embedding, r.top_k) for r in reports}) > 1:
+            raise ConfigError("studies to merge differ in --measure, --embedding or --top-k")
+        targets = [t for r in reports for t in r.targets]
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise ConfigError(f"target {', '.join(twice)} is in more than one study; merge each target once")
+
+        def union(field: str) -> dict:
+            return {k: v for r in reports for k, v in getattr(r, field).items()}
+
+        seeds = sorted({s for r in reports for s in r.seeds})
+        first = reports[0]
+        return cls(targets, union("metrics"), seeds, union("scores"), union("sources"), union("similarities"),
+                   first.top_k, first.spot)
+
     def markdown(self) -> str:
         tests = self.tests()
+        counts = self.seed_counts()
+        fewest = min(counts.values())
+        seeds = (f"{fewest} seeds" if len(set(counts.values())) == 1
+                 else "seeds " + ", ".join(f"{t} {n}" for t, n in counts.items()))
         lines = [
-            f"### Transfer study: dev score (%), {len(self.seeds)} seeds, gain over vocab with 95% CI and paired p",
+            f"### Transfer study: dev score (%), {seeds}, gain over vocab with 95% CI and paired p",
             "",
             "| target | init | mean ± std | gain (points) | 95% CI | p sign-flip | p Wilcoxon | verdict |",
             "|---|---|---:|---:|---|---:|---:|---|",
@@ -165,12 +192,12 @@ class StudyReport:
                     f"| {t} | {name} | {shown} | {100 * r['gain']:+.1f} | {100 * r['ci_low']:+.1f} to "
                     f"{100 * r['ci_high']:+.1f} | {r['p_sign_flip']:.3g} | {r['p_wilcoxon']:.3g} | {verdict} |"
                 )
-        smallest = 2 / 2 ** len(self.seeds)
+        smallest = 2 / 2**fewest
         lines += [
             "",
             f"Targets with a significant positive gain from a source prompt: {len(significant)} of "
             f"{len(self.targets)} ({', '.join(sorted(significant)) or 'none'}); significant means the exact "
-            f"sign-flip p < {SIGNIFICANCE} (with {len(self.seeds)} seeds no p goes below {smallest:.3g}).",
+            f"sign-flip p < {SIGNIFICANCE} (with {fewest} seeds no p goes below {smallest:.3g}).",
             "",
             f"### Similarity ({self.spot.embedding} embeddings) vs gain: Spearman over each target's sources",
             "",
@@ -281,10 +308,17 @@ def _assemble(lm, targets, cells, sources, seeds, out_dir, entries, top_k, spot)
     report = StudyReport(
         [t.name for t in targets], {t.name: t.metrics[0] for t in targets}, list(seeds), scores, sources, sims, top_k, spot
     )
+    write_report(report, out_dir)
+    return report
+
+
+def write_report(report: StudyReport, out_dir: Path) -> None:
+    """study.json, study.md and heatmap.png in `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "study.json", report.to_dict())
     atomic_write_text(out_dir / "study.md", report.markdown())
     plot_gains(report, out_dir / "heatmap.png")
-    return report
 
 
 def plot_gains(report: StudyReport, path: Path) -> Path:
