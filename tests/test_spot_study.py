@@ -51,6 +51,7 @@ def test_transfer_study_runs_every_allowed_cell_and_writes_the_report(lib, tmp_p
     out = tmp_path / "study"
     code, text, err = study(capsys, lib, out)
     assert code == 0, err
+    assert "with 2 seeds no paired p goes below 0.5" in err  # said before anything trains
     report = json.loads((out / "study.json").read_text())
     # study_b never starts from a source trained on its data (study_b itself, the mixture).
     assert report["sources"] == {"study_t": ["study_a", "study_a+study_b", "study_b"], "study_b": ["study_a"]}

@@ -27,6 +27,7 @@ writes the report.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -276,6 +277,12 @@ def transfer_study(
         if not sources[t.name]:
             raise ConfigError(f"--targets {t.name}: no library source left once its own data's are excluded")
     cells = _cells(targets, cfg, seeds, out_dir, entries, sources)
+    if progress and ctx.main and 2 / 2 ** len(seeds) >= SIGNIFICANCE:  # the sign-flip test's smallest p
+        tqdm.write(
+            f"note: with {len(seeds)} seeds no paired p goes below {2 / 2 ** len(seeds):.3g}, so no gain can be "
+            f"called significant at {SIGNIFICANCE}; 6 or more seeds can",
+            file=sys.stderr,
+        )
     mine = dp.cells(cells, ctx)
     bar = tqdm(total=len(mine), desc="transfer study", unit="run", disable=not progress)
     with dp.local():
