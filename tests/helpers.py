@@ -203,3 +203,17 @@ def save_library_prompt(
     save_prompt(
         lib / name, SavedPrompt(prompt_tensor(lm.hidden_size, length, seed), lm.identity, task, metrics=metrics)
     )
+
+
+def with_bos(lm: LoadedModel) -> LoadedModel:
+    """`lm` with a tokenizer that starts every text with a BOS of its own accord, as Gemma's
+    does (the tiny vocabulary's "</s>" stands in for <bos>)."""
+    import dataclasses
+
+    from tokenizers.processors import TemplateProcessing
+
+    inner = make_tokenizer().backend_tokenizer
+    bos = inner.token_to_id("</s>")
+    inner.post_processor = TemplateProcessing(single="</s> $A", pair="</s> $A $B", special_tokens=[("</s>", bos)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=inner, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return dataclasses.replace(lm, tokenizer=tok)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task
+from helpers import WORDS, learnable_llama, tiny_llama, tiny_t5, toy_task, with_bos
 from softprompt.batching import Encoded, Encoder
 from softprompt.prepend import prepend_prompt
 from softprompt.models.loading import LoadedModel
@@ -474,3 +474,34 @@ def test_t5_generation_returns_greedy_token_lists(t5):
                 new.append(token)
                 dec.append(token)
             assert got == new
+
+
+# -- a tokenizer that starts every text with <bos> (Gemma) -------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_tokenizers_bos_goes_first_then_the_prompt_then_the_input(fast):
+    lm = with_bos(learnable_llama())
+    bos = lm.tokenizer("a0", add_special_tokens=True)["input_ids"][0]
+    plm = PromptedLM(lm, fast=fast)
+    assert plm.lead_ids == [bos] and PromptedLM(learnable_llama()).lead_ids == []
+    prompt = make_prompt_tensor(lm.hidden_size)
+    lead = torch.cat([lm.embed(torch.tensor([[bos]]))[0], prompt])  # what the model must see in front
+    ref = reference_scores(lm, lead, INPUTS, CANDIDATES)
+    assert flat(totals(plm.score(prompt, INPUTS, CANDIDATES))) == pytest.approx(flat(ref), abs=1e-4)
+    assert flat(ref) != pytest.approx(flat(reference_scores(lm, prompt, INPUTS, CANDIDATES)), abs=1e-3)
+    # rows with prompts of different lengths, and no prompt at all (model tuning, LoRA): <bos> still first
+    empty = prompt[:0]
+    rows = plm.score_rows([prompt, empty, prompt[:2]], INPUTS, CANDIDATES)
+    for got, p, inp, cands in zip(rows, [prompt, empty, prompt[:2]], INPUTS, CANDIDATES):
+        want = reference_scores(lm, torch.cat([lead[:1], p]), [inp], [cands])[0]
+        assert [t for t, _ in got] == pytest.approx(want, abs=1e-4)
+    # the loss and its gradient: the prompt's alone, (P, H)
+    batch = toy_batch(lm)
+    loss, grad = loss_and_grad(plm, prompt, batch)
+    param = torch.nn.Parameter(prompt.clone())
+    expected = reference_loss(lm, torch.cat([lead[:1], param]), toy_pairs(lm))
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert grad.shape == prompt.shape and torch.allclose(grad, param.grad, atol=1e-5)
+    assert plm.generate(prompt, INPUTS, 4) == reference_greedy(lm, lead, INPUTS, 4)

@@ -129,6 +129,19 @@ def loss_counts(rows: Sequence[Encoded]) -> LossCounts:
     )
 
 
+def leading_special_ids(tokenizer) -> list[int]:
+    """The ids a tokenizer puts before every text of its own accord (Gemma: <bos>; SmolLM2
+    and Qwen: none). Inputs are encoded without them; `PromptedLM.with_lead` puts their
+    embeddings in front of the soft prompt instead, so the model sees <bos> first."""
+    probe = "a"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
 class Encoder:
     """Turns examples of a task into token ids for one model's tokenizer.
 

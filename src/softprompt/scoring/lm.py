@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from softprompt.batching import Batch, LossCounts
+from softprompt.batching import Batch, LossCounts, leading_special_ids
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring.backends import Backend, Inputs
 from softprompt.scoring.candidates import Candidates, candidate_lengths, pairs
@@ -41,14 +41,28 @@ class PromptedLM:
         backend = Seq2SeqBackend if lm.is_encoder_decoder else FastBackend if fast else PlainBackend
         self.backend: Backend = backend(lm)  # chosen once; every operation below delegates to it
         self.fast = isinstance(self.backend, FastBackend)
+        self.lead_ids = [] if lm.is_encoder_decoder else leading_special_ids(lm.tokenizer)
+
+    def with_lead(self, prompt: torch.Tensor) -> torch.Tensor:
+        """`prompt` (P, H) behind the embeddings of the tokens the tokenizer starts every text
+        with (Gemma's <bos>; none for SmolLM2, Qwen and T5): (L+P, H). A model trained with a
+        <bos> first ignores most of what comes before it (Gemma 3 270M, a fact given before
+        <bos> and asked after it: 21 nats on the answer; given after it: 3.1), so the prompt
+        goes after. Looked up on every call (one row; model tuning trains it): the saved prompt
+        stays (P, H)."""
+        if not self.lead_ids:
+            return prompt
+        lead = self.lm.embed(torch.tensor([self.lead_ids], device=self.lm.device))[0]
+        return torch.cat([lead.to(prompt.device, prompt.dtype), prompt], dim=0)
 
     def prepare(self, prompt: torch.Tensor) -> PreparedPrompt:
         """`prompt` (P, H) with what the backend precomputes for it (the fast backend: its
-        key/value cache). Prepare once, pass it to `score`/`generate` for every batch."""
-        return self.backend.prepare(prompt)
+        key/value cache), behind the tokenizer's leading tokens (`with_lead`). Prepare once,
+        pass it to `score`/`generate` for every batch."""
+        return self.backend.prepare(self.with_lead(prompt))
 
     def _prepared(self, prompt: Prompt) -> PreparedPrompt:
-        return prompt if isinstance(prompt, PreparedPrompt) else self.backend.prepare(prompt)
+        return prompt if isinstance(prompt, PreparedPrompt) else self.prepare(prompt)
 
     def _prepared_rows(self, prompts: Sequence[Prompt]) -> list[PreparedPrompt]:
         """One PreparedPrompt per row; rows passing the same tensor share one (prepared once)."""
