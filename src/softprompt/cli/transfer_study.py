@@ -53,9 +53,9 @@ from softprompt.config import (
     parse_seeds,
 )
 from softprompt.errors import ConfigError
+from softprompt.io import read_json
 from softprompt.spot import library as lib
 from softprompt.spot.embedding_study import embedding_study as run_embedding_study
-from softprompt.io import read_json
 from softprompt.spot.study import StudyReport, write_report
 from softprompt.spot.study import transfer_study as run_study
 from softprompt.tasks import get_task

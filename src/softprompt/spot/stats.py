@@ -112,7 +112,7 @@ class Paired:
     @property
     def smallest_p(self) -> float:
         """The smallest two-sided p-value n seeds allow."""
-        return 2 / 2**self.n
+        return smallest_p(self.n)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "significant": self.significant, "smallest_p": self.smallest_p}
@@ -129,6 +129,11 @@ class Paired:
         if self.smallest_p >= self.level:
             return head + f"not significant (with {self.n} seeds p cannot go below {self.smallest_p:.3g}; use more seeds)"
         return head + "not significant"
+
+
+def smallest_p(n: int) -> float:
+    """The smallest two-sided p-value an exact paired test over n seeds can give: 2 / 2^n."""
+    return 2 / 2**n
 
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = SIGNIFICANCE) -> Paired:

@@ -40,7 +40,7 @@ from softprompt.io import atomic_write_text, load_prompt, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
-from softprompt.spot.stats import paired
+from softprompt.spot.stats import paired, smallest_p
 from softprompt.spot.transfer import mean, std, train_once
 from softprompt.tasks.base import Task
 from softprompt.tasks.metrics import spearman_r
@@ -193,7 +193,7 @@ class StudyReport:
                     f"| {t} | {name} | {shown} | {100 * r['gain']:+.1f} | {100 * r['ci_low']:+.1f} to "
                     f"{100 * r['ci_high']:+.1f} | {r['p_sign_flip']:.3g} | {r['p_wilcoxon']:.3g} | {verdict} |"
                 )
-        smallest = 2 / 2**fewest
+        smallest = smallest_p(fewest)
         lines += [
             "",
             f"Targets with a significant positive gain from a source prompt: {len(significant)} of "
@@ -277,9 +277,9 @@ def transfer_study(
         if not sources[t.name]:
             raise ConfigError(f"--targets {t.name}: no library source left once its own data's are excluded")
     cells = _cells(targets, cfg, seeds, out_dir, entries, sources)
-    if progress and ctx.main and 2 / 2 ** len(seeds) >= SIGNIFICANCE:  # the sign-flip test's smallest p
+    if progress and ctx.main and smallest_p(len(seeds)) >= SIGNIFICANCE:
         tqdm.write(
-            f"note: with {len(seeds)} seeds no paired p goes below {2 / 2 ** len(seeds):.3g}, so no gain can be "
+            f"note: with {len(seeds)} seeds no paired p goes below {smallest_p(len(seeds)):.3g}, so no gain can be "
             f"called significant at {SIGNIFICANCE}; 6 or more seeds can",
             file=sys.stderr,
         )

@@ -33,8 +33,8 @@ def build_table(
     refused: dict | None = None,
     not_run: Sequence[str] = (),
 ) -> dict:
-    """Rows per (model, series, task) and the per-seed average over tasks that the figure draws;
-    `refused` cells the machine cannot hold and `not_run` cell folders a time limit left."""
+    """Rows per (model, series, task), which are also the figure's points (one panel row per
+    task); `refused` cells the machine cannot hold and `not_run` cell folders a time limit left."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r["cell"]["model"], r["series"], r["cell"]["task"]), []).append(r)
