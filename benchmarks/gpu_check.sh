@@ -21,8 +21,7 @@ set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 LOGS="${OUT:-/tmp/gpu_check}"
 mkdir -p "$LOGS"
-PY="${PYTHON:-python3}"
-command -v "$PY" >/dev/null 2>&1 || PY=python
+. benchmarks/gpu_env.sh  # PY, install_wheels, offline_env
 FAILED=()
 
 step() {  # step NAME COMMAND...: run, tee to $LOGS/NAME.log, remember failures
@@ -39,17 +38,8 @@ step() {  # step NAME COMMAND...: run, tee to $LOGS/NAME.log, remember failures
     return 0
 }
 
-install_wheels() {
-    if compgen -G ".whl/*.whl" >/dev/null; then
-        "$PY" -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl
-    else
-        echo "no .whl/ folder: using the installed packages"
-    fi
-}
-
 step install install_wheels
-export PYTHONPATH="/tmp/site:src${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+offline_env
 
 gpu_info() {
     if command -v nvidia-smi >/dev/null 2>&1; then

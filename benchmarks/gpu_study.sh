@@ -21,13 +21,9 @@ set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 OUT="${OUT:-/tmp/gpu_study}"
 mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-command -v "$PY" >/dev/null 2>&1 || PY=python
-if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH="/tmp/site:src${PYTHONPATH:+:$PYTHONPATH}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+. benchmarks/gpu_env.sh  # PY, install_wheels, offline_env
+install_wheels
+offline_env
 
 if [ -n "${GPU_STUDY_SMOKE:-}" ]; then
     DEFAULTS=(smollm2-135m sst2 3 4 8 20s 20s)
