@@ -75,6 +75,13 @@ torch.backends.cudnn.allow_tf32 = False
 VOCAB = 64
 
 
+class IdsOnly(types.SimpleNamespace):
+    """A stand-in tokenizer: the ids below are given, and it adds no special tokens (no <bos>)."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [5]}
+
+
 def tiny(dtype, device):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -83,7 +90,7 @@ def tiny(dtype, device):
     model = LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval().requires_grad_(False)
     emb = model.get_input_embeddings().weight
     ident = ModelIdentity("tiny", fingerprint_embeddings(emb.float().cpu()), emb.shape[1], type(model).__name__)
-    return LoadedModel(model=model, tokenizer=types.SimpleNamespace(pad_token_id=0, eos_token_id=1), identity=ident, dtype=dtype)
+    return LoadedModel(model=model, tokenizer=IdsOnly(pad_token_id=0, eos_token_id=1), identity=ident, dtype=dtype)
 
 
 INPUTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14], [20, 21, 22, 23]]
