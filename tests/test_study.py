@@ -14,7 +14,7 @@ from helpers import learnable_llama, run_cli, tiny_t5, toy_task
 import softprompt.cli as cli
 from softprompt.errors import ConfigError, ModelError
 from softprompt.models import loading, memory
-from softprompt.study import StudyConfig, plan, run_study
+from softprompt.study import Cell, StudyConfig, plan, run_study
 from softprompt.study import run as study_run
 from softprompt.tasks import base
 
@@ -125,6 +125,15 @@ def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp
     run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda name: lm, progress=False)
     with pytest.raises(ConfigError, match="finished with other settings: steps=3 .now 4."):
         run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot", "steps": 4}), tmp_path, lambda n: lm)
+    with pytest.raises(ConfigError, match="length_scaled_lr=None .now True."):  # on: other settings; off: as before
+        run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot", "length_scaled_lr": True}), tmp_path,
+                  lambda n: lm)
+
+
+def test_length_scaled_lr_reaches_every_prompt_cell():
+    cfg = StudyConfig(**SMALL, length_scaled_lr=True)
+    assert cfg.train_config(Cell("tiny", "prompt", "toy", 0, prompt_length=100)).length_scaled_lr
+    assert "length_scaled_lr" not in StudyConfig(**SMALL).settings()
 
 
 def test_a_method_the_model_cannot_hold_is_refused_with_its_estimate_and_the_rest_runs(tmp_path):

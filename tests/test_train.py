@@ -348,3 +348,26 @@ def test_resume_with_another_ema_setting_is_a_config_error(tmp_path):
             resume=True,
             progress=False,
         )
+
+
+def test_length_scaled_lr_values():
+    from softprompt.config import effective_lr
+
+    assert effective_lr(TrainConfig(prompt_length=80, length_scaled_lr=True)) == pytest.approx(0.15)  # 0.3 * sqrt(1/4)
+    assert effective_lr(TrainConfig(prompt_length=5, length_scaled_lr=True)) == 0.3  # shorter prompts: unchanged
+    assert effective_lr(TrainConfig(prompt_length=80)) == 0.3  # off by default
+    assert effective_lr(TrainConfig(method="lora", prompt_length=80, length_scaled_lr=True)) == 1e-3  # prompts only
+
+
+def test_length_scaled_lr_is_the_lr_the_optimizer_steps_with(tmp_path):
+    """A 45-token prompt with --length-scaled-lr at lr 0.3 trains exactly as one at lr 0.2 without it."""
+    common = dict(steps=3, batch_size=4, prompt_length=45, optimizer="adamw", eval_every=3, ema=0.0, embed_step=0)
+    scaled = train(
+        learnable_llama(), toy_task(), TrainConfig(lr=0.3, length_scaled_lr=True, **common), tmp_path / "a",
+        progress=False,
+    )
+    plain = train(learnable_llama(), toy_task(), TrainConfig(lr=0.2, **common), tmp_path / "b", progress=False)
+    other = train(learnable_llama(), toy_task(), TrainConfig(lr=0.3, **common), tmp_path / "c", progress=False)
+    assert torch.allclose(scaled.best.weight, plain.best.weight, atol=1e-6)
+    assert not torch.allclose(scaled.best.weight, other.best.weight, atol=1e-3)
+    assert scaled.best.training["effective_lr"] == pytest.approx(0.2)

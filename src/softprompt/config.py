@@ -64,6 +64,9 @@ class Method(str, enum.Enum):
 # Each method's default learning rate (--lr unset): the paper's 0.3 for prompts, a small one for
 # every weight, PEFT's usual 1e-3 for LoRA.
 METHOD_LR = {Method.PROMPT.value: 0.3, Method.MODEL.value: 3e-5, Method.LORA.value: 1e-3, Method.ZERO_SHOT.value: 0.3}
+# The prompt length the paper's lr 0.3 goes with (its default P); --length-scaled-lr keeps a step's
+# total size at that length's for longer prompts.
+LR_REFERENCE_LENGTH = 20
 
 
 class Precision(str, enum.Enum):
@@ -203,6 +206,12 @@ class TrainConfig:
         "Learning rate, constant after warm-up (default per --method: prompt 0.3 as the paper, model 3e-5, "
         "lora 1e-3).",
     )
+    length_scaled_lr: bool = helped(
+        False,
+        f"Prompt method: scale --lr by min(1, sqrt({LR_REFERENCE_LENGTH} / P)), so that a step moves a "
+        f"P-token prompt as far in total (norm) as a {LR_REFERENCE_LENGTH}-token one at --lr (Adafactor moves "
+        "every number by about lr): prompts longer than 20 tokens get a smaller lr, others are unchanged.",
+    )
     weight_decay: float = helped(1e-5, "Weight decay (paper: 1e-5).")
     warmup_steps: int = helped(0, "Linear warm-up steps.")
     decay: str = helped(
@@ -328,6 +337,14 @@ class TrainConfig:
         self.init = choice(Init, self.init, f"--init {self.init!r}: expected auto or one of {inits}")
         if self.embed_step and self.embed_step > self.steps and self.time_budget is None:
             raise ConfigError(f"--embed-step {self.embed_step} is after the last step (--steps {self.steps})")
+
+
+def effective_lr(cfg: TrainConfig) -> float:
+    """The optimizer's lr: --lr, scaled down for prompts longer than LR_REFERENCE_LENGTH with
+    --length-scaled-lr (a step's update norm grows as sqrt(P) when each number moves by ~lr)."""
+    if cfg.length_scaled_lr and cfg.method == Method.PROMPT.value:
+        return cfg.lr * min(1.0, math.sqrt(LR_REFERENCE_LENGTH / cfg.prompt_length))
+    return cfg.lr
 
 
 def lr_factor(step: int, warmup_steps: int, steps: int, decay: str) -> float:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
 from softprompt.budget import PROBE_STEPS, TimeBudget
-from softprompt.config import Method, TrainConfig, embed_step_for, lr_factor, parse_duration
+from softprompt.config import Method, TrainConfig, effective_lr, embed_step_for, lr_factor, parse_duration
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -94,13 +94,14 @@ class PromptAverage:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    lr = effective_lr(cfg)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     from transformers.optimization import Adafactor
 
     return Adafactor(
         params,
-        lr=cfg.lr,
+        lr=lr,
         weight_decay=cfg.weight_decay,
         decay_rate=-0.8,
         clip_threshold=1.0,
@@ -249,6 +250,7 @@ def train(
                 **asdict(cfg),
                 "init": init,
                 "requested_init": cfg.init,
+                "effective_lr": effective_lr(cfg),
                 "train_examples": n_train,
                 "dev_examples": n_dev,
                 "trainable_params": n_trainable,

@@ -41,6 +41,7 @@ def study(
     max_eval: from_field(StudyConfig, "max_eval") = STUDY.max_eval,
     eval_batch_size: from_field(StudyConfig, "eval_batch_size") = STUDY.eval_batch_size,
     activation_checkpointing: from_field(StudyConfig, "activation_checkpointing") = STUDY.activation_checkpointing,
+    length_scaled_lr: from_field(StudyConfig, "length_scaled_lr") = STUDY.length_scaled_lr,
     precision: PrecisionOpt = MODEL.precision,
     memory_check: MemoryCheckOpt = MODEL.memory_check,
     overwrite: Annotated[bool, typer.Option(help="Retrain every cell instead of reusing finished ones.")] = False,

@@ -54,6 +54,7 @@ class StudyConfig:
     max_eval: int | None = helped(100, "Evaluate on at most N dev examples per task (seeded sample).")
     eval_batch_size: int = helped(16, "Examples per dev evaluation batch.")
     activation_checkpointing: bool = same_as(TrainConfig, "activation_checkpointing")
+    length_scaled_lr: bool = same_as(TrainConfig, "length_scaled_lr")
 
     def __post_init__(self) -> None:
         parse_seeds(self.seeds)
@@ -97,11 +98,16 @@ class StudyConfig:
             ema=0.0,
             embed_step=0,
             activation_checkpointing=self.activation_checkpointing,
+            length_scaled_lr=self.length_scaled_lr,
         )
 
     def settings(self) -> dict:
         """What a finished cell must have been made with to be reused (beside its own coordinates)."""
-        return {k: v for k, v in asdict(self).items() if k in ("steps", "batch_size", "max_train", "max_eval")}
+        kept = ("steps", "batch_size", "max_train", "max_eval")
+        settings = {k: v for k, v in asdict(self).items() if k in kept}
+        if self.length_scaled_lr:  # only when on, so cells finished before the flag existed are still reused
+            settings["length_scaled_lr"] = True
+        return settings
 
 
 @dataclass(frozen=True)
