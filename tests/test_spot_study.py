@@ -78,6 +78,16 @@ def test_transfer_study_runs_every_allowed_cell_and_writes_the_report(lib, tmp_p
     assert json.loads((out / "study.json").read_text())["scores"] == report["scores"]
 
 
+def test_transfer_study_cuts_every_runs_input_as_told(lib, tmp_path, capsys):
+    out = tmp_path / "study"
+    code, _, err = study(capsys, lib, out, "--max-input-tokens", "12", "--truncation", "tail")
+    assert code == 0, err
+    runs = sorted(out.glob("*/*/seed*/best/prompt.json"))
+    assert len(runs) == 2 * (3 + 5)  # every init of both targets, both seeds
+    settings = [json.loads(p.read_text())["training"] for p in runs]
+    assert {(s["max_input_tokens"], s["truncation"]) for s in settings} == {(12, "tail")}
+
+
 def test_transfer_study_bad_input_is_one_line(lib, tmp_path, capsys):
     for extra, needle in (
         (("--seeds", "0"), "--seeds"),

@@ -21,6 +21,7 @@ from softprompt.cli.options import (
     EvalEveryOpt,
     LrOpt,
     MaxEvalOpt,
+    MaxInputTokensOpt,
     MaxTrainOpt,
     MeasureOpt,
     MixtureCapOpt,
@@ -33,6 +34,7 @@ from softprompt.cli.options import (
     PromptLengthOpt,
     SeedsOpt,
     TargetStepsOpt,
+    TruncationOpt,
     config_from,
 )
 from softprompt.cli.spot import library_or_builtin, names
@@ -97,6 +99,8 @@ def transfer_study(
     lr: LrOpt = TRAIN.lr,
     optimizer: OptimizerOpt = TRAIN.optimizer,
     max_train: MaxTrainOpt = TRAIN.max_train,
+    max_input_tokens: MaxInputTokensOpt = TRAIN.max_input_tokens,
+    truncation: TruncationOpt = TRAIN.truncation,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     ema: EmaOpt = TRAIN.ema,
     nproc: NprocOpt = 1,
