@@ -158,15 +158,6 @@ def test_write_json_replaces_the_file_whole(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
-def test_write_json_writes_standard_json_with_null_for_nan(tmp_path):
-    path = tmp_path / "study.json"
-    sp_io.write_json(path, {"r": {"cb": float("nan"), "pooled": -0.5}, "grid": [[1.0, float("inf")]], "n": 3})
-    text = path.read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
-    assert strict == {"r": {"cb": None, "pooled": -0.5}, "grid": [[1.0, None]], "n": 3}
-
-
 def _tamper(folder, **changes):
     meta = json.loads((folder / "prompt.json").read_text())
     meta.update(changes)

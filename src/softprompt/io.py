@@ -15,7 +15,6 @@ and renamed into place, so a crash never leaves a half-written or overwritten pr
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -157,20 +156,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON at `path`, atomically (see `atomic_write_text`). A NaN or infinite
-    float (an undefined correlation, say) is written as null: standard JSON has no NaN."""
-    atomic_write_text(path, json.dumps(_finite(data), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
-
-
-def _finite(value):
-    """`value` with every non-finite float inside it replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    """Write `data` as JSON at `path`, atomically (see `atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict:
