@@ -344,10 +344,14 @@ def plot_gains(report: StudyReport, path: Path) -> Path:
         for j, c in enumerate(columns):
             if c in tests[t]:
                 star = "*" if tests[t][c]["significant"] else ""
-                ax.text(j, i, f"{grid[i][j]:+.1f}{star}", ha="center", va="center", fontsize=8)
+                dark = abs(grid[i][j]) > 0.6 * span  # white on the deep ends of the colour scale
+                ax.text(j, i, f"{grid[i][j]:+.1f}{star}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
     ax.set_xlabel("initialisation (source prompt)")
     ax.set_ylabel("target task")
-    ax.set_title(f"gain over sampled vocabulary (points, {len(report.seeds)} seeds; * p < {SIGNIFICANCE})")
+    counts = sorted(set(report.seed_counts().values()))
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    ax.set_title(f"gain over sampled vocabulary (points, {seeds} seeds; * p < {SIGNIFICANCE})")
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
