@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import learnable_llama, tiny_llama, tiny_t5, toy_task
+from softprompt.config import effective_lr
 from softprompt.errors import ConfigError, ModelError
 from softprompt.evaluate import predict
 from softprompt.io import load_prompt
@@ -351,8 +352,6 @@ def test_resume_with_another_ema_setting_is_a_config_error(tmp_path):
 
 
 def test_length_scaled_lr_values():
-    from softprompt.config import effective_lr
-
     assert effective_lr(TrainConfig(prompt_length=80, length_scaled_lr=True)) == pytest.approx(0.15)  # 0.3 * sqrt(1/4)
     assert effective_lr(TrainConfig(prompt_length=5, length_scaled_lr=True)) == 0.3  # shorter prompts: unchanged
     assert effective_lr(TrainConfig(prompt_length=80)) == 0.3  # off by default
