@@ -94,6 +94,8 @@ def test_transfer_study_bad_input_is_one_line(lib, tmp_path, capsys):
         (("--sources", "nope"), "nope"),
         (("--top-k", "0"), "--top-k"),
         (("--measure", "l2"), "--measure"),
+        (("--truncation", "middle"), "--truncation"),
+        (("--max-input-tokens", "0"), "--max-input-tokens"),
     ):
         code, _, err = study(capsys, lib, tmp_path / "s", *extra)
         lines = err.strip().splitlines()
