@@ -158,6 +158,23 @@ def test_write_json_replaces_the_file_whole(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
+def _strict(text):
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_reports_are_strict_json_and_state_files_keep_infinities(tmp_path):
+    report = {"r": float("nan"), "rows": [{"p": float("inf"), "q": 0.5}, (float("-inf"), 1)], "n": 3, "s": "nan"}
+    sp_io.write_report_json(tmp_path / "table.json", report)
+    assert _strict((tmp_path / "table.json").read_text()) == {
+        "r": None, "rows": [{"p": None, "q": 0.5}, [None, 1]], "n": 3, "s": "nan"
+    }  # fmt: skip
+    sp_io.write_json(tmp_path / "trainer.json", {"best_score": float("-inf")})  # a checkpoint before any evaluation
+    assert sp_io.read_json(tmp_path / "trainer.json")["best_score"] == float("-inf")
+
+
 def _tamper(folder, **changes):
     meta = json.loads((folder / "prompt.json").read_text())
     meta.update(changes)

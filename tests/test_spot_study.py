@@ -4,14 +4,13 @@ tiny model: every cell, no target from its own data, resume, the report's number
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from helpers import learnable_llama, run_cli, toy_task
 
 import softprompt.cli as cli
 from softprompt.errors import ConfigError
-from softprompt.spot.study import BASE, RETRIEVED, StudyReport
+from softprompt.spot.study import BASE, RETRIEVED, StudyReport, write_report
 from softprompt.spot.transfer import mean
 from softprompt.tasks.base import register
 
@@ -116,7 +115,7 @@ def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path,
     assert {(r["embedding"], r["measure"]) for r in rows} == {
         (e, m) for e in ("library early", "library late", "P2 step 2", "P4 step 2") for m in ("avg_cosine", "per_token_cosine")
     }
-    means = [r["mean"] for r in rows if math.isfinite(r["mean"])]
+    means = [r["mean"] for r in rows if r["mean"] is not None]  # null: undefined (one source)
     assert means == sorted(means, reverse=True)
     assert (tmp_path / "emb/runs/P4-S2/study_a/embedding/prompt.safetensors").is_file()
     assert "Best predictor of gain" in text
@@ -150,13 +149,18 @@ def test_study_report_numbers_on_hand_made_scores():
     assert StudyReport.from_dict(json.loads(json.dumps(report.to_dict()))).retrieval() == report.retrieval()
 
 
-def test_one_source_per_target_reports_no_correlation_rather_than_nan():
+def test_one_source_per_target_reports_no_correlation_rather_than_nan(tmp_path):
     scores = {"t1": {BASE: [0.5, 0.4], "labels": [0.5, 0.5], "a": [0.7, 0.6]}}
     sims = {"t1": {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.1}}}
     report = StudyReport(["t1"], {"t1": "accuracy"}, [0, 1], scores, {"t1": ["a"]}, sims, top_k=1)
     md = report.markdown()
     assert "nan" not in md and "| avg_cosine | n/a | n/a | n/a |" in md
     assert "at least two sources" in md
+    write_report(report, tmp_path)
+    text = (tmp_path / "study.json").read_text()
+    saved = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in study.json"))  # strict JSON
+    assert saved["correlation"]["avg_cosine"] == {"t1": None, "mean": None, "pooled": None}
+    assert StudyReport.from_dict(saved).markdown() == md
 
 
 def test_studies_run_apart_merge_into_one_report_with_each_targets_own_seeds(tmp_path, capsys):

@@ -15,6 +15,7 @@ and renamed into place, so a crash never leaves a half-written or overwritten pr
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -158,6 +159,23 @@ def _fsync_dir(folder: Path) -> None:
 def write_json(path: Path, data: dict) -> None:
     """Write `data` as JSON at `path`, atomically (see `atomic_write_text`)."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_report_json(path: Path, data: dict) -> None:
+    """Write a report (tables, studies) as strict JSON: NaN and infinities, which mean "undefined" in a
+    report (a correlation over one point), become null, so any JSON parser reads it. State files that must
+    round-trip a non-finite float (a checkpoint's best score of -inf before any evaluation) use `write_json`."""
+    atomic_write_text(path, json.dumps(_finite_or_null(data), indent=2, allow_nan=False, default=str) + "\n")
+
+
+def _finite_or_null(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def read_json(path: Path) -> dict:

@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from softprompt.io import atomic_write_text, write_json
+from softprompt.io import atomic_write_text, write_report_json
 from softprompt.plots import pyplot, save_figure
 from softprompt.tasks.base import Task
 
@@ -231,6 +231,6 @@ def plot_bars(table: dict, out_path: Path) -> Path:
 def write_outputs(table: dict, out: Path) -> None:
     """table.json, table.md and table.png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "table.json", table)
+    write_report_json(out / "table.json", table)
     atomic_write_text(out / "table.md", render_markdown(table))
     plot_bars(table, out / "table.png")

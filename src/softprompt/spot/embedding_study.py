@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt.config import TrainConfig
-from softprompt.io import atomic_write_text, load_prompt, read_json, write_json
+from softprompt.io import atomic_write_text, load_prompt, read_json, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
 from softprompt.spot.matrix import source_task
@@ -108,7 +108,7 @@ def embedding_study(
                 }
             )
     rows.sort(key=lambda r: -(r["mean"] if math.isfinite(r["mean"]) else -math.inf))
-    write_json(Path(out_dir) / "embeddings.json", {"study": str(study_dir), "top_k": study.top_k, "rows": rows})
+    write_report_json(Path(out_dir) / "embeddings.json", {"study": str(study_dir), "top_k": study.top_k, "rows": rows})
     atomic_write_text(Path(out_dir) / "embeddings.md", markdown(rows, study))
     return rows
 

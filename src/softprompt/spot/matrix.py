@@ -23,7 +23,7 @@ from pathlib import Path
 
 from softprompt import distributed as dp
 from softprompt.errors import ConfigError
-from softprompt.io import atomic_write_text, load_prompt, resolve_prompt_dir, write_json
+from softprompt.io import atomic_write_text, load_prompt, resolve_prompt_dir, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.config import embed_step_for
@@ -277,7 +277,7 @@ def transfer_matrix(
             for s, (_, e) in prepared.items()
         }
     report = MatrixReport(list(sources), [t.name for t in target_tasks], reports, sims)
-    write_json(out_dir / "matrix.json", report.to_dict())
+    write_report_json(out_dir / "matrix.json", report.to_dict())
     atomic_write_text(out_dir / "matrix.md", report.markdown())
     plot_heatmap(report, out_dir / "heatmap.png")
     return report

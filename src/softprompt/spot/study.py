@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.config import SIGNIFICANCE, SpotConfig, TrainConfig, embed_step_for
 from softprompt.errors import ConfigError
-from softprompt.io import atomic_write_text, load_prompt, write_json
+from softprompt.io import atomic_write_text, load_prompt, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
@@ -323,7 +323,7 @@ def write_report(report: StudyReport, out_dir: Path) -> None:
     """study.json, study.md and heatmap.png in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "study.json", report.to_dict())
+    write_report_json(out_dir / "study.json", report.to_dict())
     atomic_write_text(out_dir / "study.md", report.markdown())
     plot_gains(report, out_dir / "heatmap.png")
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from softprompt.config import embed_step_for
 from softprompt.errors import ConfigError
-from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_json
+from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
 from softprompt.spot.stats import Paired, paired
@@ -239,5 +239,5 @@ def transfer(
         task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved
     )
     report.sources = run_transfers(lm, task, cfg, seeds, sources or {}, out_dir, progress)
-    write_json(out_dir / "transfer.json", report.to_dict())
+    write_report_json(out_dir / "transfer.json", report.to_dict())
     return report

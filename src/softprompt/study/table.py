@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from softprompt.io import atomic_write_text, write_json
+from softprompt.io import atomic_write_text, write_report_json
 from softprompt.plots import pyplot, save_figure
 
 OUTPUTS = ("table.json", "table.md", "figure.png")
@@ -183,7 +183,7 @@ def write_outputs(table: dict, out: Path) -> None:
     """table.json, table.md and figure.png in `out`, each written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "table.json", table)
+    write_report_json(out / "table.json", table)
     atomic_write_text(out / "table.md", render_markdown(table))
     if table["points"]:
         plot(table, out / "figure.png")
