@@ -125,7 +125,21 @@ def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp
     run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda name: lm, progress=False)
     with pytest.raises(ConfigError, match="finished with other settings: steps=3 .now 4."):
         run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot", "steps": 4}), tmp_path, lambda n: lm)
-    with pytest.raises(ConfigError, match="length_scaled_lr=None .now True."):  # on: other settings; off: as before
+    with pytest.raises(ConfigError, match="length_scaled_lr=False .now True."):
+        run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot", "length_scaled_lr": True}), tmp_path,
+                  lambda n: lm)
+
+
+def test_a_cell_finished_before_a_setting_existed_counts_as_made_at_its_old_value(tmp_path):
+    lm = learnable_llama()
+    first = run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda name: lm)
+    result = next(tmp_path.glob("*/*/*/seed0/result.json"))
+    old = json.loads(result.read_text())
+    del old["settings"]["length_scaled_lr"]  # as written before --length-scaled-lr
+    result.write_text(json.dumps(old))
+    again = run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot"}), tmp_path, lambda n: pytest.fail("ran"))
+    assert again["rows"] == first["rows"]
+    with pytest.raises(ConfigError, match="length_scaled_lr=False .now True."):
         run_study("scale", StudyConfig(**{**SMALL, "methods": "zero-shot", "length_scaled_lr": True}), tmp_path,
                   lambda n: lm)
 
@@ -133,7 +147,6 @@ def test_a_cell_finished_with_other_settings_is_refused_before_anything_runs(tmp
 def test_length_scaled_lr_reaches_every_prompt_cell():
     cfg = StudyConfig(**SMALL, length_scaled_lr=True)
     assert cfg.train_config(Cell("tiny", "prompt", "toy", 0, prompt_length=100)).length_scaled_lr
-    assert "length_scaled_lr" not in StudyConfig(**SMALL).settings()
 
 
 def test_a_method_the_model_cannot_hold_is_refused_with_its_estimate_and_the_rest_runs(tmp_path):

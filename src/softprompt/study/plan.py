@@ -35,6 +35,8 @@ DEFAULT_MODELS = "smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b
 LENGTHS = "1,5,20,100,150"  # Fig. 3(a)
 INITS = "uniform,vocab,labels"  # Fig. 3(b): random uniform, sampled vocabulary, class label
 METHODS = ",".join(m.value for m in Method)
+# Settings added after studies had run: a finished cell that does not record one was made at this value.
+LATER_SETTINGS = {"length_scaled_lr": False}
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,8 @@ class StudyConfig:
 
     def settings(self) -> dict:
         """What a finished cell must have been made with to be reused (beside its own coordinates)."""
-        kept = ("steps", "batch_size", "max_train", "max_eval")
-        settings = {k: v for k, v in asdict(self).items() if k in kept}
-        if self.length_scaled_lr:  # only when on, so cells finished before the flag existed are still reused
-            settings["length_scaled_lr"] = True
-        return settings
+        kept = ("steps", "batch_size", "max_train", "max_eval", "length_scaled_lr")
+        return {k: v for k, v in asdict(self).items() if k in kept}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from softprompt.io import read_json, write_json
 from softprompt.models import memory
 from softprompt.models.loading import LoadedModel
 from softprompt.models.precision import cpu_flags
-from softprompt.study.plan import WEIGHT_METHODS, Cell, StudyConfig, plan
+from softprompt.study.plan import LATER_SETTINGS, WEIGHT_METHODS, Cell, StudyConfig, plan
 from softprompt.study.table import build_table, write_outputs
 from softprompt.tasks import get_task
 from softprompt.train import train
@@ -51,11 +51,16 @@ def finished(folder: Path, want: dict, overwrite: bool) -> dict | None:
     if overwrite or not path.is_file():
         return None
     done = read_json(path)
-    theirs = {**(done.get("settings") or {}), "precision": None}
+    theirs = {**recorded(done), "precision": None}
     if theirs != want:
         diff = [f"{k}={theirs.get(k)!r} (now {v!r})" for k, v in want.items() if theirs.get(k) != v]
         raise ConfigError(f"{path}: finished with other settings: {', '.join(diff)}; use --overwrite or another --out")
     return done
+
+
+def recorded(done: dict) -> dict:
+    """The settings a finished cell was made with, those added since it ran at the value it was made at."""
+    return {**LATER_SETTINGS, **(done.get("settings") or {})}
 
 
 def machine() -> dict:
@@ -158,7 +163,7 @@ def grown(out: Path, kind: str, cfg: StudyConfig, planned: set[str]) -> list[dic
         if path.parent.relative_to(out).as_posix() in planned:
             continue
         done = read_json(path)
-        settings = {k: v for k, v in (done.get("settings") or {}).items() if k not in ("cell", "precision")}
+        settings = {k: v for k, v in recorded(done).items() if k not in ("cell", "precision")}
         if settings == want:
             found.append(done)
     return found
