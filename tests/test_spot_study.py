@@ -119,6 +119,17 @@ def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path,
     assert means == sorted(means, reverse=True)
     assert (tmp_path / "emb/runs/P4-S2/study_a/embedding/prompt.safetensors").is_file()
     assert "Best predictor of gain" in text
+    assert run_cli(capsys, "transfer-report", out, "--out", tmp_path / "merged")[0] == 0  # its runs stay in `out`
+    code, _, err = run_cli(
+        capsys, "embedding-study", "--study", tmp_path / "merged", "--library", lib, "--out", tmp_path / "emb",
+        "--lengths", "2,4", "--steps", "2", "--batch-size", "8", "--optimizer", "adamw", "--max-eval", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "emb/embeddings.json").read_text())["rows"] == rows
+    (tmp_path / "lonely").mkdir()  # a study.json without its runs
+    (tmp_path / "lonely" / "study.json").write_text((out / "study.json").read_text())
+    code, _, err = run_cli(capsys, "embedding-study", "--study", tmp_path / "lonely", "--library", lib)
+    assert code == 2 and "baseline run" in err and "is missing" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "embedding-study", "--study", tmp_path / "none", "--library", lib)
     assert code == 2 and "study.json" in err
 
@@ -184,6 +195,8 @@ def test_studies_run_apart_merge_into_one_report_with_each_targets_own_seeds(tmp
     code, out, err = run_cli(capsys, "transfer-report", tmp_path / "s1", tmp_path / "s2", "--out", tmp_path / "both")
     assert code == 0, err
     assert "| t2 (f1) | vocab |" in out and (tmp_path / "both" / "heatmap.png").read_bytes()[:8] == PNG_MAGIC
-    assert json.loads((tmp_path / "both" / "study.json").read_text())["targets"] == ["t1", "t2"]
+    merged_json = json.loads((tmp_path / "both" / "study.json").read_text())
+    assert merged_json["targets"] == ["t1", "t2"]
+    assert merged_json["runs"] == {"t1": str((tmp_path / "s1").resolve()), "t2": str((tmp_path / "s2").resolve())}
     code, _, err = run_cli(capsys, "transfer-report", tmp_path / "nope", "--out", tmp_path / "x")
     assert code == 2 and "no study.json" in err and len(err.strip().splitlines()) == 1

@@ -150,7 +150,9 @@ def transfer_report(
         path = folder / "study.json"
         if not path.is_file():
             raise ConfigError(f"{folder}: no study.json (run `softprompt transfer-study --out {folder}` first)")
-        reports.append(StudyReport.from_dict(read_json(path)))
+        one = StudyReport.from_dict(read_json(path))
+        one.runs = {**{t: str(folder.resolve()) for t in one.targets}, **one.runs}  # where embedding-study finds them
+        reports.append(one)
     report = StudyReport.merge(reports)
     write_report(report, out)
     typer.echo(report.markdown())

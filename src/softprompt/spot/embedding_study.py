@@ -1,6 +1,7 @@
 """Which task embedding predicts transfer gain? (SPoT §4, measured here.)
 
-Takes a finished transfer study (its per-target gains of every source) and recomputes the
+Takes a finished transfer study, or a `transfer-report` of several (its per-target gains of
+every source; a report's `runs` names each target's study folder), and recomputes the
 similarity of each target to each source under several embeddings:
 
     library early    the library's embedding/ (its --embed-step) vs the target's study run at that step
@@ -28,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt.config import TrainConfig
+from softprompt.errors import ConfigError
 from softprompt.io import atomic_write_text, load_prompt, read_json, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
@@ -75,7 +77,10 @@ def embedding_study(
     names = sorted({s for t in study.targets for s in study.sources[t]})
     tasks = names + [t for t in study.targets if t not in names]
     variants: dict[str, dict] = {}
-    run = {t: Path(study_dir) / t / BASE / f"seed{study.seeds[0]}" for t in study.targets}
+    run = {t: Path(study.runs.get(t, study_dir)) / t / BASE / f"seed{study.seeds[0]}" for t in study.targets}
+    for t, folder in run.items():
+        if not (folder / "best").is_dir():
+            raise ConfigError(f"{study_dir}: target {t}'s baseline run {folder} is missing (was its study moved?)")
     for label, source_dir, target_dir in (("library early", "embedding_dir", "embedding"), ("library late", "prompt_dir", "best")):
         srcs = {n: load_prompt(getattr(entries[n], source_dir)).weight for n in names}
         tgts = {t: load_prompt(run[t] / target_dir).weight for t in study.targets}

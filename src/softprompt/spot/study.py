@@ -19,6 +19,9 @@ similarity-vs-gain Spearman correlation per target and pooled, and the SPoT Tabl
     OUT/study.json, study.md       every score, test, similarity, correlation and the retrieval table
     OUT/heatmap.png                gain over vocab (points), targets x inits; * = significant
 
+`transfer-report` merges studies run apart into one report; its study.json names each
+target's study folder (`runs`), where its runs stay.
+
 The target's task embedding is its first seed's vocab run (at the embedding step, or its best
 prompt: `embedding` late). Under torchrun the runs are spread over the workers and rank 0
 writes the report.
@@ -58,6 +61,7 @@ class StudyReport:
     similarities: dict[str, dict[str, dict[str, float]]]  # target -> source -> measure -> value
     top_k: int
     spot: SpotConfig = field(default_factory=SpotConfig)
+    runs: dict[str, str] = field(default_factory=dict)  # target -> the study folder holding its runs, if elsewhere
 
     def ranked(self, target: str, measure: str) -> list[str]:
         return sorted(self.sources[target], key=lambda s: -self.similarities[target][s][measure])
@@ -123,7 +127,7 @@ class StudyReport:
         """A report read back from study.json."""
         keys = ("targets", "metrics", "seeds", "scores", "sources", "similarity", "top_k")
         spot = SpotConfig(data["measure"], data["embedding"])
-        return cls(*(data[k] for k in keys), spot=spot)
+        return cls(*(data[k] for k in keys), spot=spot, runs=data.get("runs", {}))
 
     def to_dict(self) -> dict:
         return {
@@ -140,6 +144,7 @@ class StudyReport:
             "similarity": self.similarities,
             "correlation": self.correlations(),
             "retrieval": self.retrieval(),
+            "runs": self.runs,
         }
 
     def seed_counts(self) -> dict[str, int]:
@@ -163,7 +168,7 @@ class StudyReport:
         seeds = sorted({s for r in reports for s in r.seeds})
         first = reports[0]
         return cls(targets, union("metrics"), seeds, union("scores"), union("sources"), union("similarities"),
-                   first.top_k, first.spot)
+                   first.top_k, first.spot, union("runs"))
 
     def markdown(self) -> str:
         tests = self.tests()
