@@ -105,7 +105,7 @@ def test_transfer_study_bad_input_is_one_line(lib, tmp_path, capsys):
 
 def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path, capsys):
     out = tmp_path / "study"
-    assert study(capsys, lib, out)[0] == 0
+    assert study(capsys, lib, out, "--top-k", "5")[0] == 0  # more than any target's sources: top-k is every source
     code, text, err = run_cli(
         capsys, "embedding-study", "--study", out, "--library", lib, "--out", tmp_path / "emb", "--lengths", "2,4",
         "--steps", "2", "--batch-size", "8", "--optimizer", "adamw", "--max-eval", "4",
@@ -117,6 +117,9 @@ def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path,
     }
     means = [r["mean"] for r in rows if r["mean"] is not None]  # null: undefined (one source)
     assert means == sorted(means, reverse=True)
+    oracle = next(r for r in json.loads((out / "study.json").read_text())["retrieval"] if r["method"] == "oracle")
+    assert {r["topk_score"] for r in rows} == {oracle["score"]}
+    assert "| top-3 score |" in (tmp_path / "emb/embeddings.md").read_text()  # study_t's three sources
     assert (tmp_path / "emb/runs/P4-S2/study_a/embedding/prompt.safetensors").is_file()
     assert "Best predictor of gain" in text
     assert run_cli(capsys, "transfer-report", out, "--out", tmp_path / "merged")[0] == 0  # its runs stay in `out`

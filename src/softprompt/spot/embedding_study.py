@@ -94,12 +94,13 @@ def embedding_study(
             )
     bar.close()
     rows = []
+    k = top_k(study)
     for label, sims in variants.items():
         scored = replace(study, similarities=sims)
         corr = scored.correlations()
         table = {r["method"]: r for r in scored.retrieval()}
         for m in similarity.MEASURES:
-            top = table.get(f"{m} best of top-{study.top_k}") or table[f"{m} best of top-1"]
+            top = table[f"{m} best of top-{k}"]
             rows.append(
                 {
                     "embedding": label,
@@ -112,10 +113,19 @@ def embedding_study(
                     "spread": _spread(sims),
                 }
             )
-    rows.sort(key=lambda r: -(r["mean"] if math.isfinite(r["mean"]) else -math.inf))
-    write_report_json(Path(out_dir) / "embeddings.json", {"study": str(study_dir), "top_k": study.top_k, "rows": rows})
+    rows.sort(key=lambda r: (-_finite(r["mean"]), -_finite(r["pooled"])))  # ties (2 sources: every r is ±1): pooled
+    write_report_json(Path(out_dir) / "embeddings.json", {"study": str(study_dir), "top_k": k, "rows": rows})
     atomic_write_text(Path(out_dir) / "embeddings.md", markdown(rows, study))
     return rows
+
+
+def top_k(study: StudyReport) -> int:
+    """The k of the best-of-top-k column: the study's, or every source where a target has fewer."""
+    return min(study.top_k, max(len(v) for v in study.sources.values()))
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
 
 
 def _spread(sims: dict) -> dict[str, float]:
@@ -132,7 +142,8 @@ def markdown(rows: list[dict], study: StudyReport) -> str:
     lines = [
         "### Task embedding choice: Spearman of similarity with transfer gain (sources ranked per target)",
         "",
-        "| embedding | measure | " + " | ".join(study.targets) + f" | mean | pooled | top-1 score | top-{study.top_k} score | similarity range |",
+        "| embedding | measure | " + " | ".join(study.targets)
+        + f" | mean | pooled | top-1 score | top-{top_k(study)} score | similarity range |",
         "|---|---|" + "---:|" * (len(study.targets) + 5),
     ]
     for r in rows:
@@ -147,6 +158,6 @@ def markdown(rows: list[dict], study: StudyReport) -> str:
     if best is not None:
         lines.append(
             f"Best predictor of gain: {best['embedding']}, {best['measure']} (mean Spearman {best['mean']:+.2f}, "
-            f"pooled {best['pooled']:+.2f})."
+            f"pooled {best['pooled']:+.2f}; ties on the mean go to the higher pooled)."
         )
     return "\n".join(lines) + "\n"
