@@ -20,6 +20,7 @@ from helpers import learnable_llama, tiny_llama, toy_task  # noqa: E402
 from softprompt import distributed as dp  # noqa: E402
 from softprompt.evaluate import evaluate  # noqa: E402
 from softprompt.errors import SoftPromptError  # noqa: E402
+from softprompt.io import write_report_json  # noqa: E402
 
 TRAIN = dict(steps=12, batch_size=5, grad_accum=2, prompt_length=4, eval_every=4, optimizer="adafactor", embed_step=3)
 BENCH = dict(steps=2, prompt_length=2, seeds=(0, 1), max_eval=8, batch_size=4)
@@ -69,7 +70,7 @@ def act(spec: dict, ctx: dp.Context) -> None:
         from softprompt.bench.suite import BenchConfig, run_bench
 
         table = run_bench(tiny_llama(), bench_jobs(), BenchConfig(**BENCH), out, progress=False)
-        (out / f"returned{ctx.rank}.json").write_text(json.dumps(table))
+        write_report_json(out / f"returned{ctx.rank}.json", table)  # as table.json is written
     elif spec["do"] == "matrix":
         import test_spot  # noqa: F401  registers the spot_* tasks
         from softprompt.spot.matrix import transfer_matrix
@@ -83,7 +84,7 @@ def act(spec: dict, ctx: dp.Context) -> None:
             out,
             library_dir=out.parent / "lib",
         )
-        (out / f"returned{ctx.rank}.json").write_text(json.dumps(report.to_dict()))
+        write_report_json(out / f"returned{ctx.rank}.json", report.to_dict())  # as matrix.json is written
 
 
 def main() -> int:
