@@ -121,7 +121,7 @@ def embedding_study(
 
 def top_k(study: StudyReport) -> int:
     """The k of the best-of-top-k column: the study's, or every source where a target has fewer."""
-    return min(study.top_k, max(len(v) for v in study.sources.values()))
+    return min(study.top_k, study.most_sources())
 
 
 def _finite(value: float) -> float:

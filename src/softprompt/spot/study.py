@@ -106,9 +106,13 @@ class StudyReport:
             }
         return out
 
+    def most_sources(self) -> int:
+        """The most sources any target has: the largest k a best-of-top-k row can have."""
+        return max((len(v) for v in self.sources.values()), default=0)
+
     def retrieval(self) -> list[dict]:
         """SPoT Table 3: baseline, oracle, best of top-k per measure; mean score (%) and change (points)."""
-        most = max((len(v) for v in self.sources.values()), default=0)
+        most = self.most_sources()
         ks = sorted({k for k in (1, self.top_k, most) if 1 <= k <= most})
 
         def row(method: str, pick) -> dict:
