@@ -103,7 +103,7 @@ def test_transfer_study_bad_input_is_one_line(lib, tmp_path, capsys):
     assert code == 2 and "study_b" in err and "own data" in err  # study_b is left no source
 
 
-def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path, capsys):
+def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path, capsys, monkeypatch):
     out = tmp_path / "study"
     assert study(capsys, lib, out, "--top-k", "5")[0] == 0  # more than any target's sources: top-k is every source
     code, text, err = run_cli(
@@ -131,6 +131,7 @@ def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path,
     assert json.loads((tmp_path / "emb/embeddings.json").read_text())["rows"] == rows
     (tmp_path / "lonely").mkdir()  # a study.json without its runs
     (tmp_path / "lonely" / "study.json").write_text((out / "study.json").read_text())
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: pytest.fail("loaded a model first"))
     code, _, err = run_cli(capsys, "embedding-study", "--study", tmp_path / "lonely", "--library", lib)
     assert code == 2 and "baseline run" in err and "is missing" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "embedding-study", "--study", tmp_path / "none", "--library", lib)

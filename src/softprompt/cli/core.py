@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -67,7 +66,7 @@ from softprompt.errors import SoftPromptError
 from softprompt.evaluate import evaluate, input_cut
 from softprompt.evaluate import predict as run_predict
 from softprompt.inspect import nearest_tokens
-from softprompt.io import WEIGHT_METHODS, atomic_write_text
+from softprompt.io import WEIGHT_METHODS, write_report_json
 from softprompt.models import memory
 from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
@@ -240,7 +239,7 @@ def eval_(
     else:
         report = _eval_ensemble(plm, prompt, members, the_task, split, examples, batch_size, length_normalize)
     if output:
-        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+        write_report_json(output, report)
 
 
 def _eval_ensemble(plm, prompts, members, the_task, split, examples, batch_size, length_normalize) -> dict:

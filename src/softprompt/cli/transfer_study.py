@@ -57,6 +57,7 @@ from softprompt.config import (
 from softprompt.errors import ConfigError
 from softprompt.io import read_json
 from softprompt.spot import library as lib
+from softprompt.spot.embedding_study import baseline_runs
 from softprompt.spot.embedding_study import embedding_study as run_embedding_study
 from softprompt.spot.study import StudyReport, write_report
 from softprompt.spot.study import transfer_study as run_study
@@ -184,6 +185,7 @@ def embedding_study(
         raise ConfigError(f"--study {study}: no study.json (run `softprompt transfer-study --out {study}` first)")
     length_list, step_list = counts(lengths, "--lengths"), counts(steps, "--steps")
     cfg = config_from(TrainConfig, locals(), steps=max(step_list))
+    baseline_runs(study)  # a moved or missing run fails here, before the model loads
     if library is not None:
         lib.entries(library)
     lm = runtime.load_model(model, precision)

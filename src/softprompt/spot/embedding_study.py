@@ -72,15 +72,11 @@ def embedding_study(
     progress: bool = False,
 ) -> list[dict]:
     """Rows (variant, measure, Spearman per target / mean / pooled, best-of-top-k score), best first."""
-    study = StudyReport.from_dict(read_json(Path(study_dir) / "study.json"))
+    study, run = baseline_runs(study_dir)
     entries = {e.name: e for e in library.entries(library_dir)}
     names = sorted({s for t in study.targets for s in study.sources[t]})
     tasks = names + [t for t in study.targets if t not in names]
     variants: dict[str, dict] = {}
-    run = {t: Path(study.runs.get(t, study_dir)) / t / BASE / f"seed{study.seeds[0]}" for t in study.targets}
-    for t, folder in run.items():
-        if not (folder / "best").is_dir():
-            raise ConfigError(f"{study_dir}: target {t}'s baseline run {folder} is missing (was its study moved?)")
     for label, source_dir, target_dir in (("library early", "embedding_dir", "embedding"), ("library late", "prompt_dir", "best")):
         srcs = {n: load_prompt(getattr(entries[n], source_dir)).weight for n in names}
         tgts = {t: load_prompt(run[t] / target_dir).weight for t in study.targets}
@@ -117,6 +113,17 @@ def embedding_study(
     write_report_json(Path(out_dir) / "embeddings.json", {"study": str(study_dir), "top_k": k, "rows": rows})
     atomic_write_text(Path(out_dir) / "embeddings.md", markdown(rows, study))
     return rows
+
+
+def baseline_runs(study_dir: Path) -> tuple[StudyReport, dict[str, Path]]:
+    """The study and each target's first-seed vocab run (its task embedding); one line if a run is gone.
+    Cheap: the CLI calls it before loading the model."""
+    study = StudyReport.from_dict(read_json(Path(study_dir) / "study.json"))
+    run = {t: Path(study.runs.get(t, study_dir)) / t / BASE / f"seed{study.seeds[0]}" for t in study.targets}
+    for t, folder in run.items():
+        if not (folder / "best").is_dir():
+            raise ConfigError(f"{study_dir}: target {t}'s baseline run {folder} is missing (was its study moved?)")
+    return study, run
 
 
 def top_k(study: StudyReport) -> int:
