@@ -112,9 +112,12 @@ def test_embedding_study_correlates_each_embedding_with_the_gains(lib, tmp_path,
     )  # fmt: skip
     assert code == 0, err
     rows = json.loads((tmp_path / "emb/embeddings.json").read_text())["rows"]
+    library_rows = [f"library {when}{centred}" for when in ("early", "late") for centred in ("", ", centred")]
     assert {(r["embedding"], r["measure"]) for r in rows} == {
-        (e, m) for e in ("library early", "library late", "P2 step 2", "P4 step 2") for m in ("avg_cosine", "per_token_cosine")
+        (e, m) for e in (*library_rows, "P2 step 2", "P4 step 2") for m in ("avg_cosine", "per_token_cosine")
     }
+    spread = {(r["embedding"], r["measure"]): r["spread"]["per_token_cosine"] for r in rows}
+    assert spread["library early", "per_token_cosine"] != spread["library early, centred", "per_token_cosine"]
     means = [r["mean"] for r in rows if r["mean"] is not None]  # null: undefined (one source)
     assert means == sorted(means, reverse=True)
     oracle = next(r for r in json.loads((out / "study.json").read_text())["retrieval"] if r["method"] == "oracle")

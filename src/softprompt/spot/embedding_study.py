@@ -9,9 +9,11 @@ similarity of each target to each source under several embeddings:
     P<L> step <S>    a fresh run of S steps with an L-token prompt, the same init (sampled
                      vocabulary, seed 0) for every task, the raw prompt at step S
 
-each under both cosines (average-token, per-token), and reports how well each ranks the
-sources: the Spearman correlation of similarity with gain per target, its mean and its value
-pooled over all (target, source) pairs, and the dev score of the best of the top-k sources.
+and the two library ones again centred (the library's mean token subtracted from both sides, a
+remedy for one source looking nearest to every target), each under both cosines (average-token,
+per-token), and reports how well each ranks the sources: the Spearman correlation of similarity
+with gain per target, its mean and its value pooled over all (target, source) pairs, and the dev
+score of the best of the top-k sources.
 The best row names the default to choose (`SpotConfig.measure`/`embedding`, --embed-step,
 --prompt-length). Output:
 
@@ -78,9 +80,14 @@ def embedding_study(
     tasks = names + [t for t in study.targets if t not in names]
     variants: dict[str, dict] = {}
     for label, source_dir, target_dir in (("library early", "embedding_dir", "embedding"), ("library late", "prompt_dir", "best")):
-        srcs = {n: load_prompt(getattr(entries[n], source_dir)).weight for n in names}
-        tgts = {t: load_prompt(run[t] / target_dir).weight for t in study.targets}
+        every = {n: load_prompt(getattr(e, source_dir)).weight.float() for n, e in entries.items()}
+        srcs = {n: every[n] for n in names}
+        tgts = {t: load_prompt(run[t] / target_dir).weight.float() for t in study.targets}
         variants[label] = _similarities(tgts, srcs, study.sources)
+        centre = torch.cat(list(every.values())).mean(0)  # the library's mean token: what every task shares
+        variants[f"{label}, centred"] = _similarities(
+            {t: w - centre for t, w in tgts.items()}, {n: w - centre for n, w in srcs.items()}, study.sources
+        )
     bar = tqdm(total=len(lengths) * len(steps) * len(tasks), desc="embedding runs", unit="run", disable=not progress)
     for length in lengths:
         for step in steps:
