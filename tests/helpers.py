@@ -172,6 +172,14 @@ def run_cli(capsys, *argv, stdin: str | None = None) -> tuple[int, str, str]:
     return code, out, err
 
 
+def cli_loads(monkeypatch, lm: LoadedModel) -> LoadedModel:
+    """Every `softprompt` command run in this test loads `lm` instead of the named model."""
+    from softprompt import cli
+
+    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
+    return lm
+
+
 # -- prompt libraries for the server tests ---------------------------------------------------
 
 TOY = {

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from helpers import learnable_llama, run_cli, toy_rows, toy_task, write_csv
+from helpers import cli_loads, learnable_llama, run_cli, toy_rows, toy_task, write_csv
 from softprompt.budget import TimeBudget, evaluations, steps_within
 from softprompt.config import lr_factor, parse_duration
 from softprompt.errors import ConfigError
@@ -91,10 +91,7 @@ def test_a_budgeted_run_stops_at_its_planned_step_with_a_final_evaluation(tmp_pa
 
 
 def test_cli_prints_the_steps_the_budget_set(tmp_path, monkeypatch, capsys):
-    import softprompt.cli as cli
-
-    lm = learnable_llama()
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
+    cli_loads(monkeypatch, learnable_llama())
     monkeypatch.setattr(train_module, "_clock", fake_clock(0.1))
     train_csv = write_csv(tmp_path / "train.csv", toy_rows(40, seed=0))
     dev_csv = write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))

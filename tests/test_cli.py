@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import learnable_llama, run_cli, tiny_llama, toy_rows, write_csv, write_jsonl
+from helpers import cli_loads, learnable_llama, run_cli, tiny_llama, toy_rows, write_csv, write_jsonl
 
 import softprompt.cli as cli
 from softprompt.evaluate import predict
@@ -23,9 +23,7 @@ LABELS = "neg=negative,pos=positive"
 @pytest.fixture
 def model(monkeypatch):
     """Every command loads the same tiny model instead of the embedded one."""
-    lm = learnable_llama()
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
-    return lm
+    return cli_loads(monkeypatch, learnable_llama())
 
 
 @pytest.fixture

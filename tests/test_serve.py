@@ -16,6 +16,7 @@ from helpers import (
     ECHO,
     TOY,
     YN,
+    cli_loads,
     learnable_llama,
     prompt_tensor,
     run_cli,
@@ -26,7 +27,6 @@ from helpers import (
     write_csv,
 )
 
-import softprompt.cli as cli
 from softprompt.ensemble import combine_predictions
 from softprompt.evaluate import predict
 from softprompt.io import load_prompt
@@ -329,7 +329,7 @@ def test_predict_through_the_server_prints_what_offline_predict_gives(server, lm
 def test_eval_with_several_prompts_reports_each_the_average_and_the_ensembles(
     lm, library, monkeypatch, capsys, tmp_path
 ):
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
+    cli_loads(monkeypatch, lm)
     dev = write_csv(tmp_path / "dev.csv", toy_rows(16, seed=1))
     names = ["toy-a", "toy-b", "toy-c"]
     data = (

@@ -10,9 +10,8 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import learnable_llama, run_cli, toy_examples, toy_task
+from helpers import cli_loads, learnable_llama, run_cli, toy_examples, toy_task
 
-import softprompt.cli as cli
 from softprompt.batching import bucketed_batches
 from softprompt.errors import ConfigError
 from softprompt.io import load_prompt
@@ -147,9 +146,7 @@ def test_embed_step_after_the_last_step_is_refused():
 
 @pytest.fixture
 def model(monkeypatch):
-    lm = learnable_llama()
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
-    return lm
+    return cli_loads(monkeypatch, learnable_llama())
 
 
 def one_line_error(code, err, *needles):

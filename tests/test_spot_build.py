@@ -11,10 +11,9 @@ import shlex
 
 import pytest
 import torch
-from helpers import learnable_llama, run_cli, toy_task
+from helpers import cli_loads, learnable_llama, run_cli, toy_task
 from safetensors.torch import load_file
 
-import softprompt.cli as cli
 from softprompt.io import load_prompt
 from softprompt.spot import library
 from softprompt.spot.build import BUILTIN_SOURCES, train_command
@@ -31,9 +30,7 @@ BUDGET += ("--embed-step", "2", "--max-eval", "8", "--optimizer", "adamw", "--lr
 
 @pytest.fixture
 def model(monkeypatch):
-    lm = learnable_llama()
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
-    return lm
+    return cli_loads(monkeypatch, learnable_llama())
 
 
 @pytest.fixture

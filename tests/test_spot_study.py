@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import learnable_llama, run_cli, toy_task
+from helpers import cli_loads, learnable_llama, run_cli, toy_task
 
 import softprompt.cli as cli
 from softprompt.errors import ConfigError
@@ -23,9 +23,7 @@ TINY = ("--batch-size", "8", "--prompt-length", "4", "--embed-step", "2", "--opt
 
 @pytest.fixture
 def model(monkeypatch):
-    lm = learnable_llama()
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
-    return lm
+    return cli_loads(monkeypatch, learnable_llama())
 
 
 @pytest.fixture

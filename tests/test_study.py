@@ -9,9 +9,8 @@ import types
 
 import pytest
 import torch
-from helpers import learnable_llama, run_cli, tiny_t5, toy_task
+from helpers import cli_loads, learnable_llama, run_cli, tiny_t5, toy_task
 
-import softprompt.cli as cli
 from softprompt.errors import ConfigError, ModelError
 from softprompt.models import loading, memory
 from softprompt.study import Cell, StudyConfig, plan, run_study
@@ -201,8 +200,7 @@ def test_length_and_init_studies_plan_one_prompt_cell_per_setting_and_size():
 def test_study_command_prints_the_table_and_refuses_an_oversized_model_by_its_estimate(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "big"
     learnable_llama().model.save_pretrained(folder)
-    lm = learnable_llama()
-    monkeypatch.setattr(cli.runtime, "load_model", lambda name, precision: lm)
+    cli_loads(monkeypatch, learnable_llama())
     room = memory.estimate(loading.parameter_count(str(folder)), 4, "prompt") + 1  # a prompt fits, not model tuning
     monkeypatch.setattr(memory, "available", lambda device="cpu": room)
     capsys.readouterr()
