@@ -56,6 +56,7 @@ RECIPES: dict[str, dict] = {
     "ht128": {"max_input_tokens": 128},  # head+tail at half the length: twice the steps in a time budget
     "sst2-init": SST2_INIT,
     "sst2-init-ht128": {**SST2_INIT, "max_input_tokens": 128},
+    "sst2-init-ht64": {**SST2_INIT, "max_input_tokens": 64},  # 16 tokens from the start, 48 from the end
 }
 
 
