@@ -85,6 +85,23 @@ def test_transfer_study_cuts_every_runs_input_as_told(lib, tmp_path, capsys):
     assert {(s["max_input_tokens"], s["truncation"]) for s in settings} == {(12, "tail")}
 
 
+def test_transfer_study_without_label_init_runs_only_vocab_and_sources(lib, tmp_path, capsys):
+    out = tmp_path / "study"
+    code, text, err = study(capsys, lib, out, "--no-label-init", "--sources", "study_a")
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "study_b").iterdir()) == ["study_a", "vocab"]
+    assert sorted(p.name for p in (out / "study_t").iterdir()) == ["study_a", "vocab"]
+    report = json.loads((out / "study.json").read_text())
+    assert {t: sorted(inits) for t, inits in report["scores"].items()} == {
+        "study_t": ["study_a", "vocab"],
+        "study_b": ["study_a", "vocab"],
+    }
+    assert {t: sorted(tests) for t, tests in report["tests"].items()} == {
+        t: ["retrieved", "study_a"] for t in ("study_t", "study_b")
+    }
+    assert "labels" not in (out / "study.md").read_text()
+
+
 def test_transfer_study_bad_input_is_one_line(lib, tmp_path, capsys):
     for extra, needle in (
         (("--seeds", "0"), "--seeds"),

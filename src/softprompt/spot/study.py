@@ -237,12 +237,14 @@ def eligible_sources(entries: list[library.Entry], target: str, names: list[str]
     return [e.name for e in entries if (names is None or e.name in names) and not e.trained_on(target)]
 
 
-def _cells(targets: list[Task], cfg: TrainConfig, seeds: list[int], out: Path, entries, sources) -> list[tuple]:
+def _cells(
+    targets: list[Task], cfg: TrainConfig, seeds: list[int], out: Path, entries, sources, label_init: bool = True
+) -> list[tuple]:
     """(task, init, seed, cfg, folder) for every run, the baselines first (retrieval needs them)."""
     cells, rest = [], []
     for task in targets:
         inits = {BASE: replace(cfg, init="vocab", init_from=None)}
-        if task.is_classification:
+        if label_init and task.is_classification:
             inits[LABELS] = replace(cfg, init="labels", init_from=None)
         for entry in entries:
             if entry.name in sources[task.name]:
@@ -265,10 +267,12 @@ def transfer_study(
     source_names: list[str] | None = None,
     top_k: int = 3,
     spot: SpotConfig | None = None,
+    label_init: bool = True,
     progress: bool = False,
     context: dp.Context | None = None,
 ) -> StudyReport:
-    """Run (or reuse) every cell, then assemble, test and write the report (rank 0)."""
+    """Run (or reuse) every cell, then assemble, test and write the report (rank 0). `label_init`
+    False leaves out the class-label runs (a check fixed in advance as sources against vocab)."""
     spot = spot or SpotConfig()
     if len(seeds) < 2:
         raise ConfigError("--seeds: a paired test needs at least two seeds (5 or more for a real study)")
@@ -285,7 +289,7 @@ def transfer_study(
     for t in targets:
         if not sources[t.name]:
             raise ConfigError(f"--targets {t.name}: no library source left once its own data's are excluded")
-    cells = _cells(targets, cfg, seeds, out_dir, entries, sources)
+    cells = _cells(targets, cfg, seeds, out_dir, entries, sources, label_init)
     if progress and ctx.main and smallest_p(len(seeds)) >= SIGNIFICANCE:
         tqdm.write(
             f"note: with {len(seeds)} seeds no paired p goes below {smallest_p(len(seeds)):.3g}, so no gain can be "
