@@ -3,6 +3,7 @@ chunk packages are concatenated in order once, and a missing package says how to
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -61,6 +62,19 @@ def test_a_dequantised_cache_folder_counts_only_when_whole(tmp_path):
     assert not loading._complete(folder)  # empty weights
     (folder / "model.safetensors").write_bytes(b"x" * 16)
     assert loading._complete(folder)
+
+
+def test_the_cache_key_follows_a_files_contents_not_its_place(tmp_path):
+    body = bytes(range(256)) * 200  # 51,200 bytes: head and tail samples of 16 KiB leave a middle
+    a, b = tmp_path / "venv-a" / "m.gguf", tmp_path / "venv-b" / "m.gguf"
+    for path in (a, b):
+        path.parent.mkdir()
+        path.write_bytes(body)
+    os.utime(b, ns=(1, 1))
+    assert loading.content_key(a, 16384) == loading.content_key(b, 16384)  # two environments, one cache
+    for changed in (b"\xff" + body[1:], body[:-1] + b"\x00", body + b"\x00"):  # head, tail, length
+        b.write_bytes(changed)
+        assert loading.content_key(b, 16384) != loading.content_key(a, 16384)
 
 
 def test_a_single_package_file_is_used_in_place(site, monkeypatch):

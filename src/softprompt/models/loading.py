@@ -9,7 +9,9 @@ A model is named by one of:
   * a hub name, when the user is online (`HF_HUB_OFFLINE=1` is respected).
 
 GGUF files are dequantised once and cached as safetensors under
-`$SOFTPROMPT_CACHE` (default ~/.cache/softprompt), which turns a ~30 s load into ~2 s.
+`$SOFTPROMPT_CACHE` (default ~/.cache/softprompt), which turns a ~30 s load into ~2 s. The
+cache is keyed by the file's contents (`content_key`), so every environment that installs the
+same package shares it.
 Only safetensors/JSON are read; `trust_remote_code` is off unless asked for.
 """
 
@@ -169,13 +171,25 @@ def packaged_gguf(short_name: str) -> Path:
     return out
 
 
+def content_key(path: Path, sample: int = 4 << 20) -> str:
+    """A key for a file's contents, not its place: its size and a hash of its first and last
+    `sample` bytes (a GGUF file's header names every tensor, its tail holds the last ones). The
+    same model installed in several virtual environments shares one cache folder; a file
+    changed in place gets a new one."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(sample))
+        f.seek(max(size - sample, 0))
+        digest.update(f.read(sample))
+    return digest.hexdigest()[:16]
+
+
 def _dequantised_dir(gguf: Path) -> Path:
     """Dequantise `gguf` once into a cached HF directory (safetensors), atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    out = cache_dir() / "hf" / f"{gguf.stem}-{key}"
+    out = cache_dir() / "hf" / f"{gguf.stem}-{content_key(gguf)}"
     if _complete(out):
         return out
     if out.exists():  # a cache folder missing a file (disk trouble, a hand edit): rebuild it
