@@ -130,6 +130,18 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def _size_axis(ax, sizes: Sequence[int]) -> None:
+    """A log axis of model parameters ticked at the models' own sizes (135M ... 1.78B)."""
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sizes, [_params(n) for n in sizes])
+    ax.set_xlabel("model parameters")
+
+
 def plot(table: dict, out_path: Path) -> Path:
     """One row of panels per task: score against model parameters (log axis), one line per
     series, error bars over seeds; the scale study adds the gap to model tuning per size."""
@@ -142,6 +154,7 @@ def plot(table: dict, out_path: Path) -> Path:
     names = {p["series"] for p in table["points"]}
     series = sorted(names, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))  # lengths by number
     colour = {name: f"C{i % 10}" for i, name in enumerate(series)}  # one colour per series in every panel
+    sizes = sorted({p["params"] for p in table["points"]})
     for row, task in zip(axes, tasks):
         points = [p for p in table["points"] if p["task"] == task]
         ax = row[0]
@@ -153,8 +166,7 @@ def plot(table: dict, out_path: Path) -> Path:
                 [p["params"] for p in pts], [100 * p["score"] for p in pts], yerr=[100 * p["std"] for p in pts],
                 marker="o", capsize=3, label=name, color=colour[name],
             )
-        ax.set_xscale("log")
-        ax.set_xlabel("model parameters")
+        _size_axis(ax, sizes)
         ax.set_ylabel(f"{task} dev score (%)")
         ax.set_title(f"study {table['study']}, {task}: {table['settings']['steps']} steps per cell")
         ax.legend(title={"scale": "method", "length": "prompt length", "init": "init"}[table["study"]])
@@ -169,8 +181,7 @@ def plot(table: dict, out_path: Path) -> Path:
                 gaps = [100 * (p["score"] - base[p["model"]]) for p in pts]
                 ax2.plot([p["params"] for p in pts], gaps, "o-", label=name, color=colour[name])
             ax2.axhline(0, color="grey", lw=1)
-            ax2.set_xscale("log")
-            ax2.set_xlabel("model parameters")
+            _size_axis(ax2, sizes)
             ax2.set_ylabel("score minus model tuning (points)")
             ax2.set_title(f"{task}: gap to model tuning")
             if len(series) > 1:
