@@ -31,6 +31,7 @@ def test_scale_runs_a_cell_per_method_and_every_cell_writes_the_same_schema(buil
     table = run_study("scale", StudyConfig(**SMALL), tmp_path, lambda name: lm, progress=False)
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("tiny/*/toy/seed0/result.json"))]
     assert sorted(r["series"] for r in results) == ["lora", "model", "prompt", "zero-shot"]
+    assert not any(tmp_path.glob("tiny/*/toy/seed0/checkpoint"))  # a finished cell keeps no resume state
     assert len({tuple(sorted(r)) for r in results}) == 1  # one schema
     by_method = {r["series"]: r for r in results}
     assert by_method["zero-shot"]["trainable_params"] == 0

@@ -205,6 +205,7 @@ def run_cell(
         progress=progress,
         in_place=in_place,
     )
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # a cell never resumes mid-way (above)
     frozen = str(lm.dtype).removeprefix("torch.")
     precision = f"{frozen}, trained in float32" if cell.method == Method.MODEL.value else frozen
     result = {
