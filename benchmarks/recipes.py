@@ -57,6 +57,8 @@ RECIPES: dict[str, dict] = {
     "sst2-init": SST2_INIT,
     "sst2-init-ht128": {**SST2_INIT, "max_input_tokens": 128},
     "sst2-init-ht64": {**SST2_INIT, "max_input_tokens": 64},  # 16 tokens from the start, 48 from the end
+    "sst2-init-tail128": {**SST2_INIT, "max_input_tokens": 128, "truncation": "tail"},
+    "sst2-init-tail256": {**SST2_INIT, "max_input_tokens": 256, "truncation": "tail"},  # the review's last 256 tokens
 }
 
 
