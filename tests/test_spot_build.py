@@ -226,3 +226,21 @@ def test_shipped_entries_load_on_the_embedded_model():
     assert folder is not None, "the built-in library ships no prompts for the embedded model"
     for entry in library.entries(folder):
         lm.identity.check_compatible(load_prompt(entry.prompt_dir).model, str(entry.prompt_dir))
+
+
+def test_train_init_from_a_builtin_entry_by_name(model, builtin, tmp_path, capsys):
+    assert build(capsys, tmp_path, "--builtin")[0] == 0
+    entry = library.get(builtin / "tiny-llama-0", "build_a")
+    # zero-shot keeps the initial prompt as it is, so best/ must be the entry's prompt itself
+    code, _, err = run_cli(
+        capsys, "train", "--task", "build_target", "--method", "zero-shot", "--init-from", "builtin:build_a",
+        "--prompt-length", "4", "--max-eval", "8", "--out", tmp_path / "z",
+    )  # fmt: skip
+    assert code == 0, err
+    saved = load_prompt(tmp_path / "z" / "best")
+    assert torch.equal(saved.weight.float(), load_prompt(entry.prompt_dir).weight.float())
+    assert saved.training["init_from"] == str(entry.prompt_dir)
+    code, _, err = run_cli(
+        capsys, "train", "--task", "build_target", "--init-from", "builtin:nope", "--out", tmp_path / "n"
+    )
+    one_line_error(code, err, "builtin:nope", "build_a")

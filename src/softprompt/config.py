@@ -186,7 +186,11 @@ class TrainConfig:
     prompt_length: int = helped(20, "Prompt tokens P (paper: 1, 5, 20, 100, 150).")
     init: str = helped(Init.AUTO.value, "auto | vocab (5,000 commonest tokens) | uniform | labels | text | file.")
     init_text: str | None = helped(None, "Text to initialise from (--init text).")
-    init_from: str | None = helped(None, "Saved prompt to start from (transfer).")
+    init_from: str | None = helped(
+        None,
+        "Saved prompt folder to start from (transfer); on the command line also builtin:NAME, an entry "
+        "of the built-in library for the loaded model (`softprompt library list --builtin`), e.g. builtin:sst2.",
+    )
     optimizer: str = helped(Optimizer.ADAFACTOR.value, "adafactor (paper) or adamw.")
     loss: str = helped(
         Loss.RANK_LM.value,

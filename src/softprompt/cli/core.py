@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -157,6 +158,7 @@ def train(
     lm = runtime.load_model(model, precision)
     if shard_model:
         dp.shard_model(lm)
+    cfg = replace(cfg, init_from=runtime.init_source(cfg.init_from, lm))
     result = run_train(
         lm,
         the_task,

@@ -20,10 +20,11 @@ import torch
 from softprompt import distributed as dp
 from softprompt import tuning
 from softprompt.config import EVAL_SEED, Method, Precision
-from softprompt.errors import SoftPromptError
+from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
 from softprompt.models import loading, memory
 from softprompt.models.loading import LoadedModel
+from softprompt.spot import library as lib
 from softprompt.tasks import Task, get_task, parse_label_words, saved_task, user_task
 from softprompt.tasks.base import Example
 from softprompt.tasks.mixture import Mixture, parse_tasks
@@ -38,6 +39,25 @@ def load_model(model: str | None, precision: str) -> LoadedModel:
     device (cuda:LOCAL_RANK with NCCL)."""
     ctx = dp.init_from_env()
     return loading.load_model(model, precision, device=str(dp.device_for(ctx)))
+
+
+BUILTIN_PREFIX = "builtin:"  # --init-from builtin:NAME, an entry of the built-in library
+
+
+def init_source(init_from: str | None, lm: LoadedModel) -> str | None:
+    """--init-from as a prompt folder: `builtin:NAME` is the built-in library's entry NAME for
+    the loaded model (`softprompt library list --builtin`), anything else a path as given."""
+    if not init_from or not init_from.startswith(BUILTIN_PREFIX):
+        return init_from
+    name = init_from[len(BUILTIN_PREFIX) :]
+    found = lib.builtin_for(lm.identity)
+    names = [e.name for e in lib.entries(found)]
+    if name not in names:
+        raise ConfigError(
+            f"--init-from {init_from}: the built-in library of {lm.identity.name} has no entry {name!r} "
+            f"(entries: {', '.join(names)})"
+        )
+    return str(lib.get(found, name).prompt_dir)
 
 
 def check_memory(
