@@ -50,14 +50,13 @@ def init_source(init_from: str | None, lm: LoadedModel) -> str | None:
     if not init_from or not init_from.startswith(BUILTIN_PREFIX):
         return init_from
     name = init_from[len(BUILTIN_PREFIX) :]
-    found = lib.builtin_for(lm.identity)
-    names = [e.name for e in lib.entries(found)]
-    if name not in names:
+    shipped = {e.name: e for e in lib.entries(lib.builtin_for(lm.identity))}
+    if name not in shipped:
         raise ConfigError(
             f"--init-from {init_from}: the built-in library of {lm.identity.name} has no entry {name!r} "
-            f"(entries: {', '.join(names)})"
+            f"(entries: {', '.join(shipped)})"
         )
-    return str(lib.get(found, name).prompt_dir)
+    return str(shipped[name].prompt_dir)
 
 
 def check_memory(
