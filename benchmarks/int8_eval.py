@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import statistics
 import time
 import warnings
@@ -85,13 +84,11 @@ def main() -> None:
     from softprompt import PromptedLM, evaluate, load_model
     from softprompt.io import load_prompt, resolve_prompt_dir
     from softprompt.models.precision import cpu_flags
-    from softprompt.tasks import get_task
+    from softprompt.tasks import dev_sample, get_task
 
     saved = load_prompt(resolve_prompt_dir(args.prompt))
     task = get_task("sst2")
-    dev = task.load("dev")
-    if args.eval_examples < len(dev):
-        dev = random.Random(1234).sample(dev, args.eval_examples)
+    dev = dev_sample(task.load("dev"), args.eval_examples)
     fp32 = load_model(args.model, precision="fp32")
     bf16 = load_model(args.model, precision="bf16")
     int8 = copy.copy(fp32)

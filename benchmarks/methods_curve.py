@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 from softprompt import TrainConfig, get_task, load_model, train
-from softprompt.config import EVAL_SEED
+from softprompt.tasks import dev_sample
 from softprompt.io import atomic_write_text, write_json
 from softprompt.plots import pyplot, read_log, save_figure
 
@@ -52,9 +51,7 @@ def main() -> None:
 
     lm = load_model(args.model, args.precision)
     task = get_task(args.task)
-    train_set, dev = task.load("train"), task.load("dev")
-    if args.max_eval < len(dev):
-        dev = random.Random(EVAL_SEED).sample(dev, args.max_eval)
+    train_set, dev = task.load("train"), dev_sample(task.load("dev"), args.max_eval)
     metric = task.metrics[0]
     curves, costs = {}, {}
     for method in args.methods.split(","):

@@ -82,12 +82,12 @@ def peak_memory_mb() -> float:
 
 
 def sample_data(args):
-    from softprompt.tasks import get_task
+    from softprompt.tasks import dev_sample, get_task
 
     task = get_task("sst2")
     rng = random.Random(args.seed)
     train = rng.sample(task.load("train"), args.steps * args.batch_size)
-    dev = random.Random(1234).sample(task.load("dev"), args.eval_examples)
+    dev = dev_sample(task.load("dev"), args.eval_examples)
     return task, train, dev
 
 

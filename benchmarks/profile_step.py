@@ -96,14 +96,14 @@ def main() -> None:
     from softprompt import PromptedLM, load_model
     from softprompt.batching import Encoder, bucketed_batches
     from softprompt.evaluate import predict
-    from softprompt.tasks import get_task
+    from softprompt.tasks import dev_sample, get_task
 
     lm = load_model(args.model, precision=args.precision)
     peak = matmul_peak(lm.dtype)
     task = get_task("sst2")
     rng = random.Random(0)
     train = rng.sample(task.load("train"), args.steps * args.batch_size)
-    dev = random.Random(1234).sample(task.load("dev"), args.steps * 32)
+    dev = dev_sample(task.load("dev"), args.steps * 32)
     enc = Encoder(lm.tokenizer, lm.is_encoder_decoder)
     rows = [enc.encode(task, e) for e in train]
     stream = bucketed_batches([len(r.input_ids) + len(r.target_ids) for r in rows], args.batch_size, rng)

@@ -16,7 +16,9 @@ from softprompt.bench.suite import BenchConfig, Job, eval_sample, plan_tasks, re
 from softprompt.bench.table import build_table, render_markdown
 from softprompt.errors import ConfigError, DataError
 from softprompt.tasks import get_task
-from softprompt.tasks.base import Example, Task
+from softprompt.tasks.base import Example, Task, dev_sample
+from softprompt.train import _task_data
+from softprompt.config import TrainConfig
 from softprompt.tasks.readers import data_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -119,6 +121,14 @@ def test_eval_sample_draws_whole_groups():
     assert sample == eval_sample(examples, 10)  # seeded
     plain = [Example({"x": str(i)}, "a") for i in range(30)]
     assert len(eval_sample(plain, 7)) == 7 and eval_sample(plain, None) == plain
+
+
+def test_training_and_bench_score_the_same_dev_sample():
+    # `train --max-eval N` keeps the best prompt on the very sentences `bench --max-eval N` reports.
+    plain = toy_task(n_dev=40).load("dev")
+    ((_, _, dev),) = _task_data(toy_task(), TrainConfig(max_eval=7), plain, plain)
+    assert dev == eval_sample(plain, 7) == dev_sample(plain, 7) != plain[:7]
+    assert dev_sample(plain, 40) == plain and dev_sample(plain, None) == plain
 
 
 def test_bad_settings_are_refused():

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.batching import Encoder, loss_counts, mixture_batches
 from softprompt.budget import PROBE_STEPS, TimeBudget
-from softprompt.config import EVAL_SEED, Method, TrainConfig, effective_lr, embed_step_for, lr_factor, parse_duration
+from softprompt.config import Method, TrainConfig, effective_lr, embed_step_for, lr_factor, parse_duration
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.evaluate import evaluate
 from softprompt.io import (
@@ -60,7 +60,7 @@ from softprompt.prompt import make_prompt
 from softprompt.reparam import PromptParams, make_params
 from softprompt.scoring import PromptedLM
 from softprompt.tasks.mixture import Mixture
-from softprompt.tasks.base import Example, Task
+from softprompt.tasks.base import Example, Task, dev_sample
 from softprompt.tuning import activation_checkpointing, weight_tuning
 
 
@@ -418,8 +418,7 @@ def _task_data(
         dev_set = dev_examples if dev_examples is not None else t.load("dev")
         if cfg.max_train:
             train_set = random.Random(cfg.seed).sample(train_set, min(cfg.max_train, len(train_set)))
-        if cfg.max_eval and cfg.max_eval < len(dev_set):
-            dev_set = random.Random(EVAL_SEED).sample(dev_set, cfg.max_eval)
+        dev_set = dev_sample(dev_set, cfg.max_eval)
         parts.append((t, train_set, dev_set))
     return parts
 

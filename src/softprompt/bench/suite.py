@@ -42,7 +42,7 @@ from softprompt.evaluate import evaluate
 from softprompt.io import load_prompt, read_json, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
-from softprompt.tasks.base import Example, Task, task_names
+from softprompt.tasks.base import Example, Task, dev_sample, task_names
 from softprompt.train import train
 
 SUITES: dict[str, tuple[str, ...]] = {
@@ -164,7 +164,7 @@ def eval_sample(examples: Sequence[Example], max_eval: int | None) -> list[Examp
     if not max_eval or max_eval >= len(examples):
         return list(examples)
     if all(e.group is None for e in examples):
-        return random.Random(EVAL_SEED).sample(list(examples), max_eval)
+        return dev_sample(examples, max_eval)
     groups: dict[object, list[int]] = {}
     for i, example in enumerate(examples):
         groups.setdefault(example.group if example.group is not None else ("single", i), []).append(i)

@@ -71,7 +71,7 @@ from softprompt.io import WEIGHT_METHODS, write_report_json
 from softprompt.models import memory
 from softprompt.models.precision import report as precision_report
 from softprompt.scoring import PromptedLM
-from softprompt.tasks import get_task, task_names
+from softprompt.tasks import dev_sample, get_task, task_names
 from softprompt.tasks.base import Example
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.train import train as run_train
@@ -229,7 +229,7 @@ def eval_(
     the_task = runtime.prompt_task(read[0], task, dev_file, text_field, label_field, labels, template)
     if task and not dev_file:  # another task's data: the prompt keeps its label words (tasks/crosstask.py)
         the_task = task_for_prompt(the_task, read[0].task, where=f"prompt {prompt[0]}")
-    examples = runtime.dev_sample(the_task.load("dev" if dev_file else split), max_eval)
+    examples = dev_sample(the_task.load("dev" if dev_file else split), max_eval)
     first, lm = runtime.model_for(prompt[0], read[0], model, precision)
     members = [first] + [runtime.adopt(p, saved, lm) for p, saved in zip(prompt[1:], read[1:])]
     plm = PromptedLM(lm)

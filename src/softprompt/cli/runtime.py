@@ -9,17 +9,15 @@ commands call it as `runtime.load_model(...)`, through this module, so the patch
 from __future__ import annotations
 
 import os
-import random
 import string
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from softprompt import distributed as dp
 from softprompt import tuning
-from softprompt.config import EVAL_SEED, Method, Precision
+from softprompt.config import Method, Precision
 from softprompt.errors import ConfigError, SoftPromptError
 from softprompt.io import SavedPrompt, import_peft, load_prompt, resolve_prompt_dir
 from softprompt.models import loading, memory
@@ -216,13 +214,6 @@ def writable_output(output: Path | None) -> None:
     """Refuse --output into a folder that does not exist, before any work is done."""
     if output is not None and not output.parent.is_dir():
         raise SoftPromptError(f"--output {output}: folder {output.parent} does not exist")
-
-
-def dev_sample(examples: Sequence[Example], max_eval: int | None) -> list[Example]:
-    """At most `max_eval` examples (a seeded sample), else all."""
-    if max_eval and max_eval < len(examples):
-        return random.Random(EVAL_SEED).sample(list(examples), max_eval)
-    return list(examples)
 
 
 def percents(metrics: dict) -> str:

@@ -12,7 +12,6 @@ smaller models still run.
 from __future__ import annotations
 
 import platform
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from softprompt.config import EVAL_SEED, Method
+from softprompt.config import Method
 from softprompt.errors import ConfigError, ModelError
 from softprompt.io import read_json, write_json
 from softprompt.models import memory
@@ -29,7 +28,7 @@ from softprompt.models.loading import LoadedModel
 from softprompt.models.precision import cpu_flags
 from softprompt.study.plan import LATER_SETTINGS, WEIGHT_METHODS, Cell, StudyConfig, plan
 from softprompt.study.table import build_table, write_outputs
-from softprompt.tasks import get_task
+from softprompt.tasks import dev_sample, get_task
 from softprompt.train import train
 
 RESULT = "result.json"
@@ -187,10 +186,7 @@ def run_cell(
         shutil.rmtree(folder)  # a killed cell starts over: never report what this run did not make
     task = get_task(cell.task)
     if cell.task not in data:
-        dev = task.load("dev")
-        if cfg.max_eval and cfg.max_eval < len(dev):  # the seeded sample `train --max-eval` and bench draw
-            dev = random.Random(EVAL_SEED).sample(dev, cfg.max_eval)
-        data[cell.task] = (task.load("train"), dev)
+        data[cell.task] = (task.load("train"), dev_sample(task.load("dev"), cfg.max_eval))
     train_set, dev = data[cell.task]
     memory.reset_peak(lm.device)
     model_params = sum(p.numel() for p in lm.model.parameters())  # before LoRA adds its adapters in place

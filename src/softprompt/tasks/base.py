@@ -9,10 +9,12 @@ a loader per split. The training loop and the evaluator only ever see `Example`s
 
 from __future__ import annotations
 
+import random
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from softprompt.config import EVAL_SEED
 from softprompt.errors import ConfigError, DataError
 
 
@@ -207,3 +209,11 @@ def saved_task(meta: Mapping | None) -> Task:
     if name and name.lower() in _REGISTRY:
         return get_task(name)
     return task_from_meta(meta or {})
+
+
+def dev_sample(examples: Sequence[Example], max_eval: int | None) -> list[Example]:
+    """At most `max_eval` examples, drawn with `EVAL_SEED` (so `train --max-eval`, `eval`, the
+    studies and the benchmarks score the same dev sample), else all of them in order."""
+    if max_eval and max_eval < len(examples):
+        return random.Random(EVAL_SEED).sample(list(examples), max_eval)
+    return list(examples)
