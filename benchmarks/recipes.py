@@ -48,6 +48,8 @@ RECIPES: dict[str, dict] = {
     "p50": {"prompt_length": 50},
     "p100": {"prompt_length": 100},
     "p100-residual": {"prompt_length": 100, "reparam": "residual"},
+    "p50-scaled": {"prompt_length": 50, "length_scaled_lr": True},  # lr 0.3 * sqrt(20/50) = 0.19
+    "p100-scaled": {"prompt_length": 100, "length_scaled_lr": True},  # lr 0.13
     "batch32": {"batch_size": 32},
     "no-ema": {"ema": 0.0},
     "adamw": {"optimizer": "adamw", "lr": 0.01},

@@ -82,7 +82,6 @@ DEFAULT_EMBED_STEP = 10
 TRANSFER_STEPS = 100
 TRANSFER_EVAL_EVERY = 50
 TRANSFER_SEEDS = "0,1,2"
-EVAL_SEED = 1234  # the seeded dev sample of --max-eval (training and bench draw the same)
 AUTO_TOP_K = 3  # `transfer --auto` without --top-k
 SIMILAR_MAX_EVAL = 32  # `similar` evaluates its short embedding run on a small dev sample
 

@@ -28,7 +28,6 @@ from softprompt import distributed as dp
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.table import build_table, write_outputs
 from softprompt.config import (  # noqa: F401  (parse_seeds: part of this module's API)
-    EVAL_SEED,
     METHOD_LR,
     Init,
     Method,
@@ -42,7 +41,7 @@ from softprompt.evaluate import evaluate
 from softprompt.io import load_prompt, read_json, write_json
 from softprompt.models.loading import LoadedModel
 from softprompt.scoring import PromptedLM
-from softprompt.tasks.base import Example, Task, dev_sample, task_names
+from softprompt.tasks.base import EVAL_SEED, Example, Task, dev_sample, task_names
 from softprompt.train import train
 
 SUITES: dict[str, tuple[str, ...]] = {

@@ -14,7 +14,6 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from softprompt.config import EVAL_SEED
 from softprompt.errors import ConfigError, DataError
 
 
@@ -209,6 +208,9 @@ def saved_task(meta: Mapping | None) -> Task:
     if name and name.lower() in _REGISTRY:
         return get_task(name)
     return task_from_meta(meta or {})
+
+
+EVAL_SEED = 1234  # the seed of dev_sample: --max-eval draws the same dev examples everywhere
 
 
 def dev_sample(examples: Sequence[Example], max_eval: int | None) -> list[Example]:
