@@ -14,12 +14,12 @@ from helpers import tiny_llama, toy_task
 from softprompt.tasks.crosstask import task_for_prompt
 from softprompt.bench.suite import BenchConfig, Job, eval_sample, plan_tasks, resolve_suite, run_bench
 from softprompt.bench.table import build_table, render_markdown
+from softprompt.config import TrainConfig
 from softprompt.errors import ConfigError, DataError
 from softprompt.tasks import get_task
 from softprompt.tasks.base import Example, Task, dev_sample
-from softprompt.train import _task_data
-from softprompt.config import TrainConfig
 from softprompt.tasks.readers import data_root
+from softprompt.train import _task_data
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SD = math.sqrt(0.02)  # sample std of two scores 0.1 apart either side of their mean
