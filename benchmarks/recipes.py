@@ -44,6 +44,8 @@ RECIPES: dict[str, dict] = {
     "linear": {"decay": "linear", "warmup_steps": 20},
     "lr1": {"lr": 1.0},
     "lr0.1": {"lr": 0.1},
+    "lr0.03": {"lr": 0.03},  # SmolLM2's token embeddings have RMS 0.13; Adafactor moves each number by about lr
+    "lr0.01": {"lr": 0.01},
     "p5": {"prompt_length": 5},
     "p50": {"prompt_length": 50},
     "p100": {"prompt_length": 100},

@@ -1,0 +1,50 @@
+"""benchmarks/methods_curve.py on a tiny model saved to disk: every method trains over every
+seed under its own default recipe, the summary is the mean and std of the runs' own curves,
+and a second invocation reuses the finished runs instead of training again."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import tiny_llama
+
+from softprompt import TrainConfig
+
+pytest.importorskip("peft")
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "methods_curve.py"
+
+
+def test_curve_over_seeds_is_the_mean_of_the_runs_and_resumes(tmp_path):
+    lm = tiny_llama()
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    out = tmp_path / "curve"
+    cmd = [sys.executable, str(SCRIPT), "--model", str(tmp_path / "model"), "--precision", "fp32",
+           "--steps", "4", "--eval-every", "2", "--batch-size", "2", "--max-eval", "6", "--seeds", "0,1",
+           "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "curve.json").read_text())
+    assert set(report["runs"]) == {"prompt", "lora", "model"} and report["dev_examples"] == 6
+    for method, runs in report["runs"].items():
+        assert [r["seed"] for r in runs] == [0, 1]
+        for row in report["summary"][method]:
+            scores = [100 * p["score"] for r in runs for p in r["curve"] if p["step"] == row["step"]]
+            assert row["seeds"] == 2 and row["score"] == pytest.approx(statistics.mean(scores))
+            assert row["std"] == pytest.approx(statistics.stdev(scores))
+        assert [row["step"] for row in report["summary"][method]] == [2, 4]
+    # The prompt trains with its default recipe (TrainConfig's prompt average), not a benchmark override.
+    saved = json.loads((out / "prompt" / "seed0" / "best" / "prompt.json").read_text())
+    assert saved["training"]["ema"] == TrainConfig().ema > 0
+    table = (out / "curve.md").read_text()
+    assert "| 8 (4) |" in table and "±" in table
+    stamp = (out / "prompt" / "seed0" / "result.json").stat().st_mtime_ns
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (out / "prompt" / "seed0" / "result.json").stat().st_mtime_ns == stamp
+    assert "train " not in second.stderr  # no training progress bar: every run was reused
