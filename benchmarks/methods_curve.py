@@ -7,7 +7,8 @@ at 3e-5), on the same task, template, batches (per seed) and dev sample, evaluat
 --eval-every steps; the curve is read from each run's log.jsonl (training seconds are the
 loop's own, evaluation excluded). A finished run (its result.json) is reused, so an
 interrupted benchmark picks up where it stopped. Writes OUT/curve.json, OUT/curve.md (mean ±
-std over seeds at every evaluation) and OUT/curve.png (two panels).
+std over seeds at every evaluation, and the mean of each seed's best evaluation so far: what
+`train` keeps) and OUT/curve.png (two panels).
 
     python benchmarks/methods_curve.py                                  # SmolLM2-135M, SST-2, 200 steps, seed 0
     python benchmarks/methods_curve.py --steps 300 --batch-size 16 --eval-every 50 --max-eval 872 --seeds 0,1,2
@@ -70,8 +71,12 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
         for step in steps:
             points = [p for r in records for p in r["curve"] if p["step"] == step]
             score, std = mean_std([100 * p["score"] for p in points])
+            # What `train` keeps: each seed's best evaluation so far.
+            kept, kept_std = mean_std([100 * max(p["score"] for p in r["curve"] if p["step"] <= step)
+                                       for r in records if any(p["step"] == step for p in r["curve"])])
             rows.append({"step": step, "examples": points[0]["examples"], "seeds": len(points),
-                         "seconds": statistics.mean(p["seconds"] for p in points), "score": score, "std": std})
+                         "seconds": statistics.mean(p["seconds"] for p in points), "score": score, "std": std,
+                         "best": kept, "best_std": kept_std})
         summary[method] = rows
     return summary
 
@@ -79,12 +84,14 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
 def table(summary: dict[str, list[dict]], runs: dict[str, list[dict]]) -> list[str]:
     methods = list(summary)
     steps = sorted({row["step"] for rows in summary.values() for row in rows})
+    # Each cell: the score at that evaluation, mean ± std over seeds, and in brackets the mean of each
+    # seed's best evaluation so far (what `train` keeps as best/).
     lines = ["| examples (steps × batch) | " + " | ".join(methods) + " |", "|---:|" + "---:|" * len(methods)]
     for step in steps:
         cells = []
         for m in methods:
             row = next((r for r in summary[m] if r["step"] == step), None)
-            cells.append(f"{row['score']:.1f} ± {row['std']:.1f}" if row else "")
+            cells.append(f"{row['score']:.1f} ± {row['std']:.1f} ({row['best']:.1f})" if row else "")
         examples = next(r["examples"] for rows in summary.values() for r in rows if r["step"] == step)
         lines.append(f"| {examples} ({step}) | " + " | ".join(cells) + " |")
     lines.append("| train seconds at the last step | " + " | ".join(f"{summary[m][-1]['seconds']:.0f}" for m in methods)

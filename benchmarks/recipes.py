@@ -46,6 +46,8 @@ RECIPES: dict[str, dict] = {
     "lr0.1": {"lr": 0.1},
     "lr0.03": {"lr": 0.03},  # SmolLM2's token embeddings have RMS 0.13; Adafactor moves each number by about lr
     "lr0.01": {"lr": 0.01},
+    "p50-lr0.03": {"prompt_length": 50, "lr": 0.03},  # more prompt, each vector kept nearer the token scale
+    "rank-lr0.03": {"loss": "rank", "lr": 0.03},  # the label-set loss alone collapsed at lr 0.3
     "p5": {"prompt_length": 5},
     "p50": {"prompt_length": 50},
     "p100": {"prompt_length": 100},

@@ -37,6 +37,8 @@ def test_curve_over_seeds_is_the_mean_of_the_runs_and_resumes(tmp_path):
             scores = [100 * p["score"] for r in runs for p in r["curve"] if p["step"] == row["step"]]
             assert row["seeds"] == 2 and row["score"] == pytest.approx(statistics.mean(scores))
             assert row["std"] == pytest.approx(statistics.stdev(scores))
+            kept = [100 * max(p["score"] for p in r["curve"] if p["step"] <= row["step"]) for r in runs]
+            assert row["best"] == pytest.approx(statistics.mean(kept)) and row["best"] >= row["score"]
         assert [row["step"] for row in report["summary"][method]] == [2, 4]
     # The prompt trains with its default recipe (TrainConfig's prompt average), not a benchmark override.
     saved = json.loads((out / "prompt" / "seed0" / "best" / "prompt.json").read_text())
