@@ -89,6 +89,15 @@ def tiny_llama(
     return _wrap(LlamaForCausalLM(cfg).to(dtype), tok, f"tiny-llama-{seed}")
 
 
+def tiny_llama_folder(path: Path, **kwargs) -> Path:
+    """`tiny_llama(**kwargs)` saved as a Hugging Face folder (weights and tokenizer) at `path`,
+    for code that loads a model from disk (`--model PATH`, `load_model`)."""
+    lm = tiny_llama(**kwargs)
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
 def learnable_llama(seed: int = 0, dtype=torch.float32) -> LoadedModel:
     """A tiny Llama on which a prompt can learn the toy task (see `tiny_llama`)."""
     return tiny_llama(seed, dtype, initializer_range=0.2, tie_word_embeddings=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import tiny_llama
+from helpers import tiny_llama_folder
 from softprompt import PromptedLM
 from softprompt.errors import ModelError
 from softprompt.models import attention, loading, precision
@@ -73,9 +73,7 @@ def test_the_two_forms_compute_the_same_attention():
 
 def test_load_model_runs_the_chosen_kernel_and_scores_do_not_change(fake_times, monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "cpu_flags", lambda path="/proc/cpuinfo": ())  # fp32 without probing
-    lm = tiny_llama()
-    lm.model.save_pretrained(tmp_path / "m")
-    lm.tokenizer.save_pretrained(tmp_path / "m")
+    tiny_llama_folder(tmp_path / "m")
     loaded = {
         choice: loading.load_model(str(tmp_path / "m"), precision="auto", device="cpu", attention=choice)
         for choice in ("auto", "sdpa")
@@ -83,7 +81,7 @@ def test_load_model_runs_the_chosen_kernel_and_scores_do_not_change(fake_times, 
     assert loaded["auto"].attention.implementation == "eager"  # the stubbed probe: eager 3x faster
     assert loaded["auto"].model.config._attn_implementation == "eager"
     assert loaded["sdpa"].model.config._attn_implementation == "sdpa"
-    prompt = torch.randn(3, lm.hidden_size, generator=torch.Generator().manual_seed(2)) * 0.3
+    prompt = torch.randn(3, loaded["auto"].hidden_size, generator=torch.Generator().manual_seed(2)) * 0.3
     inputs, candidates = [[5, 6, 7], [8, 9, 10, 11]], [[[45], [46, 47]], [[49], [50]]]
     scores = {c: PromptedLM(m).score(prompt, inputs, candidates) for c, m in loaded.items()}
     for a, b in zip(scores["auto"], scores["sdpa"]):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_llama
+from helpers import tiny_llama_folder
 
 from softprompt import TrainConfig
 
@@ -20,9 +20,7 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "methods_curve.py"
 
 
 def test_curve_over_seeds_is_the_mean_of_the_runs_and_resumes(tmp_path):
-    lm = tiny_llama()
-    lm.model.save_pretrained(tmp_path / "model")
-    lm.tokenizer.save_pretrained(tmp_path / "model")
+    tiny_llama_folder(tmp_path / "model")
     out = tmp_path / "curve"
     cmd = [sys.executable, str(SCRIPT), "--model", str(tmp_path / "model"), "--precision", "fp32",
            "--steps", "4", "--eval-every", "2", "--batch-size", "2", "--max-eval", "6", "--seeds", "0,1",

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from helpers import tiny_llama, toy_task
+from helpers import tiny_llama, tiny_llama_folder, toy_task
 from softprompt import PromptedLM
 from softprompt.batching import Encoder
 from softprompt.errors import ModelError
@@ -132,9 +132,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_load_model_records_and_logs_the_choice(fake_rates, tmp_path, caplog):
-    lm = tiny_llama()
-    lm.model.save_pretrained(tmp_path / "m")
-    lm.tokenizer.save_pretrained(tmp_path / "m")
+    tiny_llama_folder(tmp_path / "m")
     with caplog.at_level(logging.INFO, logger="softprompt.models.loading"):
         loaded = loading.load_model(str(tmp_path / "m"), precision="auto", device="cpu")
     assert loaded.dtype == torch.float32 and loaded.precision is not None

@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_llama
+from helpers import tiny_llama_folder
 
 pytest.importorskip("peft")
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "peft_vs_softprompt.py"
 
 
 def test_benchmark_rows_are_internally_consistent(tmp_path):
-    lm = tiny_llama()
-    lm.model.save_pretrained(tmp_path / "model")
-    lm.tokenizer.save_pretrained(tmp_path / "model")
+    tiny_llama_folder(tmp_path / "model")
     steps, batch, n_eval = 2, 4, 12
     out = subprocess.run(
         [
@@ -85,9 +83,7 @@ def test_benchmark_rows_are_internally_consistent(tmp_path):
 
 
 def test_profile_script_accounts_for_the_operator_time(tmp_path):
-    lm = tiny_llama()
-    lm.model.save_pretrained(tmp_path / "model")
-    lm.tokenizer.save_pretrained(tmp_path / "model")
+    tiny_llama_folder(tmp_path / "model")
     script = Path(__file__).parents[1] / "benchmarks" / "profile_step.py"
     out = subprocess.run(
         [
