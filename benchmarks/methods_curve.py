@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from softprompt import TrainConfig, get_task, load_model, train
 from softprompt.config import parse_seeds
 from softprompt.io import atomic_write_text, write_json
 from softprompt.plots import pyplot, read_log, save_figure
+from softprompt.spot.transfer import mean, std
 from softprompt.tasks import dev_sample
 
 
@@ -58,10 +58,6 @@ def run(lm, task, method: str, seed: int, args, train_set, dev) -> dict:
     return record
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Per method, per evaluation step: examples, mean seconds, score mean and std over seeds."""
     summary = {}
@@ -70,13 +66,13 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
         rows = []
         for step in steps:
             points = [p for r in records for p in r["curve"] if p["step"] == step]
-            score, std = mean_std([100 * p["score"] for p in points])
+            scores = [100 * p["score"] for p in points]
             # What `train` keeps: each seed's best evaluation so far.
-            kept, kept_std = mean_std([100 * max(p["score"] for p in r["curve"] if p["step"] <= step)
-                                       for r in records if any(p["step"] == step for p in r["curve"])])
+            kept = [100 * max(p["score"] for p in r["curve"] if p["step"] <= step)
+                    for r in records if any(p["step"] == step for p in r["curve"])]
             rows.append({"step": step, "examples": points[0]["examples"], "seeds": len(points),
-                         "seconds": statistics.mean(p["seconds"] for p in points), "score": score, "std": std,
-                         "best": kept, "best_std": kept_std})
+                         "seconds": mean([p["seconds"] for p in points]), "score": mean(scores), "std": std(scores),
+                         "best": mean(kept), "best_std": std(kept)})
         summary[method] = rows
     return summary
 
@@ -100,7 +96,7 @@ def table(summary: dict[str, list[dict]], runs: dict[str, list[dict]]) -> list[s
               "|---|---:|---:|---:|---:|"]
     for m in methods:
         c = runs[m][0]["costs"]
-        speed = statistics.mean(r["costs"]["train_examples_per_s"] for r in runs[m])
+        speed = mean([r["costs"]["train_examples_per_s"] for r in runs[m]])
         lines.append(f"| {m} | {c['trainable_params']:,} | {c['bytes_per_task']:,} | {speed:.1f} | "
                      f"{max(r['costs']['peak_memory'] for r in runs[m]) / 2**30:.1f} GiB |")
     return lines
@@ -131,9 +127,10 @@ def main() -> None:
               "dev_examples": len(dev), "settings": {k: str(v) for k, v in vars(args).items()},
               "summary": summary, "runs": runs}
     write_json(args.out / "curve.json", report)
+    lines = table(summary, runs)
     head = [f"# {task.name} on {lm.identity.name} ({lm.dtype}): dev {metric} (%), mean ± std over seeds "
             f"{args.seeds}, {len(dev)} dev examples", ""]
-    atomic_write_text(args.out / "curve.md", "\n".join(head + table(summary, runs)) + "\n")
+    atomic_write_text(args.out / "curve.md", "\n".join(head + lines) + "\n")
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for m, rows in summary.items():
@@ -150,7 +147,7 @@ def main() -> None:
     fig.suptitle(f"{task.name} on {lm.identity.name}: mean ± std over seeds {args.seeds} ({len(dev)} dev examples)")
     fig.tight_layout()
     save_figure(fig, args.out / "curve.png")
-    print("\n".join(table(summary, runs)))
+    print("\n".join(lines))
     print(f"wrote {args.out}/curve.json, curve.md, curve.png")
 
 
