@@ -25,7 +25,7 @@ from softprompt import TrainConfig, get_task, load_model, train
 from softprompt.config import parse_seeds
 from softprompt.io import atomic_write_text, write_json
 from softprompt.plots import pyplot, read_log, save_figure
-from softprompt.spot.transfer import mean, std
+from softprompt.stats import mean, std
 from softprompt.tasks import dev_sample
 
 

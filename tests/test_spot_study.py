@@ -11,7 +11,7 @@ from helpers import cli_loads, learnable_llama, run_cli, toy_task
 import softprompt.cli as cli
 from softprompt.errors import ConfigError
 from softprompt.spot.study import BASE, RETRIEVED, StudyReport, write_report
-from softprompt.spot.transfer import mean
+from softprompt.stats import mean
 from softprompt.tasks.base import register
 
 for _name in ("study_a", "study_b", "study_t"):

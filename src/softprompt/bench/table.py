@@ -11,12 +11,12 @@ sample standard deviation over seeds of the task score (or of the average).
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from softprompt.io import atomic_write_text, write_report_json
 from softprompt.plots import pyplot, save_figure
+from softprompt.stats import mean, std
 from softprompt.tasks.base import Task
 
 COLUMN = {
@@ -70,7 +70,8 @@ def split_note(task: Task) -> str | None:
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+    """Mean and std, the std None for one seed (the table prints no ± then)."""
+    return mean(values), (std(values) if len(values) > 1 else None)
 
 
 def build_table(
@@ -89,7 +90,7 @@ def build_table(
     rows, per_seed_avg = [], {}
     for job in jobs:
         task, runs = job.task, results[job.task.name]
-        scores = [statistics.fmean(r["metrics"][m] for m in task.metrics) for r in runs]
+        scores = [mean(r["metrics"][m] for m in task.metrics) for r in runs]
         score, score_std = _mean_std(scores)
         rows.append(
             {
@@ -98,7 +99,7 @@ def build_table(
                 "metrics": list(task.metrics),
                 "prompt_of": job.source or task.name,
                 "in_average": job.source is None,
-                "mean": {m: statistics.fmean(r["metrics"][m] for r in runs) for m in task.metrics},
+                "mean": {m: mean(r["metrics"][m] for r in runs) for m in task.metrics},
                 "std": {m: _mean_std([r["metrics"][m] for r in runs])[1] for m in task.metrics},
                 "score": score,
                 "score_std": score_std,
@@ -113,7 +114,7 @@ def build_table(
             for r, s in zip(runs, scores):
                 per_seed_avg.setdefault(r["seed"], []).append(s)
     averaged = [r["task"] for r in rows if r["in_average"]]
-    avg, avg_std = _mean_std([statistics.fmean(v) for v in per_seed_avg.values()]) if per_seed_avg else (None, None)
+    avg, avg_std = _mean_std([mean(v) for v in per_seed_avg.values()]) if per_seed_avg else (None, None)
     return {
         "suite": suite,
         "model": model,

@@ -37,7 +37,8 @@ from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
 from softprompt.spot.matrix import source_task
 from softprompt.spot.study import BASE, StudyReport
-from softprompt.spot.transfer import mean, train_once
+from softprompt.spot.transfer import train_once
+from softprompt.stats import mean
 
 
 def _similarities(targets: dict[str, torch.Tensor], sources: dict[str, torch.Tensor], allowed) -> dict:

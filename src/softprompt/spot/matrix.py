@@ -29,11 +29,10 @@ from softprompt.plots import pyplot, save_figure
 from softprompt.config import embed_step_for
 from softprompt.spot import library, similarity
 from softprompt.tasks.mixture import Mixture
+from softprompt.stats import mean, std
 from softprompt.spot.transfer import (
     BASELINE,
     TransferReport,
-    mean,
-    std,
     target_embedding_dir,
     train_once,
     transfer,

@@ -44,7 +44,8 @@ from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
 from softprompt.spot.stats import paired, smallest_p
-from softprompt.spot.transfer import mean, std, train_once
+from softprompt.stats import mean, std
+from softprompt.spot.transfer import train_once
 from softprompt.tasks.base import Task
 from softprompt.tasks.metrics import spearman_r
 

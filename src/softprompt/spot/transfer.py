@@ -14,7 +14,6 @@ costs nothing extra. Output folder:
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_repo
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
 from softprompt.spot.stats import Paired, paired
+from softprompt.stats import mean, std
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
 from softprompt.train import TrainConfig, train
@@ -86,15 +86,6 @@ class TransferReport:
             for name, test in self.significance().items():
                 lines.append(f"gain of {name} over {BASELINE}: {test.statement()}")
         return "\n".join(lines)
-
-
-def mean(values: list[float]) -> float:
-    return statistics.fmean(values)
-
-
-def std(values: list[float]) -> float:
-    """Sample standard deviation (0 for a single value)."""
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def run_state(out_dir: Path, cfg: TrainConfig) -> str:

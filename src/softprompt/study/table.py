@@ -9,20 +9,16 @@ scale study adds a second panel, each method's gap to model tuning per size.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from softprompt.io import atomic_write_text, write_report_json
 from softprompt.plots import pyplot, save_figure
+from softprompt.stats import mean, mean_std
 
 OUTPUTS = ("table.json", "table.md", "figure.png")
 BASELINE = "model"  # the series the scale study measures gaps to
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def build_table(
@@ -40,17 +36,17 @@ def build_table(
         groups.setdefault((r["cell"]["model"], r["series"], r["cell"]["task"]), []).append(r)
     rows = []
     for (model, series, task), rs in groups.items():
-        mean, std = _mean_std([r["score"] for r in rs])
+        score, score_std = mean_std([r["score"] for r in rs])
         rows.append(
             {
                 "model": model,
                 "series": series,
                 "task": task,
-                "score": mean,
-                "std": std,
+                "score": score,
+                "std": score_std,
                 "seeds": sorted(r["cell"]["seed"] for r in rs),
                 "model_params": rs[0]["model_params"],
-                "train_examples_per_s": statistics.fmean(r["train_examples_per_s"] for r in rs),
+                "train_examples_per_s": mean([r["train_examples_per_s"] for r in rs]),
                 "peak_memory": max(r["peak_memory"] for r in rs),
                 "trainable_params": rs[0]["trainable_params"],
                 "bytes_per_task": rs[0]["bytes_per_task"],
