@@ -4,6 +4,7 @@ bad settings before touching the output folder."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -170,6 +171,33 @@ def test_resume_with_another_training_setting_is_refused(tmp_path, change, flag)
         )
     assert "\n" not in str(err.value)
     assert (tmp_path / "out/checkpoint/trainer.json").read_bytes() == before
+
+
+def test_resume_compares_the_init_prompt_by_its_numbers_not_its_path(tmp_path):
+    """A `builtin:NAME` init resolves to wherever the package is installed: a reinstall between
+    a kill and --resume moves the folder, not the prompt. Another prompt is still refused."""
+    source = tmp_path / "source"
+    train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), source, progress=False)
+    moved = tmp_path / "moved"
+    shutil.copytree(source / "best", moved)
+    settings = dict(batch_size=4, prompt_length=4)
+    out = tmp_path / "out"
+    train(tiny_llama(), toy_task(), TrainConfig(steps=1, init_from=str(source / "best"), **settings), out, progress=False)
+    result = train(
+        tiny_llama(), toy_task(), TrainConfig(steps=2, init_from=str(moved), **settings), out, resume=True, progress=False
+    )
+    assert result.steps_done == 2
+    other = tmp_path / "other"
+    train(tiny_llama(), toy_task(), TrainConfig(steps=1, seed=5, **settings), other, progress=False)
+    with pytest.raises(ConfigError, match="--init-from"):
+        train(
+            tiny_llama(),
+            toy_task(),
+            TrainConfig(steps=3, init_from=str(other / "best"), **settings),
+            out,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_resume_with_other_training_data_is_refused(tmp_path):

@@ -24,6 +24,7 @@ evaluates the initial prompt once (step 0).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -138,6 +139,15 @@ def initial_prompt(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig) -> t
     return weight, init
 
 
+def init_digest(cfg: TrainConfig, init: str) -> str | None:
+    """A digest of the --init-from prompt's numbers (None for other inits). Resume compares it,
+    not the folder's path: a `builtin:NAME` entry resolves to wherever the package is installed."""
+    if init != "file":
+        return None
+    weight = load_prompt(resolve_prompt_dir(Path(cfg.init_from))).weight
+    return hashlib.sha256(weight.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def check_trainable(lm: LoadedModel, prompt: torch.nn.Parameter) -> None:
     """The model is frozen: exactly P×H numbers train."""
     frozen = sum(p.numel() for p in lm.model.parameters() if p.requires_grad)
@@ -203,13 +213,14 @@ def train(
     zero_shot = cfg.method == Method.ZERO_SHOT.value  # nothing trains: evaluated at step 0 only
     if tuning is None:
         weight, init = initial_prompt(lm, task, cfg)
+        digest = init_digest(cfg, init)
         params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
         check_trainable(lm, params.base)
         trained = list(params.parameters())
         n_trainable = 0 if zero_shot else sum(p.numel() for p in trained)
         stored = 4 * params.base.numel()  # the fp32 (folded) prompt
     else:  # the weights train; inputs are scored without a prompt: an empty (0, H) one
-        init = "none"
+        init, digest = "none", None
         params = make_params(torch.zeros(0, lm.hidden_size, device=lm.device), "none", cfg.reparam_bottleneck)
         params.requires_grad_(False)
         trained, n_trainable, stored = tuning.parameters(), tuning.trainable_params, tuning.bytes_per_task
@@ -222,7 +233,7 @@ def train(
     average = PromptAverage(params.fold(), cfg.ema) if cfg.ema and tuning is None else None
     start, best_score, best_step, evals_since_best = 0, -math.inf, 0, 0
     if resume:
-        run = {**asdict(cfg), "task": task.name, "train_examples": n_train}
+        run = {**asdict(cfg), "task": task.name, "train_examples": n_train, "init_from_digest": digest}
         start, best_score, best_step, evals_since_best = _restore(
             out_dir / "checkpoint", params, optimizer, schedule, average, run, tuning
         )
@@ -250,6 +261,7 @@ def train(
                 **asdict(cfg),
                 "init": init,
                 "requested_init": cfg.init,
+                "init_from_digest": digest,
                 "effective_lr": effective_lr(cfg),
                 "train_examples": n_train,
                 "dev_examples": n_dev,
@@ -543,6 +555,8 @@ def _restore(
         saved_run["init"] = saved_run["requested_init"]
     else:
         saved_run.pop("init", None)
+    if saved_run.get("init_from_digest") and saved_run["init_from_digest"] == run.get("init_from_digest"):
+        saved_run.pop("init_from")  # the same init prompt, perhaps at another path (builtin:NAME)
     for key in RESUME_MUST_MATCH:
         if key in saved_run and saved_run[key] != run.get(key):
             flag = {"task": "--task", "train_examples": "training data"}.get(key, "--" + key.replace("_", "-"))
