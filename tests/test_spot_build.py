@@ -80,6 +80,10 @@ def test_build_into_the_builtin_library_stores_half_precision_and_rebuild_comman
     assert "--task build_a,build_b" in mixed.meta["rebuild_command"]
     code, out, _ = run_cli(capsys, "library", "list", "--builtin")
     assert code == 0 and "tiny-llama-0" in out and "build_a+build_b" in out
+    for entry in library.entries(folder):  # how long each trained, and whether it converged or hit the cap
+        line = next(row for row in out.splitlines() if row.startswith(entry.name + " "))
+        why = "early stop" if entry.meta["early_stopped"] else "step cap"
+        assert f"{entry.meta['steps_done']} steps, best@{entry.meta['best_step']} ({why})" in line
 
 
 def test_the_rebuild_command_recreates_an_entry(model, builtin, tmp_path, capsys):

@@ -76,8 +76,17 @@ def _list_entries(found: list[lib.Entry], where: Path) -> None:
         has = e.meta.get("has_embedding")
         embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
         model = e.meta["model"]["name"]
-        steps = f"{e.meta['steps_done']} steps" if "steps_done" in e.meta else ""
-        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {steps:10s} {metrics}")
+        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {_steps(e.meta):34s} {metrics}")
+
+
+def _steps(meta: dict) -> str:
+    """How long an entry trained and why it stopped: converged (early stop) or cut at the cap."""
+    if "steps_done" not in meta:
+        return ""
+    if "best_step" not in meta:
+        return f"{meta['steps_done']} steps"
+    why = "early stop" if meta.get("early_stopped") else "step cap"
+    return f"{meta['steps_done']} steps, best@{meta['best_step']} ({why})"
 
 
 def library_add(
