@@ -556,7 +556,7 @@ def _restore(
     else:
         saved_run.pop("init", None)
     if saved_run.get("init_from_digest") and saved_run["init_from_digest"] == run.get("init_from_digest"):
-        saved_run.pop("init_from")  # the same init prompt, perhaps at another path (builtin:NAME)
+        saved_run.pop("init_from", None)  # the same init prompt, perhaps at another path (builtin:NAME)
     for key in RESUME_MUST_MATCH:
         if key in saved_run and saved_run[key] != run.get(key):
             flag = {"task": "--task", "train_examples": "training data"}.get(key, "--" + key.replace("_", "-"))
