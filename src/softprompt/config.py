@@ -408,11 +408,6 @@ LIBRARY_STEPS = 1000
 LIBRARY_BATCH_SIZE = 8
 LIBRARY_EVAL_EVERY = 50
 LIBRARY_PATIENCE = 4
-# Sources start from sampled vocabulary, whose rows have RMS 0.13 on SmolLM2, and Adafactor
-# moves every prompt number by about lr per step: at the paper's 0.3 (tuned for T5's far larger
-# embeddings) a build on an amx_bf16 Xeon left SST-2 at chance for 250 steps, where early stopping
-# ended it; at 0.03 the same source reached 86 % (README, "Built-in library").
-LIBRARY_LR = 0.03
 LIBRARY_MAX_EVAL = 200
 LIBRARY_MIXTURE_CAP = 2000
 # `transfer-study`: each target run to convergence, at most STUDY_STEPS steps.

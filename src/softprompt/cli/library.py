@@ -20,6 +20,7 @@ from softprompt.cli.options import (
     EmbedStepOpt,
     EvalEveryOpt,
     LibraryOpt,
+    LrOpt,
     MaxEvalOpt,
     MaxTrainOpt,
     MixtureCapOpt,
@@ -38,7 +39,6 @@ from softprompt.config import (
     LIBRARY_EVAL_EVERY,
     LIBRARY_MAX_EVAL,
     LIBRARY_MIXTURE_CAP,
-    LIBRARY_LR,
     LIBRARY_PATIENCE,
     LIBRARY_STEPS,
     Init,
@@ -132,9 +132,7 @@ def library_build(
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
-    lr: Annotated[
-        float, typer.Option(help="Learning rate of every source (below the paper's 0.3: see config.LIBRARY_LR).")
-    ] = LIBRARY_LR,
+    lr: LrOpt = TRAIN.lr,
     optimizer: OptimizerOpt = TRAIN.optimizer,
     max_train: MaxTrainOpt = TRAIN.max_train,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
