@@ -32,8 +32,6 @@ from softprompt.train import train
 
 # Start from the shipped SST-2 prompt of the embedded model (SPoT: a sentiment source for a sentiment target).
 SST2_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "sst2")}
-# SST-2 from the shipped IMDB prompt: another sentiment dataset, so no SST-2 example is seen before the run.
-IMDB_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "imdb")}
 
 RECIPES: dict[str, dict] = {
     "default": {},  # TrainConfig's defaults
@@ -63,7 +61,6 @@ RECIPES: dict[str, dict] = {
     "tail": {"truncation": "tail"},
     "head": {"truncation": "head"},
     "ht128": {"max_input_tokens": 128},  # head+tail at half the length: twice the steps in a time budget
-    "imdb-init": IMDB_INIT,
     "sst2-init": SST2_INIT,
     "sst2-init-ht128": {**SST2_INIT, "max_input_tokens": 128},
     "sst2-init-ht64": {**SST2_INIT, "max_input_tokens": 64},  # 16 tokens from the start, 48 from the end
