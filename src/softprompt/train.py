@@ -139,12 +139,10 @@ def initial_prompt(lm: LoadedModel, task: Task | Mixture, cfg: TrainConfig) -> t
     return weight, init
 
 
-def init_digest(cfg: TrainConfig, init: str) -> str | None:
-    """A digest of the --init-from prompt's numbers (None for other inits). Resume compares it,
-    not the folder's path: a `builtin:NAME` entry resolves to wherever the package is installed."""
-    if init != "file":
-        return None
-    weight = load_prompt(resolve_prompt_dir(Path(cfg.init_from))).weight
+def prompt_digest(weight: torch.Tensor) -> str:
+    """A digest of a prompt's numbers. Resume compares the initial prompt's digest for an
+    --init-from run, not the folder's path: a `builtin:NAME` entry resolves to wherever the
+    package is installed."""
     return hashlib.sha256(weight.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
@@ -213,7 +211,7 @@ def train(
     zero_shot = cfg.method == Method.ZERO_SHOT.value  # nothing trains: evaluated at step 0 only
     if tuning is None:
         weight, init = initial_prompt(lm, task, cfg)
-        digest = init_digest(cfg, init)
+        digest = prompt_digest(weight) if init == "file" else None  # the start, already loaded above
         params = make_params(weight.to(lm.device), cfg.reparam, cfg.reparam_bottleneck, cfg.seed)  # the trained numbers
         check_trainable(lm, params.base)
         trained = list(params.parameters())
