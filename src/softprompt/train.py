@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt import distributed as dp
+from softprompt import lock
 from softprompt.batching import Encoder, loss_counts, mixture_batches
 from softprompt.budget import PROBE_STEPS, TimeBudget
 from softprompt.config import Method, TrainConfig, effective_lr, embed_step_for, lr_factor, parse_duration
@@ -179,12 +180,32 @@ def train(
     written by N workers resumes with any other number. `context` overrides the job
     (`distributed.SINGLE`: train alone even in a process group). `in_place`: with --method model
     or lora, train `lm.model` itself rather than a copy (the caller gives `lm` up; see tuning.py).
+    While it runs, `out_dir/.lock` names the process writing the folder: a second train() on
+    the same folder is refused (softprompt/lock.py).
     """
     ctx = dp.context() if context is None else context
-    budget = TimeBudget(parse_duration(cfg.time_budget), cfg.eval_every, _clock) if cfg.time_budget else None
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
+    if lock.contents(out_dir) and not (resume or overwrite):
         raise ConfigError(f"{out_dir}: output folder is not empty (use --resume to continue or --overwrite to replace)")
+    # Rank 0 writes the folder: it alone holds the lock (a second job on the same --out is refused).
+    with lock.hold(out_dir) if ctx.main else contextlib.nullcontext():
+        return _train(lm, task, cfg, out_dir, train_examples, dev_examples, resume, progress, ctx, in_place)
+
+
+def _train(
+    lm: LoadedModel,
+    task: Task | Mixture,
+    cfg: TrainConfig,
+    out_dir: Path,
+    train_examples: list[Example] | None,
+    dev_examples: list[Example] | None,
+    resume: bool,
+    progress: bool,
+    ctx: dp.Context,
+    in_place: bool,
+) -> TrainResult:
+    """train()'s body, run while the output folder is locked."""
+    budget = TimeBudget(parse_duration(cfg.time_budget), cfg.eval_every, _clock) if cfg.time_budget else None
     if resume:  # a kill inside a folder swap left the last complete version aside: put it back
         if ctx.main:
             for name in ("checkpoint", "best", "embedding"):

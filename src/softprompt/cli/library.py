@@ -31,6 +31,7 @@ from softprompt.cli.options import (
     PatienceOpt,
     PrecisionOpt,
     PromptLengthOpt,
+    WarmupStepsOpt,
     config_from,
 )
 from softprompt.cli.spot import names
@@ -133,6 +134,7 @@ def library_build(
     precision: PrecisionOpt = MODEL.precision,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
     lr: LrOpt = TRAIN.lr,
+    warmup_steps: WarmupStepsOpt = TRAIN.warmup_steps,
     optimizer: OptimizerOpt = TRAIN.optimizer,
     max_train: MaxTrainOpt = TRAIN.max_train,
     embed_step: EmbedStepOpt = TRAIN.embed_step,
