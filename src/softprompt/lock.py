@@ -59,8 +59,8 @@ def _acquire(path: Path) -> None:
             if owner is None and _age(path) < FRESH_S:  # unreadable: being written by a process taking it now
                 raise _busy(path, "another softprompt process (starting just now)") from None
             if owner is not None and not _stale(owner):
-                since = owner.get("started", "?")
-                raise _busy(path, f"another softprompt process (pid {owner['pid']} on {owner['host']}, since {since})") from None
+                pid, host, since = owner["pid"], owner["host"], owner.get("started", "?")
+                raise _busy(path, f"another softprompt process (pid {pid} on {host}, since {since})") from None
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue
