@@ -13,6 +13,11 @@ std over seeds at every evaluation, and the mean of each seed's best evaluation 
     python benchmarks/methods_curve.py                                  # SmolLM2-135M, SST-2, 200 steps, seed 0
     python benchmarks/methods_curve.py --steps 300 --batch-size 16 --eval-every 50 --max-eval 872 --seeds 0,1,2
     python benchmarks/methods_curve.py --model qwen2.5-coder-0.5b --steps 300 --eval-every 50 --max-eval 200
+    python benchmarks/methods_curve.py --methods prompt@builtin:imdb --steps 300 --batch-size 16 --max-eval 872
+
+A method `prompt@SOURCE` is the prompt started from a trained prompt (SPoT: a folder, or
+builtin:NAME, an entry of the built-in library) instead of its default init; the source's own
+training examples are not counted on the examples axis (the table's note says so).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 from pathlib import Path
 
 from softprompt import TrainConfig, get_task, load_model, train
+from softprompt.cli.runtime import init_source
 from softprompt.config import parse_seeds
 from softprompt.io import atomic_write_text, write_json
 from softprompt.plots import pyplot, read_log, save_figure
@@ -44,12 +50,14 @@ def curve(log_path: Path, batch_size: int, metric: str) -> list[dict]:
 
 def run(lm, task, method: str, seed: int, args, train_set, dev) -> dict:
     """One method and seed: its curve and costs (reused from OUT/<method>/seed<k>/result.json)."""
-    out = args.out / method / f"seed{seed}"
+    out = args.out / method.replace(":", "-") / f"seed{seed}"
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
-                      seed=seed, embed_step=0)
+    base, _, source = method.partition("@")  # prompt@SOURCE: the prompt trained from a source prompt
+    init = {"init": "file", "init_from": init_source(source, lm)} if source else {}
+    cfg = TrainConfig(method=base, steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                      seed=seed, embed_step=0, **init)
     result = train(lm, task, cfg, out, train_examples=train_set, dev_examples=dev, overwrite=True)
     record = {"method": method, "seed": seed, "curve": curve(out / "log.jsonl", args.batch_size, task.metrics[0]),
               "costs": {"trainable_params": result.trainable_params, "bytes_per_task": result.bytes_per_task,
@@ -107,7 +115,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model (default: the embedded SmolLM2-135M)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--task", default="sst2")
-    parser.add_argument("--methods", default="prompt,lora,model")
+    parser.add_argument("--methods", default="prompt,lora,model",
+                        help="comma list of prompt, lora, model, prompt@SOURCE (a prompt folder or builtin:NAME)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -116,12 +125,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/methods-curve"))
     args = parser.parse_args()
 
+    methods = args.methods.split(",")
+    for m in methods:
+        if m.partition("@")[0] not in ("prompt", "lora", "model") or (m.startswith(("lora@", "model@"))):
+            parser.error(f"--methods: {m!r} is not prompt, lora, model or prompt@SOURCE")
     lm = load_model(args.model, args.precision)
     task = get_task(args.task)
     train_set, dev = task.load("train"), dev_sample(task.load("dev"), args.max_eval)
     metric = task.metrics[0]
     runs = {m: [run(lm, task, m, seed, args, train_set, dev) for seed in parse_seeds(args.seeds)]
-            for m in args.methods.split(",")}
+            for m in methods}
     summary = summarise(runs)
     report = {"model": lm.identity.name, "precision": str(lm.dtype), "task": task.name, "metric": metric,
               "dev_examples": len(dev), "settings": {k: str(v) for k, v in vars(args).items()},
