@@ -14,7 +14,7 @@ PACKAGE = SRC / "softprompt"
 
 # Lowest first. A module belongs to the first entry its dotted name starts with.
 LAYERS: list[tuple[str, ...]] = [
-    ("softprompt.errors", "softprompt.plots", "softprompt.stats"),
+    ("softprompt.errors", "softprompt.plots", "softprompt.stats", "softprompt.lock"),
     ("softprompt.models", "softprompt.tasks"),
     ("softprompt.io",),
     (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from softprompt.spot import library
 from softprompt.spot.build import BUILTIN_SOURCES, train_command
 from softprompt.spot.matrix import MIXTURES
 from softprompt.tasks.base import register
-from softprompt.train import TrainConfig
+from softprompt.train import TrainConfig, prompt_digest
 
 for _name in ("build_a", "build_b", "build_target"):
     register(_name)(lambda n=_name: toy_task(24, 8, name=n))
@@ -136,6 +137,28 @@ def test_an_interrupted_source_run_resumes(model, tmp_path, capsys):
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 9))  # steps 1-4 kept, 5-8 added
     assert run_state(run, cfg) == "done"
+
+
+def test_a_finished_target_run_is_redone_when_its_source_was_rebuilt_in_place(model, tmp_path):
+    """Studies reuse finished runs; a library entry rebuilt at the same path is another init,
+    so the runs made from its old prompt are retrained, not reported as the new one's."""
+    from softprompt.spot.transfer import train_once
+    from softprompt.train import train
+
+    source = tmp_path / "source"
+    source_cfg = TrainConfig(steps=2, batch_size=8, prompt_length=4, embed_step=0, eval_every=2)
+    train(model, toy_task(24, 8, name="build_a"), source_cfg, source, progress=False)
+    cfg = TrainConfig(steps=2, eval_every=2, batch_size=8, prompt_length=4, embed_step=0, init_from=str(source / "best"))
+    run, target = tmp_path / "target", toy_task(24, 8, name="build_b")
+    train_once(model, target, cfg, run)
+    first = (run / "log.jsonl").stat().st_mtime_ns
+    train_once(model, target, cfg, run)
+    assert (run / "log.jsonl").stat().st_mtime_ns == first  # the same source: reused
+    train(model, toy_task(24, 8, name="build_a"), replace(source_cfg, seed=3), source, overwrite=True, progress=False)
+    train_once(model, target, cfg, run)
+    assert (run / "log.jsonl").stat().st_mtime_ns != first  # rebuilt in place: trained again
+    saved = load_prompt(run / "best").training["init_from_digest"]
+    assert saved == prompt_digest(load_prompt(source / "best").weight)
 
 
 def test_no_library_and_an_empty_builtin_library_is_one_line(model, builtin, tmp_path, capsys):

@@ -175,7 +175,7 @@ def test_resume_with_another_training_setting_is_refused(tmp_path, change, flag)
 
 def test_resume_compares_the_init_prompt_by_its_numbers_not_its_path(tmp_path):
     """A `builtin:NAME` init resolves to wherever the package is installed: a reinstall between
-    a kill and --resume moves the folder, not the prompt. Another prompt is still refused."""
+    a kill and --resume moves the folder, not the prompt. Another prompt is still refused, at another path or rebuilt at the same one."""
     source = tmp_path / "source"
     train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), source, progress=False)
     moved = tmp_path / "moved"
@@ -194,6 +194,17 @@ def test_resume_compares_the_init_prompt_by_its_numbers_not_its_path(tmp_path):
             tiny_llama(),
             toy_task(),
             TrainConfig(steps=3, init_from=str(other / "best"), **settings),
+            out,
+            resume=True,
+            progress=False,
+        )
+    shutil.rmtree(moved)
+    shutil.copytree(other / "best", moved)  # the path the run last resumed from, rebuilt with other numbers
+    with pytest.raises(ConfigError, match="--init-from prompt of digest"):
+        train(
+            tiny_llama(),
+            toy_task(),
+            TrainConfig(steps=3, init_from=str(moved), **settings),
             out,
             resume=True,
             progress=False,

@@ -554,6 +554,7 @@ RESUME_MUST_MATCH = (
     "init_text",
     "init_from",
     "train_examples",
+    "init_from_digest",  # the --init-from prompt's numbers: the same folder may hold a rebuilt prompt
 )
 
 
@@ -578,7 +579,8 @@ def _restore(
         saved_run.pop("init_from", None)  # the same init prompt, perhaps at another path (builtin:NAME)
     for key in RESUME_MUST_MATCH:
         if key in saved_run and saved_run[key] != run.get(key):
-            flag = {"task": "--task", "train_examples": "training data"}.get(key, "--" + key.replace("_", "-"))
+            flags = {"task": "--task", "train_examples": "training data", "init_from_digest": "an --init-from prompt of digest"}
+            flag = flags.get(key, "--" + key.replace("_", "-"))
             raise ConfigError(
                 f"{path}: the interrupted run used {flag} {saved_run[key]!r}, this one {run.get(key)!r} "
                 f"(resume with the same setting, or start a new --out)"

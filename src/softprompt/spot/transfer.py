@@ -28,7 +28,7 @@ from softprompt.spot.stats import Paired, paired
 from softprompt.stats import mean, std
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
-from softprompt.train import TrainConfig, train
+from softprompt.train import TrainConfig, initial_prompt, prompt_digest, train
 
 BASELINE = "baseline"
 
@@ -88,10 +88,11 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def run_state(out_dir: Path, cfg: TrainConfig) -> str:
+def run_state(out_dir: Path, cfg: TrainConfig, init_digest: str | None = None) -> str:
     """What `out_dir` holds for a run with settings `cfg`: "done" (finished: every step, or
     stopped early by --patience), "partial" (a checkpoint to resume), "other" (a run with other
-    settings) or "none"."""
+    settings) or "none". `init_digest`: the `prompt_digest` of the --init-from prompt as it is
+    now; a run that started from other numbers (a library entry rebuilt in place) is "other"."""
     trainer = out_dir / "checkpoint" / "trainer.json"
     if not trainer.is_file():
         return "none"
@@ -103,6 +104,8 @@ def run_state(out_dir: Path, cfg: TrainConfig) -> str:
     if any(settings.get(k) != v for k, v in asdict(cfg).items() if k != "init" and k in settings):
         return "other"
     if settings.get("requested_init", cfg.init) != cfg.init:
+        return "other"
+    if init_digest is not None and settings.get("init_from_digest") != init_digest:
         return "other"
     stopped = bool(cfg.patience) and counters.get("evals_since_best", 0) >= cfg.patience
     return "done" if best.is_file() and (counters["step"] == cfg.steps or stopped) else "partial"
@@ -120,7 +123,8 @@ def train_once(
     """Train one run and return its best dev score. A finished run with the same settings in
     `out_dir` is reused and an interrupted one resumed, so a grid picks up where it stopped;
     a run with other settings is replaced (or refused, with `refuse_other`)."""
-    state = run_state(out_dir, cfg)
+    digest = prompt_digest(initial_prompt(lm, task, cfg)[0]) if cfg.init_from else None
+    state = run_state(out_dir, cfg, digest)
     if state == "done":
         return float(load_prompt(out_dir / "best").metrics[task.metrics[0]])
     if state == "other" and refuse_other:
