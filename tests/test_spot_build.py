@@ -148,7 +148,7 @@ def test_a_finished_target_run_is_redone_when_its_source_was_rebuilt_in_place(mo
     source = tmp_path / "source"
     source_cfg = TrainConfig(steps=2, batch_size=8, prompt_length=4, embed_step=0, eval_every=2)
     train(model, toy_task(24, 8, name="build_a"), source_cfg, source, progress=False)
-    cfg = TrainConfig(steps=2, eval_every=2, batch_size=8, prompt_length=4, embed_step=0, init_from=str(source / "best"))
+    cfg = replace(source_cfg, init_from=str(source / "best"))
     run, target = tmp_path / "target", toy_task(24, 8, name="build_b")
     train_once(model, target, cfg, run)
     first = (run / "log.jsonl").stat().st_mtime_ns

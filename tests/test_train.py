@@ -175,7 +175,8 @@ def test_resume_with_another_training_setting_is_refused(tmp_path, change, flag)
 
 def test_resume_compares_the_init_prompt_by_its_numbers_not_its_path(tmp_path):
     """A `builtin:NAME` init resolves to wherever the package is installed: a reinstall between
-    a kill and --resume moves the folder, not the prompt. Another prompt is still refused, at another path or rebuilt at the same one."""
+    a kill and --resume moves the folder, not the prompt. Another prompt is still refused, at
+    another path or rebuilt at the same one."""
     source = tmp_path / "source"
     train(tiny_llama(), toy_task(), TrainConfig(steps=1, batch_size=4, prompt_length=4), source, progress=False)
     moved = tmp_path / "moved"
