@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from softprompt import TrainConfig, get_task, load_model, train
@@ -50,7 +51,7 @@ def curve(log_path: Path, batch_size: int, metric: str) -> list[dict]:
 
 def run(lm, task, method: str, seed: int, args, train_set, dev) -> dict:
     """One method and seed: its curve and costs (reused from OUT/<method>/seed<k>/result.json)."""
-    out = args.out / method.replace(":", "-") / f"seed{seed}"
+    out = args.out / re.sub(r"[:/\\]+", "-", method) / f"seed{seed}"  # prompt@builtin:imdb -> prompt@builtin-imdb
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())

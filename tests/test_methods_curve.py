@@ -48,3 +48,22 @@ def test_curve_over_seeds_is_the_mean_of_the_runs_and_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert (out / "prompt" / "seed0" / "result.json").stat().st_mtime_ns == stamp
     assert "train " not in second.stderr  # no training progress bar: every run was reused
+
+
+def test_a_prompt_from_a_source_is_one_more_curve(tmp_path):
+    """prompt@SOURCE: the prompt started from a saved prompt, beside the default-init one."""
+    tiny_llama_folder(tmp_path / "model")
+    source = tmp_path / "curve" / "prompt" / "seed0" / "best"
+    cmd = [sys.executable, str(SCRIPT), "--model", str(tmp_path / "model"), "--precision", "fp32",
+           "--steps", "2", "--eval-every", "2", "--batch-size", "2", "--max-eval", "6", "--out", str(tmp_path / "curve")]
+    first = subprocess.run(cmd + ["--methods", "prompt"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(cmd + ["--methods", f"prompt,prompt@{source}"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert list(report["runs"]) == ["prompt", f"prompt@{source}"]
+    folder = next(p for p in (tmp_path / "curve").iterdir() if p.name.startswith("prompt@"))
+    saved = json.loads((folder / "seed0" / "best" / "prompt.json").read_text())
+    assert saved["training"]["init"] == "file" and saved["training"]["init_from"] == str(source)
+    bad = subprocess.run(cmd + ["--methods", "lora@x"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "prompt@SOURCE" in bad.stderr

@@ -10,9 +10,10 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import cli_loads, learnable_llama, run_cli, toy_examples, toy_task
+from helpers import cli_loads, learnable_llama, run_cli, tiny_llama, toy_examples, toy_task
 
 from softprompt.batching import bucketed_batches
+from softprompt.config import embed_step_for
 from softprompt.errors import ConfigError
 from softprompt.io import load_prompt
 from softprompt.spot import library
@@ -139,6 +140,21 @@ def test_mixture_training_uses_each_tasks_template_and_verbalizer(tmp_path, monk
 def test_embed_step_after_the_last_step_is_refused():
     with pytest.raises(ConfigError, match="embed-step"):
         TrainConfig(steps=5, embed_step=6)
+
+
+def test_default_embed_step_is_ten_steps_worth_of_lr_after_a_warm_up():
+    assert embed_step_for(1000) == 10 and embed_step_for(6) == 6  # no warm-up; a shorter run: its last step
+    # 50-step warm-up: step n trains at n/51 of the lr; summed, 31 steps give 31*32/102 = 9.73 and 32
+    # steps 10.35, so 31 is the nearest to 10 full-lr steps.
+    assert embed_step_for(1000, None, 50) == 31
+    assert embed_step_for(1000, 4, 50) == 4  # given: as given
+
+
+def test_train_writes_the_embedding_at_the_warm_up_aware_step(tmp_path):
+    # warm-up 2: factors 1/3, 2/3, then 1: 1 after two steps, 10 after 11.
+    cfg = TrainConfig(steps=12, batch_size=4, prompt_length=4, eval_every=100, warmup_steps=2)
+    train(tiny_llama(), toy_task(), cfg, tmp_path / "run", progress=False)
+    assert load_prompt(tmp_path / "run" / "embedding").metrics == {"step": 11}
 
 
 # -- CLI helpers --------------------------------------------------------------------------

@@ -302,7 +302,8 @@ def _train(
     if budget is not None and not zero_shot:  # steps are set after PROBE_STEPS timed ones (`plan` below)
         cfg = replace(cfg, steps=start + PROBE_STEPS)
     n_eval = sum(len(dev) for _, _, dev in parts)
-    embed_at = embed_step_for(cfg.steps if budget is None else 10**9, cfg.embed_step)  # 0: no task embedding
+    # 0: no task embedding
+    embed_at = embed_step_for(cfg.steps if budget is None else 10**9, cfg.embed_step, cfg.warmup_steps, cfg.decay)
     if tuning is not None:
         embed_at = 0  # weights have no task embedding
     bar = tqdm(
@@ -360,7 +361,7 @@ def _train(
                 budget.record_step(_clock() - started)
                 if planned is None and step == start + PROBE_STEPS:
                     plan(evaluated=False)
-                    embed_at = embed_step_for(cfg.steps, cfg.embed_step)
+                    embed_at = embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay)
                     if ctx.main:
                         bar.write(f"--time-budget {cfg.time_budget}: {budget.step_s:.2f} s/step, {cfg.steps} steps")
             if step == embed_at and ctx.main:  # an early prompt stands for the task (SPoT task embedding)

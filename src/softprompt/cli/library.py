@@ -42,6 +42,7 @@ from softprompt.config import (
     LIBRARY_MIXTURE_CAP,
     LIBRARY_PATIENCE,
     LIBRARY_STEPS,
+    LIBRARY_WARMUP_STEPS,
     Init,
     TrainConfig,
 )
@@ -134,7 +135,7 @@ def library_build(
     precision: PrecisionOpt = MODEL.precision,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
     lr: LrOpt = TRAIN.lr,
-    warmup_steps: WarmupStepsOpt = TRAIN.warmup_steps,
+    warmup_steps: WarmupStepsOpt = LIBRARY_WARMUP_STEPS,
     optimizer: OptimizerOpt = TRAIN.optimizer,
     max_train: MaxTrainOpt = TRAIN.max_train,
     embed_step: EmbedStepOpt = TRAIN.embed_step,

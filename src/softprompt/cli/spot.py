@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -212,7 +213,8 @@ def transfer(
             "--source DIR, or --library DIR with --top-k K or --auto: name where the source prompts come from"
         )
     sources = lib.resolve_sources([s for item in source or [] for s in item.split(",") if s.strip()], library)
-    cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
+    cfg = config_from(TrainConfig, locals())
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay))
     if top_k and library is not None:
         lib.entries(library)
     runtime.training_data(the_task)  # a bad data file fails before the model loads
@@ -277,7 +279,8 @@ def transfer_matrix(
     """Transfer every source to every target; write a heatmap of relative gain, similarity vs
     gain correlations and the retrieval table (best of top-k vs oracle and baseline).
     Under torchrun (or --nproc N) the workers share out the source and target runs."""
-    cfg = config_from(TrainConfig, locals(), embed_step=embed_step_for(steps, embed_step))
+    cfg = config_from(TrainConfig, locals())
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay))
     if source_steps is not None and source_steps < max(1, cfg.embed_step or 0):
         raise ConfigError(f"--source-steps {source_steps}: must reach --embed-step {cfg.embed_step}")
     source_list, target_list = names(sources, "--sources"), names(targets, "--targets")

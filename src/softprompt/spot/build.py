@@ -2,7 +2,8 @@
 
 Each source (a task, or a named mixture such as "glue") trains from the sampled-vocabulary
 init, seed 0 (one init for all, so task embeddings compare what the tasks did), for at most
-`cfg.steps` steps with early stopping on its dev sample (`cfg.patience`). Output:
+`cfg.steps` steps with early stopping on its dev sample (`cfg.patience`), after the warm-up
+of `cfg.warmup_steps` (the command line's default: LIBRARY_WARMUP_STEPS). Output:
 
     WORK/<source>/        the training run (train.py layout); an interrupted one is resumed
     LIBRARY/<source>/     its library entry (float16 in the built-in library), whose entry.json
@@ -121,7 +122,8 @@ def build_library(
     for name in sources:  # unknown names fail before any training
         source_task(name, cap)
     ctx = dp.context() if context is None else context
-    cfg = replace(cfg, init="vocab", init_from=None, seed=0, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
+    embed_at = embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay)
+    cfg = replace(cfg, init="vocab", init_from=None, seed=0, embed_step=embed_at)
     settings = source_settings(cfg, cap)
     known = {e.name: e for e in library.entries(library_dir, must_exist=False)}
     todo = [n for n in sources if n not in known or not _reusable(known[n], settings, lm, overwrite)]

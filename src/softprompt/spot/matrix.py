@@ -240,7 +240,7 @@ def transfer_matrix(
     if len(set(sources)) != len(sources) or len(set(targets)) != len(targets):
         raise ConfigError("--sources/--targets: a name is listed twice")
     out_dir = Path(out_dir)
-    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay))
     target_tasks = [get_task(t) for t in targets]  # unknown names fail before any training
     source_cfg = replace(cfg, steps=source_steps or cfg.steps)
     ctx = dp.context() if context is None else context

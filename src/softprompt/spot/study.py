@@ -281,7 +281,7 @@ def transfer_study(
         raise ConfigError("--targets: a name is listed twice")
     ctx = dp.context() if context is None else context
     out_dir = Path(out_dir)
-    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay))
     entries = [e for e in library.entries(library_dir) if e.model.fingerprint == lm.identity.fingerprint]
     unknown = sorted(set(source_names or []) - {e.name for e in entries})
     if unknown:

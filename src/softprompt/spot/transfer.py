@@ -222,7 +222,7 @@ def transfer(
     if bool(sources) == bool(top_k):
         raise ConfigError("give either --source or --top-k/--auto with --library")
     out_dir = Path(out_dir)
-    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step))
+    cfg = replace(cfg, embed_step=embed_step_for(cfg.steps, cfg.embed_step, cfg.warmup_steps, cfg.decay))
     baseline = run_baseline(lm, task, cfg, seeds, out_dir, baseline_init, progress)
     retrieved: list[tuple[str, dict[str, float]]] = []
     if top_k:
