@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from softprompt.errors import ConfigError
-from softprompt.spot.stats import bootstrap_ci, paired, sign_flip_p, wilcoxon_p
+from softprompt.spot.stats import bootstrap_ci, holm, paired, sign_flip_p, spearman_p, wilcoxon_p
 
 
 def test_sign_flip_p_counts_the_sign_assignments_reaching_the_observed_sum():
@@ -58,3 +58,28 @@ def test_paired_gain_and_its_plain_statement():
     assert mixed.ci_low < 0 < mixed.ci_high
     with pytest.raises(ConfigError, match="same seeds"):
         paired([0.1, 0.2], [0.1])
+
+
+def test_holm_multiplies_the_ith_smallest_p_by_the_hypotheses_left_and_keeps_the_order():
+    # sorted: 0.01 x 4 = 0.04, 0.03 x 3 = 0.09, 0.04 x 2 = 0.08 -> 0.09 (never below the one before), 0.2 x 1
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # a family of one is not adjusted
+    assert holm([]) == []
+
+
+def test_spearman_p_counts_the_pairings_whose_correlation_reaches_the_observed_one():
+    # n = 4, perfectly ordered: only the identity and the reversal reach |r| = 1: 2 of 24.
+    assert spearman_p([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(2 / 24)
+    assert spearman_p([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(2 / 24)
+    # n = 3, ranks 1 2 3 against 1 3 2: r = 0.5; the 6 pairings give r = 1, .5, .5, -.5, -.5, -1,
+    # all with |r| >= 0.5: p = 1.
+    assert spearman_p([1, 2, 3], [1, 3, 2]) == pytest.approx(1.0)
+    assert spearman_p([1, 2], [2, 1]) == 1.0  # too few to test
+    assert spearman_p([1, 2, 3, 4], [5, 5, 5, 5]) == pytest.approx(1.0)  # no variance: r = 0
+    # n = 13 (Monte Carlo): a perfect order is about as rare as it gets; a shuffle is not.
+    x = list(range(13))
+    assert spearman_p(x, x) == pytest.approx(1 / 20_001)
+    assert spearman_p(x, [5, 11, 0, 9, 3, 12, 1, 7, 10, 2, 8, 4, 6]) > 0.2
+    with pytest.raises(ConfigError):
+        spearman_p([1, 2, 3], [1, 2])

@@ -4,6 +4,7 @@ tiny model: every cell, no target from its own data, resume, the report's number
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from helpers import cli_loads, learnable_llama, run_cli, toy_task
@@ -179,6 +180,13 @@ def test_study_report_numbers_on_hand_made_scores():
     assert corr["per_token_cosine"]["t1"] == pytest.approx(-1.0) and corr["avg_cosine"]["mean"] == pytest.approx(0.0)
     tests = report.tests()
     assert tests["t1"][RETRIEVED]["gain"] == pytest.approx(0.2) and tests["t2"][RETRIEVED]["gain"] == pytest.approx(-0.1)
+    # Holm over t1's family (labels, a, b, c): sign-flip p 1, 0.5, 0.5, 0.5 -> 0.5 x 3 = 1.5 -> 1 each.
+    assert [tests["t1"][i]["p_holm"] for i in ("labels", "a", "b", "c")] == pytest.approx([1.0] * 4)
+    assert tests["t1"][RETRIEVED]["p_holm"] == tests["t1"]["a"]["p_holm"]
+    ps = report.correlation_p()
+    assert ps["avg_cosine"]["t1"] == pytest.approx(2 / 6)  # 3 sources in perfect order: 2 of 3! pairings
+    assert math.isnan(ps["avg_cosine"]["t2"])  # 2 sources: r is +-1 whatever they are
+    assert "| avg_cosine, permutation p | 0.333 | n/a | | |" in report.markdown()
     assert StudyReport.from_dict(json.loads(json.dumps(report.to_dict()))).retrieval() == report.retrieval()
 
 
@@ -222,3 +230,20 @@ def test_studies_run_apart_merge_into_one_report_with_each_targets_own_seeds(tmp
     assert merged_json["runs"] == {"t1": str((tmp_path / "s1").resolve()), "t2": str((tmp_path / "s2").resolve())}
     code, _, err = run_cli(capsys, "transfer-report", tmp_path / "nope", "--out", tmp_path / "x")
     assert code == 2 and "no study.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_gain_significant_alone_is_flagged_when_holm_over_the_targets_inits_undoes_it():
+    six = [0, 1, 2, 3, 4, 5]
+    sims = {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.9}, "b": {"avg_cosine": 0.1, "per_token_cosine": 0.1}}
+    crowded = StudyReport(["t"], {"t": "accuracy"}, six,
+                          {"t": {BASE: [0.5] * 6, "labels": [0.5] * 6, "a": [0.6] * 6, "b": [0.5] * 6}},
+                          {"t": ["a", "b"]}, {"t": sims}, top_k=1)  # fmt: skip
+    alone = StudyReport(["t"], {"t": "accuracy"}, six, {"t": {BASE: [0.5] * 6, "a": [0.6] * 6}},
+                        {"t": ["a"]}, {"t": {"a": sims["a"]}}, top_k=1)  # fmt: skip
+    # a beats vocab on all 6 seeds: p = 2 / 64; three inits tested (labels, a, b): Holm 3 x 2 / 64.
+    assert crowded.tests()["t"]["a"]["p_holm"] == pytest.approx(6 / 64)
+    assert "| 0.0938 | significant (not after Holm) |" in crowded.markdown()
+    assert "After Holm's correction over each target's inits: 0 (none)" in crowded.markdown()
+    assert alone.tests()["t"]["a"]["p_holm"] == pytest.approx(2 / 64)
+    assert "| 0.0312 | significant, also after Holm |" in alone.markdown()
+    assert "After Holm's correction over each target's inits: 1 (t)" in alone.markdown()

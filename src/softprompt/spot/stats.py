@@ -10,6 +10,11 @@ Two initialisations trained with the same seeds give paired scores a_i, b_i; d_i
                    assignments whose |sum| reaches the observed one
   wilcoxon_p(d)    exact two-sided Wilcoxon signed-rank p-value (zeros dropped, ties given
                    average ranks), by enumerating the 2^m sign assignments of the ranks
+  holm(ps)         Holm's step-down adjustment of a family of p-values (a target's inits), so
+                   that "some init gains" holds at the level over the family, not per test
+  spearman_p(x, y) two-sided permutation p-value of a Spearman correlation (similarity vs
+                   gain over one target's sources): exact over every permutation for n <= 8,
+                   else a seeded Monte Carlo of 20,000
 
 A gain is called significant when the sign-flip p is below the level (default 0.05). With n
 seeds no exact two-sided test goes below 2 / 2^n: 5 seeds cannot reach 0.05 (0.0625), 6 can.
@@ -29,6 +34,7 @@ from softprompt.errors import ConfigError
 from softprompt.tasks.metrics import average_ranks
 
 EXACT_BOOTSTRAP_MAX = 8  # seeds up to which the bootstrap distribution is enumerated exactly
+EXACT_PERMUTATION_MAX = 8  # sources up to which every permutation is enumerated (8! = 40,320)
 MONTE_CARLO = 20_000
 _TOL = 1e-9  # score differences are sums of float percentages: compare with a tolerance
 
@@ -91,6 +97,44 @@ def wilcoxon_p(d: Sequence[float]) -> float:
         for signs in itertools.product((True, False), repeat=len(ranks))
     )
     return hits / 2 ** len(ranks)
+
+
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the order given: the i-th smallest p times (m - i + 1), made
+    non-decreasing in that order and capped at 1. Reject a hypothesis when its adjusted p is
+    below the level: the chance of any false rejection in the family stays at the level."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adjusted, running = [1.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def spearman_p(x: Sequence[float], y: Sequence[float], seed: int = 0) -> float:
+    """Two-sided permutation p-value of Spearman's r between `x` and `y`: the share of
+    pairings (permutations of `y`) whose |r| reaches the observed |r|. Exact for n <= 8; above,
+    (hits + 1) / (draws + 1) over a seeded Monte Carlo, so p is never 0. n < 3: 1.0."""
+    n = len(x)
+    if n != len(y):
+        raise ConfigError(f"spearman_p: {n} x values against {len(y)} y values")
+    if n < 3:
+        return 1.0
+    rx, ry = np.asarray(average_ranks(list(x))), np.asarray(average_ranks(list(y)))
+
+    def r_of(perms: np.ndarray) -> np.ndarray:  # (N, n) rank permutations -> (N,) |Spearman r|
+        a, b = rx - rx.mean(), perms - perms.mean(axis=1, keepdims=True)
+        denom = np.sqrt((a**2).sum() * (b**2).sum(axis=1))
+        return np.abs(np.divide(b @ a, denom, out=np.zeros(len(b)), where=denom > 0))
+
+    observed = r_of(ry[None])[0]  # |spearman_r(x, y)|, computed the way every permutation is
+
+    if n <= EXACT_PERMUTATION_MAX:
+        perms = np.array(list(itertools.permutations(ry)))
+        return float((r_of(perms) >= observed - _TOL).mean())
+    rng = np.random.default_rng(seed)
+    perms = np.array([rng.permutation(ry) for _ in range(MONTE_CARLO)])
+    return float(((r_of(perms) >= observed - _TOL).sum() + 1) / (MONTE_CARLO + 1))
 
 
 @dataclass

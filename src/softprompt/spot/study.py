@@ -10,9 +10,11 @@ each initialisation, with the same seeds:
                  no runs of its own, it is the chosen source's runs
 
 Per (target, init): mean, std, and the gain over vocab paired by seed (`stats.paired`:
-bootstrap interval, exact sign-flip and Wilcoxon p-values, and a plain verdict). Then the
-similarity-vs-gain Spearman correlation per target and pooled, and the SPoT Table 3 analogue
-(baseline, oracle, best of top-k). Output folder:
+bootstrap interval, exact sign-flip and Wilcoxon p-values, and a plain verdict), with the
+sign-flip p adjusted by Holm over the target's inits (with a dozen sources, one p < 0.05 in
+the family is likely by chance alone). Then the similarity-vs-gain Spearman correlation per
+target (with its permutation p) and pooled, and the SPoT Table 3 analogue (baseline, oracle,
+best of top-k). Output folder:
 
     OUT/<target>/<init>/seed<s>/   one run (train.py layout): finished runs are reused and
                                    cut-short ones resumed, so the study continues where it stopped
@@ -43,7 +45,7 @@ from softprompt.io import atomic_write_text, load_prompt, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
-from softprompt.spot.stats import paired, smallest_p
+from softprompt.spot.stats import holm, paired, smallest_p, spearman_p
 from softprompt.stats import mean, std
 from softprompt.spot.transfer import train_once
 from softprompt.tasks.base import Task
@@ -83,10 +85,32 @@ class StudyReport:
         return rows
 
     def tests(self) -> dict[str, dict[str, dict]]:
-        base = {t: self.scores[t][BASE] for t in self.targets}
-        return {
-            t: {i: paired(s, base[t]).to_dict() for i, s in self.inits(t).items() if i != BASE} for t in self.targets
-        }
+        """target -> init -> `Paired.to_dict()` plus `p_holm`: the sign-flip p adjusted over the
+        target's family of inits (labels and every source; the retrieved row is one of them and
+        takes its source's adjusted p)."""
+        out = {}
+        for t in self.targets:
+            base = self.scores[t][BASE]
+            tests = {i: paired(s, base).to_dict() for i, s in self.inits(t).items() if i != BASE}
+            family = [i for i in tests if i != RETRIEVED]
+            for i, p in zip(family, holm([tests[i]["p_sign_flip"] for i in family])):
+                tests[i]["p_holm"] = p
+            if RETRIEVED in tests:
+                tests[RETRIEVED]["p_holm"] = tests[self.retrieved(t)]["p_holm"]
+            out[t] = tests
+        return out
+
+    def correlation_p(self) -> dict[str, dict[str, float]]:
+        """measure -> target -> permutation p of its similarity-vs-gain Spearman (nan under 3 sources)."""
+        out = {}
+        for m in similarity.MEASURES:
+            out[m] = {}
+            for t in self.targets:
+                base = mean(self.scores[t][BASE])
+                s = [self.similarities[t][src][m] for src in self.sources[t]]
+                g = [mean(self.scores[t][src]) - base for src in self.sources[t]]
+                out[m][t] = spearman_p(s, g) if len(s) > 2 else math.nan
+        return out
 
     def correlations(self) -> dict[str, dict[str, float]]:
         """measure -> Spearman of similarity vs gain: per target, their mean, and pooled over pairs."""
@@ -148,6 +172,7 @@ class StudyReport:
             "tests": self.tests(),
             "similarity": self.similarities,
             "correlation": self.correlations(),
+            "correlation_p": self.correlation_p(),
             "retrieval": self.retrieval(),
             "runs": self.runs,
         }
@@ -184,40 +209,51 @@ class StudyReport:
         lines = [
             f"### Transfer study: dev score (%), {seeds}, gain over vocab with 95% CI and paired p",
             "",
-            "| target | init | mean ± std | gain (points) | 95% CI | p sign-flip | p Wilcoxon | verdict |",
-            "|---|---|---:|---:|---|---:|---:|---|",
+            "| target | init | mean ± std | gain (points) | 95% CI | p sign-flip | p Wilcoxon | p Holm | verdict |",
+            "|---|---|---:|---:|---|---:|---:|---:|---|",
         ]
-        significant = set()
+        significant, after_holm = set(), set()
         for t in self.targets:
             for init, scores in self.inits(t).items():
                 shown = f"{100 * mean(scores):.1f} ± {100 * std(scores):.1f}"
                 name = f"retrieved ({self.retrieved(t)})" if init == RETRIEVED else init
                 if init == BASE:
-                    lines.append(f"| {t} ({self.metrics[t]}) | {name} | {shown} | | | | | baseline |")
+                    lines.append(f"| {t} ({self.metrics[t]}) | {name} | {shown} | | | | | | baseline |")
                     continue
                 r = tests[t][init]
-                verdict = "significant" if r["significant"] else "not significant"
+                holm_ok = r["p_holm"] < SIGNIFICANCE
+                verdict = ("significant" + (", also after Holm" if holm_ok else " (not after Holm)")
+                           if r["significant"] else "not significant")
                 if r["significant"] and r["gain"] > 0 and init != LABELS:
                     significant.add(t)
+                    if holm_ok:
+                        after_holm.add(t)
                 lines.append(
                     f"| {t} | {name} | {shown} | {100 * r['gain']:+.1f} | {100 * r['ci_low']:+.1f} to "
-                    f"{100 * r['ci_high']:+.1f} | {r['p_sign_flip']:.3g} | {r['p_wilcoxon']:.3g} | {verdict} |"
+                    f"{100 * r['ci_high']:+.1f} | {r['p_sign_flip']:.3g} | {r['p_wilcoxon']:.3g} | "
+                    f"{r['p_holm']:.3g} | {verdict} |"
                 )
         smallest = smallest_p(fewest)
         lines += [
             "",
             f"Targets with a significant positive gain from a source prompt: {len(significant)} of "
             f"{len(self.targets)} ({', '.join(sorted(significant)) or 'none'}); significant means the exact "
-            f"sign-flip p < {SIGNIFICANCE} (with {fewest} seeds no p goes below {smallest:.3g}).",
+            f"sign-flip p < {SIGNIFICANCE} (with {fewest} seeds no p goes below {smallest:.3g}). After Holm's "
+            f"correction over each target's inits: {len(after_holm)} ({', '.join(sorted(after_holm)) or 'none'}).",
             "",
             f"### Similarity ({self.spot.embedding} embeddings) vs gain: Spearman over each target's sources",
             "",
             "| measure | " + " | ".join(self.targets) + " | mean | pooled |",
             "|---|" + "---:|" * (len(self.targets) + 2),
         ]
+        ps = self.correlation_p()
         for m, c in self.correlations().items():
             cells = [c[t] for t in self.targets] + [c["mean"], c["pooled"]]
             lines.append(f"| {m} | " + " | ".join("n/a" if math.isnan(v) else f"{v:+.2f}" for v in cells) + " |")
+            cells = [ps[m][t] for t in self.targets]
+            if any(math.isfinite(v) for v in cells):
+                lines.append(f"| {m}, permutation p | " + " | ".join(
+                    "n/a" if math.isnan(v) else f"{v:.3g}" for v in cells) + " | | |")
         if min((len(v) for v in self.sources.values()), default=0) < 2:
             lines += ["", "n/a: a rank correlation needs at least two sources for the target."]
         lines += [
