@@ -32,6 +32,8 @@ from softprompt.train import train
 
 # Start from the shipped SST-2 prompt of the embedded model (SPoT: a sentiment source for a sentiment target).
 SST2_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "sst2")}
+# The shipped SNLI prompt: the source that gives CB its significant transfer gain (README, SPoT).
+SNLI_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "snli")}
 
 RECIPES: dict[str, dict] = {
     "default": {},  # TrainConfig's defaults
@@ -66,6 +68,7 @@ RECIPES: dict[str, dict] = {
     "sst2-init-ht64": {**SST2_INIT, "max_input_tokens": 64},  # 16 tokens from the start, 48 from the end
     "sst2-init-tail128": {**SST2_INIT, "max_input_tokens": 128, "truncation": "tail"},
     "sst2-init-tail256": {**SST2_INIT, "max_input_tokens": 256, "truncation": "tail"},  # the review's last 256 tokens
+    "snli-init": SNLI_INIT,  # an NLI source for an NLI target (CB)
 }
 
 
