@@ -425,3 +425,17 @@ def test_retrieval_table_and_correlations_on_hand_made_scores():
     )
     assert pearson_r([1, 1, 1], [1, 2, 3]) == 0.0  # the STS-B convention by default
     assert spearman_r([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+
+
+def test_transfer_report_adjusts_each_sources_p_by_holm_over_the_sources_tried():
+    six = [0.5] * 6
+    report = TransferReport("t", "accuracy", list(range(6)), 10, "vocab", six,
+                            {"a": [0.6] * 6, "b": [0.55] * 6, "c": [0.5, 0.6, 0.4, 0.5, 0.6, 0.4]})  # fmt: skip
+    # a and b beat vocab on every seed: p = 2 / 64 each; c: p = 1. Holm: 3 x 2/64, then 2 x 2/64 -> 3 x 2/64.
+    assert report.holm() == pytest.approx({"a": 6 / 64, "b": 6 / 64, "c": 1.0})
+    table = report.table()
+    assert "gain of a over baseline: +10.00 points" in table
+    assert "6 seeds: significant; after Holm over the 3 sources tried: p = 0.0938, not significant" in table
+    assert report.to_dict()["significance"]["b"]["p_holm"] == pytest.approx(6 / 64)
+    one = TransferReport("t", "accuracy", list(range(6)), 10, "vocab", six, {"a": [0.6] * 6})
+    assert "Holm" not in one.table() and one.holm() == pytest.approx({"a": 2 / 64})

@@ -24,7 +24,7 @@ from softprompt.errors import ConfigError
 from softprompt.io import load_prompt, read_json, resolve_prompt_dir, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.spot import library, similarity
-from softprompt.spot.stats import Paired, paired
+from softprompt.spot.stats import Paired, holm, paired
 from softprompt.stats import mean, std
 from softprompt.tasks.mixture import Mixture
 from softprompt.tasks.base import Task
@@ -61,8 +61,15 @@ class TransferReport:
         """Per source: its gain over the baseline, paired by seed, with interval and p-values."""
         return {name: paired(scores, self.baseline) for name, scores in self.sources.items()}
 
+    def holm(self) -> dict[str, float]:
+        """Per source: its sign-flip p adjusted by Holm over every source tried (the best of
+        several sources is more often lucky than one source fixed in advance)."""
+        tests = self.significance()
+        return dict(zip(tests, holm([t.p_sign_flip for t in tests.values()])))
+
     def to_dict(self) -> dict:
-        tests = {name: t.to_dict() for name, t in self.significance().items()}
+        adjusted = self.holm()
+        tests = {name: {**t.to_dict(), "p_holm": adjusted[name]} for name, t in self.significance().items()}
         return {**asdict(self), "best_source": self.best_source, "gain": self.gain, "significance": tests}
 
     def table(self) -> str:
@@ -83,8 +90,13 @@ class TransferReport:
             )
         if self.best_source is not None:
             lines.append(f"best source on dev: {self.best_source} ({100 * self.gain:+.2f} points over {BASELINE})")
-            for name, test in self.significance().items():
-                lines.append(f"gain of {name} over {BASELINE}: {test.statement()}")
+            tests, adjusted = self.significance(), self.holm()
+            for name, test in tests.items():
+                line = f"gain of {name} over {BASELINE}: {test.statement()}"
+                if len(tests) > 1:
+                    verdict = "significant" if adjusted[name] < test.level else "not significant"
+                    line += f"; after Holm over the {len(tests)} sources tried: p = {adjusted[name]:.3g}, {verdict}"
+                lines.append(line)
         return "\n".join(lines)
 
 
