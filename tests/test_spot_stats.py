@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from softprompt.errors import ConfigError
-from softprompt.spot.stats import bootstrap_ci, holm, paired, sign_flip_p, spearman_p, wilcoxon_p
+from softprompt.spot.stats import bootstrap_ci, holm, paired, seeds_needed, sign_flip_p, spearman_p, wilcoxon_p
 
 
 def test_sign_flip_p_counts_the_sign_assignments_reaching_the_observed_sum():
@@ -83,3 +83,9 @@ def test_spearman_p_counts_the_pairings_whose_correlation_reaches_the_observed_o
     assert spearman_p(x, [5, 11, 0, 9, 3, 12, 1, 7, 10, 2, 8, 4, 6]) > 0.2
     with pytest.raises(ConfigError):
         spearman_p([1, 2, 3], [1, 2])
+
+
+def test_seeds_needed_for_a_gain_to_survive_holm():
+    assert seeds_needed() == 6  # 2/32 = 0.0625 >= 0.05 > 2/64
+    assert seeds_needed(13) == 10  # 13 x 2/512 = 0.051, 13 x 2/1024 = 0.025
+    assert seeds_needed(3) == 7  # 3 x 2/64 = 0.094, 3 x 2/128 = 0.047

@@ -247,3 +247,15 @@ def test_a_gain_significant_alone_is_flagged_when_holm_over_the_targets_inits_un
     assert alone.tests()["t"]["a"]["p_holm"] == pytest.approx(2 / 64)
     assert "| 0.0312 | significant, also after Holm |" in alone.markdown()
     assert "After Holm's correction over each target's inits: 1 (t)" in alone.markdown()
+
+
+def test_the_study_says_before_it_runs_what_its_seeds_cannot_show():
+    from softprompt.spot.study import seeds_note
+
+    assert "with 5 seeds no paired p goes below 0.0625" in seeds_note(5, 1) and "6 or more" in seeds_note(5, 1)
+    # 6 seeds, 13 sources: 13 x 2/64 = 0.41, so Holm leaves nothing significant; 10 seeds can.
+    assert seeds_note(6, 13) == (
+        "note: with 6 seeds and 13 inits on a target, no gain can stay significant after Holm's correction "
+        "(13 x 0.0312 >= 0.05); 10 seeds can"
+    )
+    assert seeds_note(6, 1) is None and seeds_note(10, 13) is None

@@ -180,6 +180,15 @@ def smallest_p(n: int) -> float:
     return 2 / 2**n
 
 
+def seeds_needed(family: int = 1, level: float = SIGNIFICANCE) -> int:
+    """The fewest seeds with which a gain can be significant after Holm over `family` tests:
+    the smallest n with family * 2 / 2^n < level (6 for one test at 0.05, 10 for 13)."""
+    n = 1
+    while family * smallest_p(n) >= level:
+        n += 1
+    return n
+
+
 def paired(a: Sequence[float], b: Sequence[float], level: float = SIGNIFICANCE) -> Paired:
     """The paired comparison of scores `a` against `b` (same seeds, in the same order)."""
     d = differences(a, b)

@@ -45,7 +45,7 @@ from softprompt.io import atomic_write_text, load_prompt, write_report_json
 from softprompt.models.loading import LoadedModel
 from softprompt.plots import pyplot, save_figure
 from softprompt.spot import library, similarity
-from softprompt.spot.stats import holm, paired, smallest_p, spearman_p
+from softprompt.spot.stats import holm, paired, seeds_needed, smallest_p, spearman_p
 from softprompt.stats import mean, std
 from softprompt.spot.transfer import train_once
 from softprompt.tasks.base import Task
@@ -269,6 +269,19 @@ class StudyReport:
         return "\n".join(lines) + "\n"
 
 
+def seeds_note(n: int, family: int) -> str | None:
+    """What `n` seeds cannot show with up to `family` inits tested on a target, said before any
+    run: None when a gain can be significant even after Holm's correction."""
+    lowest = smallest_p(n)
+    if lowest >= SIGNIFICANCE:
+        return (f"note: with {n} seeds no paired p goes below {lowest:.3g}, so no gain can be called "
+                f"significant at {SIGNIFICANCE}; {seeds_needed()} or more seeds can")
+    if family * lowest >= SIGNIFICANCE:
+        return (f"note: with {n} seeds and {family} inits on a target, no gain can stay significant after "
+                f"Holm's correction ({family} x {lowest:.3g} >= {SIGNIFICANCE}); {seeds_needed(family)} seeds can")
+    return None
+
+
 def eligible_sources(entries: list[library.Entry], target: str, names: list[str] | None = None) -> list[str]:
     """The library sources `target` may start from: never one trained on its own data."""
     return [e.name for e in entries if (names is None or e.name in names) and not e.trained_on(target)]
@@ -327,12 +340,10 @@ def transfer_study(
         if not sources[t.name]:
             raise ConfigError(f"--targets {t.name}: no library source left once its own data's are excluded")
     cells = _cells(targets, cfg, seeds, out_dir, entries, sources, label_init)
-    if progress and ctx.main and smallest_p(len(seeds)) >= SIGNIFICANCE:
-        tqdm.write(
-            f"note: with {len(seeds)} seeds no paired p goes below {smallest_p(len(seeds)):.3g}, so no gain can be "
-            f"called significant at {SIGNIFICANCE}; 6 or more seeds can",
-            file=sys.stderr,
-        )
+    family = max(len(sources[t.name]) + (label_init and t.is_classification) for t in targets)
+    note = seeds_note(len(seeds), family)
+    if progress and ctx.main and note:
+        tqdm.write(note, file=sys.stderr)
     mine = dp.cells(cells, ctx)
     bar = tqdm(total=len(mine), desc="transfer study", unit="run", disable=not progress)
     with dp.local():
