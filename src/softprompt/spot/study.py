@@ -390,10 +390,12 @@ def write_report(report: StudyReport, out_dir: Path) -> None:
 
 
 def plot_gains(report: StudyReport, path: Path) -> Path:
-    """Gain over vocab (points), targets (rows) x inits (columns); blank: not allowed; *: significant."""
+    """Gain over vocab (points), targets (rows) x inits (columns); blank: not allowed; *: significant,
+    **: also after Holm over the target's inits."""
     plt = pyplot()
     tests = report.tests()
-    columns = [LABELS] + sorted({s for t in report.targets for s in report.sources[t]}) + [RETRIEVED]
+    labels = [LABELS] if any(LABELS in tests[t] for t in report.targets) else []  # none under --no-label-init
+    columns = labels + sorted({s for t in report.targets for s in report.sources[t]}) + [RETRIEVED]
     grid = [[100 * tests[t][c]["gain"] if c in tests[t] else math.nan for c in columns] for t in report.targets]
     finite = [abs(v) for row in grid for v in row if math.isfinite(v)]
     span = max(finite, default=1.0) or 1.0
@@ -404,7 +406,8 @@ def plot_gains(report: StudyReport, path: Path) -> Path:
     for i, t in enumerate(report.targets):
         for j, c in enumerate(columns):
             if c in tests[t]:
-                star = "*" if tests[t][c]["significant"] else ""
+                test = tests[t][c]
+                star = "*" * (test["significant"] + (test["significant"] and test["p_holm"] < SIGNIFICANCE))
                 dark = abs(grid[i][j]) > 0.6 * span  # white on the deep ends of the colour scale
                 ax.text(j, i, f"{grid[i][j]:+.1f}{star}", ha="center", va="center", fontsize=8,
                         color="white" if dark else "black")
@@ -412,7 +415,9 @@ def plot_gains(report: StudyReport, path: Path) -> Path:
     ax.set_ylabel("target task")
     counts = sorted(set(report.seed_counts().values()))
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    ax.set_title(f"gain over sampled vocabulary (points, {seeds} seeds; * p < {SIGNIFICANCE})")
+    ax.set_title(
+        f"gain over sampled vocabulary (points, {seeds} seeds; * p < {SIGNIFICANCE}, ** also after Holm)"
+    )
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
