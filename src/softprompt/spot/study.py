@@ -100,16 +100,19 @@ class StudyReport:
             out[t] = tests
         return out
 
+    def similarity_and_gain(self, target: str, measure: str) -> tuple[list[float], list[float]]:
+        """`target`'s sources as two parallel lists: similarity under `measure`, mean gain over vocab."""
+        base = mean(self.scores[target][BASE])
+        sources = self.sources[target]
+        return ([self.similarities[target][src][measure] for src in sources],
+                [mean(self.scores[target][src]) - base for src in sources])
+
     def correlation_p(self) -> dict[str, dict[str, float]]:
         """measure -> target -> permutation p of its similarity-vs-gain Spearman (nan under 3 sources)."""
         out = {}
         for m in similarity.MEASURES:
-            out[m] = {}
-            for t in self.targets:
-                base = mean(self.scores[t][BASE])
-                s = [self.similarities[t][src][m] for src in self.sources[t]]
-                g = [mean(self.scores[t][src]) - base for src in self.sources[t]]
-                out[m][t] = spearman_p(s, g) if len(s) > 2 else math.nan
+            pairs = {t: self.similarity_and_gain(t, m) for t in self.targets}
+            out[m] = {t: spearman_p(s, g) if len(s) > 2 else math.nan for t, (s, g) in pairs.items()}
         return out
 
     def correlations(self) -> dict[str, dict[str, float]]:
@@ -118,9 +121,7 @@ class StudyReport:
         for m in similarity.MEASURES:
             per, sims, gains = {}, [], []
             for t in self.targets:
-                base = mean(self.scores[t][BASE])
-                s = [self.similarities[t][src][m] for src in self.sources[t]]
-                g = [mean(self.scores[t][src]) - base for src in self.sources[t]]
+                s, g = self.similarity_and_gain(t, m)
                 per[t] = spearman_r(s, g, math.nan) if len(s) > 1 else math.nan
                 sims, gains = sims + s, gains + g
             finite = [v for v in per.values() if math.isfinite(v)]
@@ -340,7 +341,7 @@ def transfer_study(
         if not sources[t.name]:
             raise ConfigError(f"--targets {t.name}: no library source left once its own data's are excluded")
     cells = _cells(targets, cfg, seeds, out_dir, entries, sources, label_init)
-    family = max(len(sources[t.name]) + (label_init and t.is_classification) for t in targets)
+    family = max(len({init for task, init, *_ in cells if task is t and init != BASE}) for t in targets)
     note = seeds_note(len(seeds), family)
     if progress and ctx.main and note:
         tqdm.write(note, file=sys.stderr)
@@ -407,7 +408,7 @@ def plot_gains(report: StudyReport, path: Path) -> Path:
         for j, c in enumerate(columns):
             if c in tests[t]:
                 test = tests[t][c]
-                star = "*" * (test["significant"] + (test["significant"] and test["p_holm"] < SIGNIFICANCE))
+                star = "" if not test["significant"] else "**" if test["p_holm"] < SIGNIFICANCE else "*"
                 dark = abs(grid[i][j]) > 0.6 * span  # white on the deep ends of the colour scale
                 ax.text(j, i, f"{grid[i][j]:+.1f}{star}", ha="center", va="center", fontsize=8,
                         color="white" if dark else "black")

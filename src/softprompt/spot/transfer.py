@@ -61,15 +61,17 @@ class TransferReport:
         """Per source: its gain over the baseline, paired by seed, with interval and p-values."""
         return {name: paired(scores, self.baseline) for name, scores in self.sources.items()}
 
-    def holm(self) -> dict[str, float]:
+    def holm(self, tests: dict[str, Paired] | None = None) -> dict[str, float]:
         """Per source: its sign-flip p adjusted by Holm over every source tried (the best of
-        several sources is more often lucky than one source fixed in advance)."""
-        tests = self.significance()
+        several sources is more often lucky than one source fixed in advance). `tests`: the
+        `significance()` already computed, if the caller has it."""
+        tests = self.significance() if tests is None else tests
         return dict(zip(tests, holm([t.p_sign_flip for t in tests.values()])))
 
     def to_dict(self) -> dict:
-        adjusted = self.holm()
-        tests = {name: {**t.to_dict(), "p_holm": adjusted[name]} for name, t in self.significance().items()}
+        significance = self.significance()
+        adjusted = self.holm(significance)
+        tests = {name: {**t.to_dict(), "p_holm": adjusted[name]} for name, t in significance.items()}
         return {**asdict(self), "best_source": self.best_source, "gain": self.gain, "significance": tests}
 
     def table(self) -> str:
@@ -90,7 +92,8 @@ class TransferReport:
             )
         if self.best_source is not None:
             lines.append(f"best source on dev: {self.best_source} ({100 * self.gain:+.2f} points over {BASELINE})")
-            tests, adjusted = self.significance(), self.holm()
+            tests = self.significance()
+            adjusted = self.holm(tests)
             for name, test in tests.items():
                 line = f"gain of {name} over {BASELINE}: {test.statement()}"
                 if len(tests) > 1:
