@@ -19,7 +19,7 @@ numbers can be read against what the kernels themselves offer.
     python benchmarks/int8_eval.py --prompt runs/sst2 --eval-examples 872 --repeats 3
 
 softprompt offers int8 as a precision only if this shows it faster than the best of fp32
-and bf16 at equal accuracy (within 0.5 point); see the README's performance section.
+and bf16 at equal accuracy (within 0.5 point); see docs/benchmarks/speed.md.
 """
 
 from __future__ import annotations

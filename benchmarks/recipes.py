@@ -32,7 +32,7 @@ from softprompt.train import train
 
 # Start from the shipped SST-2 prompt of the embedded model (SPoT: a sentiment source for a sentiment target).
 SST2_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "sst2")}
-# The shipped SNLI prompt: the source that gives CB its significant transfer gain (README, SPoT).
+# The shipped SNLI prompt: the source that gives CB its significant transfer gain (docs/benchmarks/transfer.md).
 SNLI_INIT = {"init": "file", "init_from": str(builtin_root() / "smollm2-135m" / "snli")}
 
 RECIPES: dict[str, dict] = {
