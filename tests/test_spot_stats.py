@@ -56,6 +56,8 @@ def test_paired_gain_and_its_plain_statement():
     mixed = paired([0.6, 0.4, 0.5, 0.7, 0.3, 0.6], [0.5] * 6)
     assert not mixed.significant and mixed.statement().endswith("not significant")
     assert mixed.ci_low < 0 < mixed.ci_high
+    worse = paired([0.5] * 6, [0.6, 0.7, 0.8, 0.9, 0.7, 0.8])
+    assert worse.significant and worse.statement().endswith("6 seeds: significant loss")
     with pytest.raises(ConfigError, match="same seeds"):
         paired([0.1, 0.2], [0.1])
 

@@ -249,6 +249,17 @@ def test_a_gain_significant_alone_is_flagged_when_holm_over_the_targets_inits_un
     assert "After Holm's correction over each target's inits: 1 (t)" in alone.markdown()
 
 
+def test_a_source_significantly_below_vocab_is_called_a_loss_and_never_counted_as_a_gain():
+    six = [0, 1, 2, 3, 4, 5]
+    sims = {"a": {"avg_cosine": 0.9, "per_token_cosine": 0.9}}
+    report = StudyReport(["t"], {"t": "accuracy"}, six, {"t": {BASE: [0.5] * 6, "a": [0.4] * 6}},
+                         {"t": ["a"]}, {"t": sims}, top_k=1)  # fmt: skip
+    # a is below vocab on all 6 seeds: p = 2 / 64, a significant difference, and it is a loss.
+    assert report.tests()["t"]["a"]["word"] == "significant loss"
+    assert "| -10.0 | -10.0 to -10.0 | 0.0312 | 0.0312 | 0.0312 | significant loss, also after Holm |" in report.markdown()
+    assert "significant positive gain from a source prompt: 0 of 1" in report.markdown()
+
+
 def test_the_study_says_before_it_runs_what_its_seeds_cannot_show():
     from softprompt.spot.study import seeds_note
 

@@ -159,7 +159,12 @@ class Paired:
         return smallest_p(self.n)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "significant": self.significant, "smallest_p": self.smallest_p}
+        return {**asdict(self), "significant": self.significant, "word": self.word, "smallest_p": self.smallest_p}
+
+    @property
+    def word(self) -> str:
+        """"significant", or "significant loss" when the significant difference is below zero."""
+        return "significant" if self.gain >= 0 else "significant loss"
 
     def statement(self, scale: float = 100.0) -> str:
         """One plain line: the gain in points, its interval, p, and whether it is significant."""
@@ -169,7 +174,7 @@ class Paired:
             f"p = {self.p_sign_flip:.3g} (sign-flip), {self.p_wilcoxon:.3g} (Wilcoxon), {self.n} seeds: "
         )
         if self.significant:
-            return head + "significant"
+            return head + self.word
         if self.smallest_p >= self.level:
             return head + f"not significant (with {self.n} seeds p cannot go below {self.smallest_p:.3g}; use more seeds)"
         return head + "not significant"

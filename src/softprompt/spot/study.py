@@ -223,7 +223,7 @@ class StudyReport:
                     continue
                 r = tests[t][init]
                 holm_ok = r["p_holm"] < SIGNIFICANCE
-                verdict = ("significant" + (", also after Holm" if holm_ok else " (not after Holm)")
+                verdict = (r["word"] + (", also after Holm" if holm_ok else " (not after Holm)")
                            if r["significant"] else "not significant")
                 if r["significant"] and r["gain"] > 0 and init != LABELS:
                     significant.add(t)
@@ -416,8 +416,9 @@ def plot_gains(report: StudyReport, path: Path) -> Path:
     ax.set_ylabel("target task")
     counts = sorted(set(report.seed_counts().values()))
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    # Two lines: one line of title is wider than the figure when there are few columns.
     ax.set_title(
-        f"gain over sampled vocabulary (points, {seeds} seeds; * p < {SIGNIFICANCE}, ** also after Holm)"
+        f"gain over sampled vocabulary (points, {seeds} seeds)\n* p < {SIGNIFICANCE}, ** also after Holm", fontsize=10
     )
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()

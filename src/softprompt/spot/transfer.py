@@ -97,7 +97,7 @@ class TransferReport:
             for name, test in tests.items():
                 line = f"gain of {name} over {BASELINE}: {test.statement()}"
                 if len(tests) > 1:
-                    verdict = "significant" if adjusted[name] < test.level else "not significant"
+                    verdict = test.word if adjusted[name] < test.level else "not significant"
                     line += f"; after Holm over the {len(tests)} sources tried: p = {adjusted[name]:.3g}, {verdict}"
                 lines.append(line)
         return "\n".join(lines)
