@@ -163,7 +163,7 @@ class Paired:
 
     @property
     def word(self) -> str:
-        """"significant", or "significant loss" when the significant difference is below zero."""
+        """The word for a significant difference: "significant", or "significant loss" below zero."""
         return "significant" if self.gain >= 0 else "significant loss"
 
     def statement(self, scale: float = 100.0) -> str:
