@@ -233,6 +233,7 @@ def test_every_shipped_entry_is_complete_and_carries_its_rebuild_command():
             assert entry.meta["model"]["fingerprint"] == model["fingerprint"]
             assert entry.meta["rebuild_command"].startswith("softprompt train --task ")
             assert entry.meta["stored_dtype"] == "float16" and entry.meta["steps_done"] >= 1
+            assert entry.learned in (True, False), f"{entry.name}: no constant baseline (`library baselines`)"
             assert load_prompt(entry.prompt_dir).model.fingerprint == model["fingerprint"]
             assert load_prompt(entry.embedding_dir).weight.shape[1] == model["hidden_size"]
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())

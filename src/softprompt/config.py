@@ -408,6 +408,12 @@ class SpotConfig:
         "Task embedding: early (the prompt at --embed-step, SPoT) or late (the best prompt on dev). "
         "`softprompt embedding-study` measures which predicts transfer gain.",
     )
+    learned_first: bool = helped(
+        True,
+        "Rank the library entries that beat their dev sample's constant baseline (entry.json \"chance\": "
+        "they learned their task) before those that did not, then by similarity; --no-learned-first: "
+        "by similarity alone.",
+    )
 
     def __post_init__(self) -> None:
         self.measure = choice(

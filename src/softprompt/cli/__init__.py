@@ -9,7 +9,7 @@ The command table below is the whole list, in the order `softprompt --help` show
     bench.py     bench                                     options.py  the shared options
     study.py     study scale|length|init
     spot.py      similar, transfer, transfer-matrix
-    library.py   library list|add|remove|build
+    library.py   library list|add|remove|build|baselines
     transfer_study.py  transfer-study, transfer-report, embedding-study
     serve.py     serve                                     app.py      the typer apps
 """
@@ -48,6 +48,7 @@ library_app.command("list")(library.library_list)
 library_app.command("add")(library.library_add)
 library_app.command("remove")(library.library_remove)
 library_app.command("build")(library.library_build)
+library_app.command("baselines")(library.library_baselines)
 
 # typer >= 0.20 raises its own (vendored click) exceptions, older typer raises click's.
 USAGE_ERRORS = (

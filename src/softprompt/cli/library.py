@@ -1,4 +1,4 @@
-"""Prompt library commands: `library list|add|remove|build` (the built-in library included)."""
+"""Prompt library commands: `library list|add|remove|build|baselines` (the built-in library included)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ from softprompt.config import (
     TrainConfig,
 )
 from softprompt.errors import ConfigError
+from softprompt.cli.spot import LEARNED_WORDS
+from softprompt.spot import chance
 from softprompt.spot import library as lib
 from softprompt.spot.build import BUILTIN_SOURCES, build_library
 from softprompt.spot.matrix import source_task
@@ -78,7 +80,11 @@ def _list_entries(found: list[lib.Entry], where: Path) -> None:
         has = e.meta.get("has_embedding")
         embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
         model = e.meta["model"]["name"]
-        typer.echo(f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {_steps(e.meta):34s} {metrics}")
+        learned = "" if e.learned is None else "  learned its task" if e.learned else "  not above its constant baseline"
+        typer.echo(
+            f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {_steps(e.meta):34s} {metrics}"
+            + learned
+        )
 
 
 def _steps(meta: dict) -> str:
@@ -106,6 +112,29 @@ def library_add(
     entry = lib.add(library, run, name, overwrite)
     note = "" if entry.meta["has_embedding"] else " (no embedding/: best/ stands in)"
     typer.echo(f"added {entry.name} to {library}{note}")
+
+
+def library_baselines(
+    library: OptLibraryOpt = None,
+    builtin: BuiltinOpt = False,
+    overwrite: Annotated[bool, typer.Option(help="Recompute entries that already have one.")] = False,
+):
+    """Record in each entry its dev sample's constant baseline (the best score of one answer given to
+    every example: the majority label, 0 for a correlation) and whether the prompt beat it beyond
+    sampling noise (one-sided z test at 5%; see softprompt/spot/chance.py). `library build` records it
+    for the entries it makes; this adds it to older ones. `transfer --auto` and `similar` rank the
+    entries at their baseline last. Needs the tasks' dev data; entries of your own tasks are skipped."""
+    if library is not None and not builtin:
+        folders = [library]
+    else:
+        root = lib.builtin_root()
+        folders = [root / key for key in lib.builtin_index(root).get("models", {})]
+    for folder in folders:
+        for entry, done in chance.fill_library(folder, overwrite):
+            found = entry.meta.get("chance") or {}
+            z = f"z {found['z']:+.2f}" if found.get("z") is not None else ""
+            said = LEARNED_WORDS[found.get("learned")] if found else ""
+            typer.echo(f"{folder.name}/{entry.name:20s} {done:30s} {z:10s} learned its task: {said}")
 
 
 def library_remove(name: Annotated[str, typer.Argument(help="Entry to remove.")], library: LibraryOpt):

@@ -150,6 +150,7 @@ SeedsOpt = Annotated[str, typer.Option(help="Comma list of seeds; every initiali
 TargetStepsOpt = from_field(TrainConfig, "steps", help="Target training steps (the same for every initialisation).")
 MeasureOpt = from_field(SpotConfig, "measure")
 EmbeddingOpt = from_field(SpotConfig, "embedding")
+LearnedFirstOpt = from_field(SpotConfig, "learned_first")
 BuiltinOpt = Annotated[
     bool,
     typer.Option(

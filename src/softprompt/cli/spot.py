@@ -28,6 +28,7 @@ from softprompt.cli.options import (
     EvalEveryOpt,
     LabelFieldOpt,
     LabelsOpt,
+    LearnedFirstOpt,
     LrOpt,
     MaxEvalOpt,
     MaxTrainOpt,
@@ -88,6 +89,7 @@ def similar(
     embed_step: EmbedStepOpt = TRAIN.embed_step,
     measure: MeasureOpt = SPOT.measure,
     embedding: EmbeddingOpt = SPOT.embedding,
+    learned_first: LearnedFirstOpt = SPOT.learned_first,
     batch_size: BatchSizeOpt = TRAIN.batch_size,
     prompt_length: PromptLengthOpt = TRAIN.prompt_length,
     lr: LrOpt = TRAIN.lr,
@@ -103,7 +105,7 @@ def similar(
     """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
     and rank the library's sources (default: the built-in library) by similarity."""
     the_task = get_task(task)
-    spot = SpotConfig(measure, embedding)
+    spot = SpotConfig(measure, embedding, learned_first)
     if library is not None:
         lib.entries(library)  # a missing library fails before the model loads
     step = DEFAULT_EMBED_STEP if embed_step is None else embed_step
@@ -117,11 +119,20 @@ def similar(
         with contextlib.redirect_stdout(sys.stderr):  # the run's dev line is not part of the ranking
             train(lm, the_task, cfg, run, overwrite=True, progress=False)
         where = run / ("embedding" if spot.embedding == "early" else "best")
-        ranked = retrieve(lm, where, library, spot.measure, spot.embedding)
-    typer.echo(f"sources most similar to {the_task.name} (embedding {spot.embedding}, step {step}), by {spot.measure}")
-    typer.echo(f"{'rank':>4s}  {'source':20s} {'avg_cosine':>10s} {'per_token_cosine':>16s}")
+        ranked = retrieve(lm, where, library, spot.measure, spot.embedding, learned_first=spot.learned_first)
+    order = "learned sources first, then " if spot.learned_first else ""
+    typer.echo(
+        f"sources most similar to {the_task.name} (embedding {spot.embedding}, step {step}), {order}by {spot.measure}"
+    )
+    typer.echo(f"{'rank':>4s}  {'source':20s} {'avg_cosine':>10s} {'per_token_cosine':>16s}  learned its task")
+    learned = {e.name: e.learned for e in lib.entries(library)}
     for i, (name, scores) in enumerate(ranked, 1):
-        typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}")
+        said = LEARNED_WORDS[learned.get(name)]
+        typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}  {said}")
+
+
+# Entry.learned -> what `similar` and `transfer` say of a source
+LEARNED_WORDS = {True: "yes", False: "no (not above its constant baseline)", None: "not recorded"}
 
 
 def library_or_builtin(library: Path | None, lm) -> Path:
@@ -183,6 +194,7 @@ def transfer(
     ema: EmaOpt = TRAIN.ema,
     measure: MeasureOpt = SPOT.measure,
     embedding: EmbeddingOpt = SPOT.embedding,
+    learned_first: LearnedFirstOpt = SPOT.learned_first,
     baseline_init: Annotated[
         str,
         typer.Option(
@@ -201,7 +213,7 @@ def transfer(
     paired p-value over seeds (saying plainly when it is not significant)."""
     the_task = runtime.resolve_task(task, train_file, dev_file, text_field, label_field, labels, template)
     seed_list = list(parse_seeds(seeds))
-    spot = SpotConfig(measure, embedding)
+    spot = SpotConfig(measure, embedding, learned_first)
     if auto:
         top_k = top_k or AUTO_TOP_K
     if top_k is not None and top_k < 1:
@@ -233,10 +245,15 @@ def transfer(
         by=spot.measure,
         at=spot.embedding,
         baseline_init=baseline_init,
+        learned_first=spot.learned_first,
         progress=True,
     )
     if report.retrieved:
-        found = ", ".join(f"{n} {s[spot.measure]:.3f}" for n, s in report.retrieved[:top_k])
+        at_chance = {e.name for e in lib.entries(library) if e.learned is False}
+        found = ", ".join(
+            f"{n} {s[spot.measure]:.3f}" + (" (did not learn its task)" if n in at_chance else "")
+            for n, s in report.retrieved[:top_k]
+        )
         typer.echo(f"retrieved by {spot.measure} ({spot.embedding} embeddings of {library}): {found}")
     typer.echo(report.table())
     typer.echo(f"-> {out}/transfer.json")

@@ -19,6 +19,7 @@ from softprompt.cli.options import (
     EmbedStepOpt,
     EmbeddingOpt,
     EvalEveryOpt,
+    LearnedFirstOpt,
     LrOpt,
     MaxEvalOpt,
     MaxInputTokensOpt,
@@ -101,6 +102,7 @@ def transfer_study(
     ] = True,
     measure: MeasureOpt = SPOT.measure,
     embedding: EmbeddingOpt = SPOT.embedding,
+    learned_first: LearnedFirstOpt = SPOT.learned_first,
     model: ModelOpt = MODEL.model,
     precision: PrecisionOpt = MODEL.precision,
     batch_size: BatchSizeOpt = STUDY_BATCH_SIZE,
@@ -118,7 +120,7 @@ def transfer_study(
     trained on the target's data) and the retrieved best of top-k, over several seeds; report
     each gain over vocab with a bootstrap interval and exact paired p-values, the heatmap, the
     similarity-vs-gain Spearman and the retrieval table (SPoT Table 3). Resumable per run."""
-    spot = SpotConfig(measure, embedding)
+    spot = SpotConfig(measure, embedding, learned_first)
     cfg = config_from(TrainConfig, locals())
     seed_list = list(parse_seeds(seeds))
     target_tasks = [get_task(t) for t in names(targets, "--targets")]

@@ -7,8 +7,9 @@ of `cfg.warmup_steps` (the command line's default: LIBRARY_WARMUP_STEPS). Output
 
     WORK/<source>/        the training run (train.py layout); an interrupted one is resumed
     LIBRARY/<source>/     its library entry (float16 in the built-in library), whose entry.json
-                          records the dev metrics, every training setting, the steps run and
-                          `rebuild_command`: the `softprompt train` + `library add` commands that
+                          records the dev metrics, their constant baseline and whether the
+                          prompt beat it ("chance", see chance.py), every training setting,
+                          the steps run and `rebuild_command`: the `softprompt train` + `library add` commands that
                           make this one entry again
 
 Resumable: an entry already in the library with the same settings is reused; one made with
@@ -28,9 +29,9 @@ from tqdm.auto import tqdm
 from softprompt import distributed as dp
 from softprompt.config import TrainConfig, default_of, embed_step_for
 from softprompt.errors import ConfigError
-from softprompt.io import read_json
+from softprompt.io import META_FILE, read_json
 from softprompt.models.loading import LoadedModel
-from softprompt.spot import library
+from softprompt.spot import chance, library
 from softprompt.spot.matrix import MIXTURES, source_task
 from softprompt.spot.transfer import train_once
 
@@ -134,8 +135,10 @@ def build_library(
         for name in mine:
             run = Path(work_dir) / name
             bar.set_postfix(source=name)
-            train_once(lm, source_task(name, cap), cfg, run, progress and ctx.main, refuse_other=not overwrite)
+            task = source_task(name, cap)
+            train_once(lm, task, cfg, run, progress and ctx.main, refuse_other=not overwrite)
             counters = read_json(run / "checkpoint" / "trainer.json")
+            metrics = read_json(run / "best" / META_FILE)["metrics"]
             extra = {
                 "training": settings,
                 "steps_done": counters["step"],
@@ -143,6 +146,7 @@ def build_library(
                 "early_stopped": counters["step"] < cfg.steps,
                 "rebuild_command": train_command(name, cfg, cap, model_args),
                 "build_command": build_command,
+                "chance": chance.record(getattr(task, "tasks", (task,)), metrics, cfg.max_eval),
             }
             library.add(library_dir, run, name, overwrite=True, dtype=dtype, extra=extra)
             bar.update(1)

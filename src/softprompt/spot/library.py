@@ -13,7 +13,9 @@ Layout (one subfolder per entry; nothing else is read):
                               "metrics": best/'s dev metrics, "embed_step", "has_embedding",
                               "added_from", "added_at"; entries made by `library build` add
                               "training", "steps_done", "best_step", "early_stopped",
-                              "stored_dtype" and "rebuild_command"}
+                              "stored_dtype", "rebuild_command" and "chance" (the dev
+                              sample's constant baseline and whether the prompt beat it:
+                              spot/chance.py; `library baselines` adds it to older entries)}
 
 The built-in library ships with the package (`builtin_root()`: softprompt/pretrained/, or
 $SOFTPROMPT_PRETRAINED): one library folder per model plus index.json, which maps each
@@ -73,6 +75,11 @@ class Entry:
         """The tasks whose training data made this prompt (a mixture's members), data aliases merged."""
         names = self.meta.get("tasks") or str(self.meta.get("task") or self.name).split("+")
         return {SAME_DATA.get(n, n) for n in names}
+
+    @property
+    def learned(self) -> bool | None:
+        """Whether the prompt beat its dev sample's constant baseline (None: not recorded)."""
+        return (self.meta.get("chance") or {}).get("learned")
 
     def trained_on(self, task: str) -> bool:
         """Whether `task`'s own data trained this prompt (a target must not start from it)."""
@@ -162,6 +169,13 @@ def add(
 
     atomic_dir(target, write)
     return Entry(name, target, meta)
+
+
+def update_meta(entry: Entry, **fields) -> Entry:
+    """Add or replace entry.json fields (written atomically; the prompts are untouched)."""
+    meta = {**entry.meta, **fields}
+    write_json(entry.path / ENTRY_FILE, meta)
+    return Entry(entry.name, entry.path, meta)
 
 
 def remove(library_dir: Path, name: str) -> None:

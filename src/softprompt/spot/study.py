@@ -65,9 +65,16 @@ class StudyReport:
     top_k: int
     spot: SpotConfig = field(default_factory=SpotConfig)
     runs: dict[str, str] = field(default_factory=dict)  # target -> the study folder holding its runs, if elsewhere
+    at_chance: list[str] = field(default_factory=list)  # sources that did not beat their constant baseline
 
-    def ranked(self, target: str, measure: str) -> list[str]:
-        return sorted(self.sources[target], key=lambda s: -self.similarities[target][s][measure])
+    def ranked(self, target: str, measure: str, learned_first: bool | None = None) -> list[str]:
+        """`target`'s sources, most similar first; `learned_first` (default: the configured one)
+        puts the sources at chance last, as `transfer.retrieve` does."""
+        first = self.spot.learned_first if learned_first is None else learned_first
+        return sorted(
+            self.sources[target],
+            key=lambda s: (first and s in self.at_chance, -self.similarities[target][s][measure]),
+        )
 
     def best_of(self, target: str, names: list[str]) -> str | None:
         return max(names, key=lambda s: mean(self.scores[target][s])) if names else None
@@ -147,17 +154,23 @@ class StudyReport:
             return {"method": method, "score": mean(list(per.values())), "change": mean(change), "per_target": per}
 
         rows = [row("baseline (vocab)", lambda t: BASE), row("oracle", lambda t: self.best_of(t, self.sources[t]))]
-        for m in similarity.MEASURES:
-            for k in ks:
-                rows.append(row(f"{m} best of top-{k}", lambda t: self.best_of(t, self.ranked(t, m)[:k])))
+        # Both orders when some source is at chance (they differ only then), the configured one first.
+        orders = [self.spot.learned_first] + ([not self.spot.learned_first] if self.at_chance else [])
+        for first in orders:
+            order = ", learned first," if first and self.at_chance else ""
+            for m in similarity.MEASURES:
+                for k in ks:
+                    pick = lambda t, m=m, k=k, first=first: self.best_of(t, self.ranked(t, m, first)[:k])  # noqa: E731
+                    rows.append(row(f"{m}{order} best of top-{k}", pick))
         return rows
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudyReport":
         """A report read back from study.json."""
         keys = ("targets", "metrics", "seeds", "scores", "sources", "similarity", "top_k")
-        spot = SpotConfig(data["measure"], data["embedding"])
-        return cls(*(data[k] for k in keys), spot=spot, runs=data.get("runs", {}))
+        # A report from before learned-first retrieval ranked by similarity alone and recorded no at_chance.
+        spot = SpotConfig(data["measure"], data["embedding"], data.get("learned_first", False))
+        return cls(*(data[k] for k in keys), spot=spot, runs=data.get("runs", {}), at_chance=data.get("at_chance", []))
 
     def to_dict(self) -> dict:
         return {
@@ -167,6 +180,8 @@ class StudyReport:
             "top_k": self.top_k,
             "measure": self.spot.measure,
             "embedding": self.spot.embedding,
+            "learned_first": self.spot.learned_first,
+            "at_chance": self.at_chance,
             "scores": self.scores,
             "sources": self.sources,
             "retrieved": {t: self.retrieved(t) for t in self.targets},
@@ -186,8 +201,8 @@ class StudyReport:
     def merge(cls, reports: list["StudyReport"]) -> "StudyReport":
         """One report over the targets of several studies (each run with its own seeds and
         sources), so the table, correlation and retrieval cover them all."""
-        if len({(r.spot.measure, r.spot.embedding, r.top_k) for r in reports}) > 1:
-            raise ConfigError("studies to merge differ in --measure, --embedding or --top-k")
+        if len({(r.spot.measure, r.spot.embedding, r.spot.learned_first, r.top_k) for r in reports}) > 1:
+            raise ConfigError("studies to merge differ in --measure, --embedding, --learned-first or --top-k")
         targets = [t for r in reports for t in r.targets]
         twice = sorted({t for t in targets if targets.count(t) > 1})
         if twice:
@@ -198,8 +213,9 @@ class StudyReport:
 
         seeds = sorted({s for r in reports for s in r.seeds})
         first = reports[0]
+        at_chance = sorted({s for r in reports for s in r.at_chance})
         return cls(targets, union("metrics"), seeds, union("scores"), union("sources"), union("similarities"),
-                   first.top_k, first.spot, union("runs"))
+                   first.top_k, first.spot, union("runs"), at_chance)
 
     def markdown(self) -> str:
         tests = self.tests()
@@ -267,6 +283,9 @@ class StudyReport:
         for r in self.retrieval():
             cells = [f"{r['per_target'][t]:.1f}" if t in r["per_target"] else "–" for t in self.targets]
             lines.append(f"| {r['method']} | {r['score']:.1f} | {r['change']:+.1f} | " + " | ".join(cells) + " |")
+        if self.at_chance:
+            lines += ["", f"Sources that did not beat their dev sample's constant baseline (last under learned "
+                          f"first): {', '.join(self.at_chance)}."]
         return "\n".join(lines) + "\n"
 
 
@@ -374,8 +393,11 @@ def _assemble(lm, targets, cells, sources, seeds, out_dir, entries, top_k, spot)
             entry = by_name[name]
             emb = load_prompt(entry.embedding_dir if spot.embedding == "early" else entry.prompt_dir).weight
             sims[task.name][name] = {m: f(target, emb) for m, f in similarity.MEASURES.items()}
+    used = {name for names in sources.values() for name in names}
+    at_chance = sorted(name for name in used if by_name[name].learned is False)
     report = StudyReport(
-        [t.name for t in targets], {t.name: t.metrics[0] for t in targets}, list(seeds), scores, sources, sims, top_k, spot
+        [t.name for t in targets], {t.name: t.metrics[0] for t in targets}, list(seeds), scores, sources, sims, top_k,
+        spot, at_chance=at_chance,
     )
     write_report(report, out_dir)
     return report

@@ -201,15 +201,21 @@ def retrieve(
     by: str = "avg_cosine",
     at: str = "early",
     exclude: str | None = None,
+    learned_first: bool = True,
 ) -> list[tuple[str, dict[str, float]]]:
     """Library entries for this model, most similar task embedding first; `at` picks the
     library's embeddings (early/late, as the target's); `exclude`: a task whose own data must
-    not have trained the source (the target)."""
+    not have trained the source (the target); `learned_first`: entries known not to beat their
+    constant baseline (`Entry.learned` False) come after all others, each group by similarity."""
     target = load_prompt(embedding_dir).weight
-    allowed = [e.name for e in library.entries(library_dir) if exclude is None or not e.trained_on(exclude)]
-    if not allowed:
+    found = [e for e in library.entries(library_dir) if exclude is None or not e.trained_on(exclude)]
+    if not found:
         raise ConfigError(f"--library {library_dir}: every entry was trained on {exclude}'s own data")
-    return similarity.rank(target, library.embeddings(library_dir, lm.identity, allowed, at), by)
+    ranked = similarity.rank(target, library.embeddings(library_dir, lm.identity, [e.name for e in found], at), by)
+    if learned_first:
+        at_chance = {e.name for e in found if e.learned is False}
+        ranked.sort(key=lambda item: item[0] in at_chance)  # stable: similarity order within each group
+    return ranked
 
 
 def transfer(
@@ -225,6 +231,7 @@ def transfer(
     by: str = "avg_cosine",
     at: str = "early",
     baseline_init: str = "vocab",
+    learned_first: bool = True,
     progress: bool = False,
 ) -> TransferReport:
     """Baseline and transfer runs for `task`; sources given, or the top-k retrieved from a library.
@@ -243,7 +250,8 @@ def transfer(
     if top_k:
         if library_dir is None:
             raise ConfigError("--top-k/--auto need --library")
-        retrieved = retrieve(lm, target_embedding_dir(out_dir, seeds, at), library_dir, by, at, exclude=task.name)
+        embedding = target_embedding_dir(out_dir, seeds, at)
+        retrieved = retrieve(lm, embedding, library_dir, by, at, exclude=task.name, learned_first=learned_first)
         sources = {name: library.get(library_dir, name).prompt_dir for name, _ in retrieved[:top_k]}
     report = TransferReport(
         task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved
