@@ -180,6 +180,14 @@ def test_similar_and_transfer_auto_use_the_builtin_library(model, builtin, tmp_p
     assert code == 0, err
     assert "using the built-in library" in err and str(builtin / "tiny-llama-0") in err
     assert sorted(l.split()[1] for l in out.splitlines()[2:]) == ["build_a", "build_a+build_b", "build_b"]
+    # As transfer --auto: the entries trained on the target's own data are left out, and said to be.
+    code, out, err = run_cli(
+        capsys, "similar", "--task", "build_b", "--embed-step", "2", "--prompt-length", "4", "--batch-size", "8"
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [l.split()[1] for l in lines[2:-1]] == ["build_a"]
+    assert lines[-1] == "left out, trained on build_b's own data (transfer never starts from them): build_a+build_b, build_b"
     # A target never retrieves a source trained on its own data: build_b excludes build_b and the mixture.
     code, out, err = run_cli(
         capsys, "transfer", "--task", "build_b", "--auto", "--seeds", "0,1", "--out", tmp_path / "t",

@@ -103,7 +103,9 @@ def similar(
     ] = None,
 ):
     """Embed TASK (prompt tuning up to --embed-step from the sampled-vocabulary init, seed 0)
-    and rank the library's sources (default: the built-in library) by similarity."""
+    and rank the library's sources (default: the built-in library) as `transfer --auto` does:
+    those that learned their own task first, then by similarity; entries trained on TASK's own
+    data are left out."""
     the_task = get_task(task)
     spot = SpotConfig(measure, embedding, learned_first)
     if library is not None:
@@ -119,7 +121,10 @@ def similar(
         with contextlib.redirect_stdout(sys.stderr):  # the run's dev line is not part of the ranking
             train(lm, the_task, cfg, run, overwrite=True, progress=False)
         where = run / ("embedding" if spot.embedding == "early" else "best")
-        ranked = retrieve(lm, where, library, spot.measure, spot.embedding, learned_first=spot.learned_first)
+        ranked = retrieve(
+            lm, where, library, spot.measure, spot.embedding, exclude=the_task.name, learned_first=spot.learned_first
+        )
+    own = [e.name for e in lib.entries(library) if e.trained_on(the_task.name)]
     order = "learned sources first, then " if spot.learned_first else ""
     typer.echo(
         f"sources most similar to {the_task.name} (embedding {spot.embedding}, step {step}), {order}by {spot.measure}"
@@ -129,6 +134,8 @@ def similar(
     for i, (name, scores) in enumerate(ranked, 1):
         said = LEARNED_WORDS[learned.get(name)]
         typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}  {said}")
+    if own:
+        typer.echo(f"left out, trained on {the_task.name}'s own data (transfer never starts from them): {', '.join(own)}")
 
 
 # Entry.learned -> what `similar` and `transfer` say of a source
