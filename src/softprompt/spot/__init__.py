@@ -2,6 +2,7 @@
 
   library.py          a folder of trained source prompts and their task embeddings; the built-in one
   build.py            a library built from sources trained to convergence (resumable, spread over workers)
+  chance.py           did a source learn its task: its dev score against the best input-blind answer
   similarity.py       task similarity from prompts (cosine of average tokens, per-token average)
   transfer.py         target training from source prompts vs the default init; retrieval
   matrix.py           sources x targets transfer grid: heatmap, correlations, retrieval table
@@ -9,9 +10,9 @@
   study.py            the transfer study: targets x inits x seeds to convergence, with significance
   embedding_study.py  which task embedding (step, length, cosine) best predicts the gain
 
-Their commands (similar, transfer, transfer-matrix, library list|add|remove|build) are in
-cli/spot.py; transfer-study and embedding-study in cli/transfer_study.py. The built-in prompts are
-package data in softprompt/pretrained/.
+Their commands (similar, transfer, transfer-matrix) are in cli/spot.py, library
+list|add|remove|build|baselines in cli/library.py, transfer-study and embedding-study in
+cli/transfer_study.py. The built-in prompts are package data in softprompt/pretrained/.
 
 Mixtures of tasks (one prompt on several sources) live with the tasks: tasks/mixture.py.
 """

@@ -44,9 +44,8 @@ def constant_answers(task: Task, examples: Sequence[Example]) -> list[list[str]]
     position (always the first choice, always the second, ...); for generation the sample's most
     common references, each given to every example."""
     if any(e.choices for e in examples):
-        most = max(len(e.choices or ()) for e in examples)
-        return [[(e.choices or (e.target,))[min(k, len(e.choices or (e.target,)) - 1)] for e in examples]
-                for k in range(most)]
+        options = [e.choices or (e.target,) for e in examples]
+        return [[o[min(k, len(o) - 1)] for o in options] for k in range(max(map(len, options)))]
     if task.is_classification:
         return [[label] * len(examples) for label in task.labels]
     counts = Counter(normalize_answer(a) for e in examples for a in (e.answers or (e.target,)))
