@@ -58,6 +58,9 @@ def test_paired_gain_and_its_plain_statement():
     assert mixed.ci_low < 0 < mixed.ci_high
     worse = paired([0.5] * 6, [0.6, 0.7, 0.8, 0.9, 0.7, 0.8])
     assert worse.significant and worse.statement().endswith("6 seeds: significant loss")
+    # The verdict word (study.json, the study table) says "not significant" for a loss within noise too.
+    assert [t.word for t in (six, worse, mixed, paired([0.4] * 5, [0.5] * 5))] == [
+        "significant", "significant loss", "not significant", "not significant"]
     with pytest.raises(ConfigError, match="same seeds"):
         paired([0.1, 0.2], [0.1])
 

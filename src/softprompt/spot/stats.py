@@ -163,7 +163,9 @@ class Paired:
 
     @property
     def word(self) -> str:
-        """The word for a significant difference: "significant", or "significant loss" below zero."""
+        """The verdict in words: "not significant", "significant", or "significant loss" below zero."""
+        if not self.significant:
+            return "not significant"
         return "significant" if self.gain >= 0 else "significant loss"
 
     def statement(self, scale: float = 100.0) -> str:
