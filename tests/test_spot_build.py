@@ -196,6 +196,7 @@ def test_similar_and_transfer_auto_use_the_builtin_library(model, builtin, tmp_p
     assert code == 0, err
     report = json.loads((tmp_path / "t/transfer.json").read_text())
     assert [name for name, _ in report["retrieved"]] == ["build_a"] and list(report["sources"]) == ["build_a"]
+    assert report["learned_first"] is True  # the order retrieval used, recorded
     assert "retrieved by avg_cosine" in out and "gain of build_a over baseline" in out and "CI" in out
     assert "not significant" in out  # 2 seeds can never be
     assert report["significance"]["build_a"]["n"] == 2

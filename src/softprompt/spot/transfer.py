@@ -45,6 +45,7 @@ class TransferReport:
     baseline: list[float]
     sources: dict[str, list[float]] = field(default_factory=dict)
     retrieved: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    learned_first: bool | None = None  # how `retrieved` was ordered (None: sources were given, not retrieved)
 
     @property
     def best_source(self) -> str | None:
@@ -254,7 +255,8 @@ def transfer(
         retrieved = retrieve(lm, embedding, library_dir, by, at, exclude=task.name, learned_first=learned_first)
         sources = {name: library.get(library_dir, name).prompt_dir for name, _ in retrieved[:top_k]}
     report = TransferReport(
-        task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved
+        task.name, task.metrics[0], list(seeds), cfg.steps, baseline_init, baseline, retrieved=retrieved,
+        learned_first=learned_first if top_k else None,
     )
     report.sources = run_transfers(lm, task, cfg, seeds, sources or {}, out_dir, progress)
     write_report_json(out_dir / "transfer.json", report.to_dict())
