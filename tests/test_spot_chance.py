@@ -12,7 +12,7 @@ import torch
 from helpers import cli_loads, learnable_llama, run_cli, toy_task
 
 from softprompt.config import SpotConfig
-from softprompt.io import load_prompt
+from softprompt.io import SavedPrompt, save_prompt
 from softprompt.spot import chance, library
 from softprompt.spot.study import StudyReport
 from softprompt.spot.transfer import retrieve
@@ -101,8 +101,6 @@ def test_build_records_chance_and_baselines_backfills_it(model, tmp_path, capsys
 
 def test_retrieval_ranks_sources_at_chance_last(model, tmp_path):
     """Two entries with hand-set embeddings and verdicts: the nearer one did not learn its task."""
-    from softprompt.io import save_prompt
-
     lib = tmp_path / "lib"
     run_dir = tmp_path / "runs"
     hidden = model.model.config.hidden_size
@@ -128,8 +126,6 @@ def test_retrieval_ranks_sources_at_chance_last(model, tmp_path):
 
 def load_prompt_like(model, weight: torch.Tensor, task: str):
     """A SavedPrompt for `model` holding `weight` (a hand-made task embedding)."""
-    from softprompt.io import SavedPrompt
-
     return SavedPrompt(weight=weight, model=model.identity, task={"name": task}, training={}, metrics={})
 
 

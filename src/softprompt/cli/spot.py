@@ -124,13 +124,14 @@ def similar(
         ranked = retrieve(
             lm, where, library, spot.measure, spot.embedding, exclude=the_task.name, learned_first=spot.learned_first
         )
-    own = [e.name for e in lib.entries(library) if e.trained_on(the_task.name)]
+    found = lib.entries(library)
+    own = [e.name for e in found if e.trained_on(the_task.name)]
     order = "learned sources first, then " if spot.learned_first else ""
     typer.echo(
         f"sources most similar to {the_task.name} (embedding {spot.embedding}, step {step}), {order}by {spot.measure}"
     )
     typer.echo(f"{'rank':>4s}  {'source':20s} {'avg_cosine':>10s} {'per_token_cosine':>16s}  learned its task")
-    learned = {e.name: e.learned for e in lib.entries(library)}
+    learned = {e.name: e.learned for e in found}
     for i, (name, scores) in enumerate(ranked, 1):
         said = LEARNED_WORDS[learned.get(name)]
         typer.echo(f"{i:4d}  {name:20s} {scores['avg_cosine']:10.4f} {scores['per_token_cosine']:16.4f}  {said}")

@@ -34,7 +34,6 @@ from softprompt.spot import library
 from softprompt.tasks import Example, Task, dev_sample, get_task, task_names
 from softprompt.tasks.metrics import compute_metrics, normalize_answer
 
-SHARE_METRICS = frozenset({"accuracy", "squad_em", "record_em", "multirc_em"})
 CORRELATION_METRICS = frozenset({"matthews", "pearson", "spearman"})
 MOST_COMMON_ANSWERS = 20  # generation tasks: the constant answers tried (the sample's most common references)
 
@@ -61,13 +60,13 @@ def constant_scores(task: Task, examples: Sequence[Example]) -> dict[str, float]
     return best
 
 
-def baseline(tasks: Sequence[Task], max_eval: int | None, mixture: bool) -> dict:
+def baseline(tasks: Sequence[Task], max_eval: int | None) -> dict:
     """The constant baseline on the dev sample a run scores (`dev_sample(dev, max_eval)` per task):
     {"metrics": keys as the run's metrics ("task/metric" for a mixture), "examples": {task: n}}."""
     metrics, examples = {}, {}
     for task in tasks:
         dev = dev_sample(task.load("dev"), max_eval)
-        prefix = f"{task.name}/" if mixture else ""
+        prefix = f"{task.name}/" if len(tasks) > 1 else ""
         metrics.update({prefix + k: v for k, v in constant_scores(task, dev).items()})
         examples[task.name] = len(dev)
     return {"metrics": metrics, "examples": examples}
@@ -104,7 +103,7 @@ def verdict(metrics: dict[str, float], primary: dict[str, str], chance: dict) ->
 
 def record(tasks: Sequence[Task], metrics: dict[str, float], max_eval: int | None) -> dict:
     """What an entry stores as "chance": the constant baseline of its dev sample and the verdict."""
-    chance = baseline(tasks, max_eval, mixture=len(tasks) > 1)
+    chance = baseline(tasks, max_eval)
     return {**chance, **verdict(metrics, {t.name: t.metrics[0] for t in tasks}, chance), "max_eval": max_eval}
 
 
