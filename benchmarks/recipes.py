@@ -56,6 +56,8 @@ RECIPES: dict[str, dict] = {
     "p100-residual": {"prompt_length": 100, "reparam": "residual"},
     "p50-scaled": {"prompt_length": 50, "length_scaled_lr": True},  # lr 0.3 * sqrt(20/50) = 0.19
     "p100-scaled": {"prompt_length": 100, "length_scaled_lr": True},  # lr 0.13
+    "words8": {"min_train_words": 8},  # SST-2 train: median 7 words (phrases), dev: median 19 (sentences)
+    "words12": {"min_train_words": 12},
     "batch32": {"batch_size": 32},
     "batch64": {"batch_size": 64},  # per-op overhead bounds the step: 64 examples cost ~1.7x 16 (amx_bf16 Xeon)
     "no-ema": {"ema": 0.0},

@@ -239,6 +239,11 @@ class TrainConfig:
         "stopped by Ctrl-C or SIGTERM), so a crash loses at most N-1 steps.",
     )
     max_train: int | None = helped(None, "Train on at most N examples (seeded sample).")
+    min_train_words: int | None = helped(
+        None,
+        "Train only on examples whose input fields hold at least N words together (SST-2's train split is "
+        "mostly phrases of a few words, its dev split whole sentences of about 19). Dev is never filtered.",
+    )
     max_input_tokens: int = helped(
         256, "Longest input in tokens; longer ones are shortened (--truncation), the template's own text kept."
     )
@@ -297,7 +302,7 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.embed_step is not None and self.embed_step < 0:
             raise ConfigError(f"--embed-step must be 0 (none) or a step, got {self.embed_step}")
-        for name in ("max_eval", "max_train", "patience"):
+        for name in ("max_eval", "max_train", "min_train_words", "patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

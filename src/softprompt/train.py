@@ -448,11 +448,21 @@ def _task_data(
     for t in tasks:
         train_set = train_examples if train_examples is not None else t.load("train")
         dev_set = dev_examples if dev_examples is not None else t.load("dev")
+        if cfg.min_train_words:
+            train_set = _long_enough(t, train_set, cfg.min_train_words)
         if cfg.max_train:
             train_set = random.Random(cfg.seed).sample(train_set, min(cfg.max_train, len(train_set)))
         dev_set = dev_sample(dev_set, cfg.max_eval)
         parts.append((t, train_set, dev_set))
     return parts
+
+
+def _long_enough(task: Task, examples: list[Example], min_words: int) -> list[Example]:
+    """The examples whose input fields hold at least `min_words` words together (--min-train-words)."""
+    kept = [e for e in examples if sum(len(e.fields[f].split()) for f in task.template_fields) >= min_words]
+    if not kept:
+        raise ConfigError(f"task {task.name}: no training example has {min_words} words or more (--min-train-words)")
+    return kept
 
 
 def _evaluate(
@@ -548,6 +558,7 @@ RESUME_MUST_MATCH = (
     "reparam",
     "reparam_bottleneck",
     "max_train",
+    "min_train_words",
     "max_input_tokens",
     "truncation",
     "length_normalize",
