@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from softprompt.errors import ConfigError, ModelError
 from softprompt.evaluate import predict
 from softprompt.io import load_prompt
 from softprompt.scoring import PromptedLM
+from softprompt.tasks.base import Example
 from softprompt.train import PromptAverage, TrainConfig, check_trainable, initial_prompt, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -289,6 +291,21 @@ def test_max_train_and_max_eval_subsample(tmp_path):
     result = train(tiny_llama(), toy_task(), cfg, tmp_path / "out", progress=False)
     assert result.best.training["train_examples"] == 8
     assert result.best.metrics["dev_examples"] == 5
+
+
+def test_min_train_words_keeps_only_long_enough_training_examples(tmp_path):
+    task = toy_task()
+    short = [Example({"sentence": "great"}, "pos", source=f"s:{i}") for i in range(6)]
+    long = [Example({"sentence": "a great film, from start to end"}, "pos", source=f"l:{i}") for i in range(5)]
+    dev = task.load("dev")
+    cfg = TrainConfig(steps=1, batch_size=4, prompt_length=2, min_train_words=3)
+    data = {"train_examples": short + long, "dev_examples": dev, "progress": False}
+    result = train(tiny_llama(), task, cfg, tmp_path / "out", **data)
+    assert result.best.training["train_examples"] == 5  # the seven-word ones; dev is not filtered
+    assert result.best.metrics["dev_examples"] == len(dev)
+    with pytest.raises(ConfigError, match="--min-train-words") as err:
+        train(tiny_llama(), task, replace(cfg, min_train_words=8), tmp_path / "none", **data)
+    assert "\n" not in str(err.value)
 
 
 def test_init_from_a_saved_prompt(tmp_path, learned):
