@@ -61,7 +61,7 @@ from softprompt.plots import plot_curve, read_log
 from softprompt.prompt import make_prompt
 from softprompt.reparam import PromptParams, make_params
 from softprompt.scoring import PromptedLM
-from softprompt.tasks.mixture import Mixture
+from softprompt.tasks.mixture import Mixture, member_metric
 from softprompt.tasks.base import Example, Task, dev_sample
 from softprompt.tuning import activation_checkpointing, weight_tuning
 
@@ -478,7 +478,7 @@ def _evaluate(
         return results[0].metrics, results[0].examples
     primary = [r.metrics[t.metrics[0]] for r, (t, _, _) in zip(results, parts)]
     metrics = {"mean": sum(primary) / len(primary)}
-    metrics.update({f"{r.task}/{k}": v for r in results for k, v in r.metrics.items()})
+    metrics.update({member_metric(r.task, k): v for r in results for k, v in r.metrics.items()})
     return metrics, sum(r.examples for r in results)
 
 

@@ -34,7 +34,7 @@ from softprompt.cli.options import (
     WarmupStepsOpt,
     config_from,
 )
-from softprompt.cli.spot import names
+from softprompt.cli.spot import LEARNED_WORDS, NOT_LEARNED, names
 from softprompt.config import (
     LIBRARY_BATCH_SIZE,
     LIBRARY_EVAL_EVERY,
@@ -47,7 +47,6 @@ from softprompt.config import (
     TrainConfig,
 )
 from softprompt.errors import ConfigError
-from softprompt.cli.spot import LEARNED_WORDS
 from softprompt.spot import chance
 from softprompt.spot import library as lib
 from softprompt.spot.build import BUILTIN_SOURCES, build_library
@@ -80,7 +79,7 @@ def _list_entries(found: list[lib.Entry], where: Path) -> None:
         has = e.meta.get("has_embedding")
         embedding = f"embedding@{e.meta.get('embed_step')}" if has else "no embedding (best/ used)"
         model = e.meta["model"]["name"]
-        learned = "" if e.learned is None else "  learned its task" if e.learned else "  not above its constant baseline"
+        learned = "" if e.learned is None else "  learned its task" if e.learned else f"  {NOT_LEARNED}"
         typer.echo(
             f"{e.name:20s} task {e.meta.get('task')!s:16s} {model:24s} {embedding:26s} {_steps(e.meta):34s} {metrics}"
             + learned

@@ -139,8 +139,9 @@ def similar(
         typer.echo(f"left out, trained on {the_task.name}'s own data (transfer never starts from them): {', '.join(own)}")
 
 
-# Entry.learned -> what `similar` and `transfer` say of a source
-LEARNED_WORDS = {True: "yes", False: "no (not above its constant baseline)", None: "not recorded"}
+# Entry.learned -> what `similar`, `transfer` and `library list` say of a source
+NOT_LEARNED = "not above its constant baseline"
+LEARNED_WORDS = {True: "yes", False: f"no ({NOT_LEARNED})", None: "not recorded"}
 
 
 def library_or_builtin(library: Path | None, lm) -> Path:
@@ -259,7 +260,7 @@ def transfer(
     if report.retrieved:
         at_chance = {e.name for e in lib.entries(library) if e.learned is False}
         found = ", ".join(
-            f"{n} {s[spot.measure]:.3f}" + (" (did not learn its task)" if n in at_chance else "")
+            f"{n} {s[spot.measure]:.3f}" + (f" ({NOT_LEARNED})" if n in at_chance else "")
             for n, s in report.retrieved[:top_k]
         )
         typer.echo(f"retrieved by {spot.measure} ({spot.embedding} embeddings of {library}): {found}")

@@ -33,6 +33,7 @@ from softprompt.io import load_prompt
 from softprompt.spot import library
 from softprompt.tasks import Example, Task, dev_sample, get_task, task_names
 from softprompt.tasks.metrics import compute_metrics, normalize_answer
+from softprompt.tasks.mixture import member_metric
 
 CORRELATION_METRICS = frozenset({"matthews", "pearson", "spearman"})
 MOST_COMMON_ANSWERS = 20  # generation tasks: the constant answers tried (the sample's most common references)
@@ -66,8 +67,8 @@ def baseline(tasks: Sequence[Task], max_eval: int | None) -> dict:
     metrics, examples = {}, {}
     for task in tasks:
         dev = dev_sample(task.load("dev"), max_eval)
-        prefix = f"{task.name}/" if len(tasks) > 1 else ""
-        metrics.update({prefix + k: v for k, v in constant_scores(task, dev).items()})
+        scores = constant_scores(task, dev).items()
+        metrics.update({member_metric(task.name, k) if len(tasks) > 1 else k: v for k, v in scores})
         examples[task.name] = len(dev)
     return {"metrics": metrics, "examples": examples}
 
@@ -92,7 +93,7 @@ def verdict(metrics: dict[str, float], primary: dict[str, str], chance: dict) ->
     mixture = len(primary) > 1
     by = {}
     for task, metric in primary.items():
-        key = f"{task}/{metric}" if mixture else metric
+        key = member_metric(task, metric) if mixture else metric
         if key in metrics and key in chance["metrics"]:
             by[task] = z_score(metric, metrics[key], chance["metrics"][key], chance["examples"][task])
     if not by:

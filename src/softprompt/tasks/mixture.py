@@ -19,6 +19,11 @@ from softprompt.errors import ConfigError
 from softprompt.tasks.base import Task
 
 
+def member_metric(task: str, metric: str) -> str:
+    """The key under which a mixture's dev metrics report one member task's metric."""
+    return f"{task}/{metric}"
+
+
 @dataclass(frozen=True)
 class Mixture:
     """Several tasks trained as one, mixed examples-proportionally with cap `cap`.
