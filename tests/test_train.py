@@ -156,6 +156,7 @@ def test_resume_skips_a_torn_last_log_line(tmp_path):
         ({"loss": "lm"}, "--loss"),
         ({"lr": 0.1}, "--lr"),
         ({"max_train": 20}, "--max-train"),
+        ({"min_train_words": 1}, "--min-train-words"),
     ],
 )
 def test_resume_with_another_training_setting_is_refused(tmp_path, change, flag):
@@ -328,6 +329,7 @@ def test_init_from_a_saved_prompt(tmp_path, learned):
         ({"optimizer": "sgd"}, "--optimizer"),
         ({"init": "zeros"}, "--init"),
         ({"max_eval": 0}, "--max-eval"),
+        ({"min_train_words": 0}, "--min-train-words"),
         ({"patience": 0}, "--patience"),
         ({"warmup_steps": -1}, "--warmup-steps"),
         ({"ema": 1.0}, "--ema"),
